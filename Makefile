@@ -1,0 +1,47 @@
+# lenet-keras: every target creates .venv first if it is missing (python3 -m venv, the pinned
+# requirements, then this package in editable mode).
+#   make mnist [EPOCHS=3] [ARGS="seed=7 train.batch_size=256"]   train LeNet-5 on MNIST + report
+#   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
+#   make tensorboard [PORT=6006]                                    TensorBoard on runs/
+#   make test                                                       the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXPERIMENT ?= mnist_lenet5
+PORT ?= 6006
+RUNS ?= runs
+# train.epochs=N when EPOCHS is given; ARGS are passed through (overrides, --data-dir ...)
+OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
+
+.PHONY: help venv mnist report tensorboard test clean-venv
+
+help:
+	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# --no-deps: requirements.txt already pinned everything (tensorflow-cpu satisfies it)
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+mnist: $(STAMP)
+	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS)
+	$(PY) -m lenet_keras report experiments/mnist_lenet5.toml --runs-dir $(RUNS)
+
+report: $(STAMP)
+	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS)
+
+tensorboard: $(STAMP)
+	@echo "TensorBoard on $(RUNS)/: open http://localhost:$(PORT)/"
+	$(VENV)/bin/tensorboard --logdir $(RUNS) --port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,82 @@
+"""The command line: `python -m lenet_keras {train,report} ...` (each with `--help`).
+
+Exit codes: 0 success; 2 a problem with the user's input (bad experiment file or override,
+data missing or corrupted, run directory clash), printed as one clear message; 1 a bug
+(traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lenet_keras.errors import LenetKerasError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info banners
+
+
+def _train(args: argparse.Namespace) -> None:
+    from lenet_keras import config, train
+
+    experiment = config.load(args.experiment, args.overrides)
+    run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id)
+    print(f"run directory: {run_dir}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from lenet_keras import report
+
+    index = report.build(args.experiment, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
+    print(f"report: {index} (and {index.with_suffix('.md').name} beside it)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m lenet_keras`."""
+    top = argparse.ArgumentParser(
+        prog="python -m lenet_keras",
+        description="Reproducible LeNet-5 / CIFAR CNN experiments: train runs, then report on them.",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train one run of an experiment file",
+        description="Train one run of EXPERIMENT into RUNS_DIR/<experiment>/run-NNN/ "
+        "(TensorBoard logs, history.csv, best.keras, predictions.npz, manifest.json).",
+    )
+    train.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/mnist_lenet5.toml")
+    train.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys, e.g. train.epochs=3 seed=7"
+    )
+    train.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    train.add_argument(
+        "--data-dir", type=Path, default=None,
+        help="look for the dataset here first (then $LENET_KERAS_DATA, then data/)",
+    )
+    train.add_argument("--run-id", default=None, help="name of the run directory (default: run-NNN, the next number)")
+    train.set_defaults(handler=_train)
+
+    report = commands.add_parser(
+        "report",
+        help="render the report of an experiment's runs",
+        description="Render REPORTS_DIR/<experiment>/index.html and index.md from the run "
+        "directories RUNS_DIR/<experiment>/*/ (curves, tables, confusion matrices, samples).",
+    )
+    report.add_argument("experiment", help="experiment file or experiment name, e.g. mnist_lenet5")
+    report.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs are (default: runs)")
+    report.add_argument("--reports-dir", type=Path, default=Path("reports"), help="output parent (default: reports)")
+    report.set_defaults(handler=_report)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with `argv` (default `sys.argv[1:]`) and return the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except LenetKerasError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

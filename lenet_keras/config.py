@@ -1,0 +1,235 @@
+"""Experiment files: TOML -> validated, frozen dataclasses, with `section.key=value` overrides.
+
+An experiment file has two top-level keys (`name`, `seed`) and the sections `[data]`,
+`[model]`, `[optimizer]`, `[schedule]` and `[train]`; every key is optional and defaults to
+the deck's LeNet-5 recipe (seed 002, "LeNet Keras TensorFlow"). Unknown keys, wrong types and
+impossible values raise `ConfigError` naming the file and the key, before anything runs.
+Names that select a registry entry (`data.dataset`, `model.name`, `optimizer.name`,
+`schedule.name`) are checked by the module owning that registry.
+
+Example::
+
+    experiment = load("experiments/mnist_lenet5.toml", ["train.epochs=3", "seed=7"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lenet_keras.errors import ConfigError
+
+
+def _rule(check: Callable[[Any], bool], expected: str, default: Any) -> Any:
+    """A dataclass field with a default and a value check (`expected` words the check)."""
+    return field(default=default, metadata={"check": check, "expected": expected})
+
+
+_POSITIVE_INT = (lambda v: v > 0, "an integer > 0")
+_NON_NEGATIVE_INT = (lambda v: v >= 0, "an integer >= 0")
+_POSITIVE_FLOAT = (lambda v: v > 0, "a number > 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """`[data]`: which dataset and which part of it.
+
+    `validation_split` is the fraction of the training images held out for validation: the
+    LAST `validation_split` of them, in the official file order, exactly as Keras's
+    `model.fit(validation_split=...)` in the deck (0.2 of 60,000 -> images 48,000..59,999).
+    `train_subset`/`test_subset` keep only the first N official training/test images
+    (0 = all); they exist for quick tests and smoke runs.
+    """
+
+    dataset: str = "mnist"
+    validation_split: float = _rule(lambda v: 0 < v < 1, "a fraction strictly between 0 and 1", 0.2)
+    train_subset: int = _rule(*_NON_NEGATIVE_INT, 0)
+    test_subset: int = _rule(*_NON_NEGATIVE_INT, 0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """`[model]`: the architecture, by registry name (see `lenet_keras.models.MODELS`)."""
+
+    name: str = "lenet5"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """`[optimizer]`: by registry name (see `lenet_keras.optim`); the deck uses SGD, momentum 0.9.
+
+    `learning_rate` is the initial learning rate the schedule starts from (the deck: 1e-2).
+    """
+
+    name: str = "sgd"
+    learning_rate: float = _rule(*_POSITIVE_FLOAT, 1e-2)
+    momentum: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.9)
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """`[schedule]`: the learning-rate schedule, per optimizer step (not per epoch).
+
+    `exponential_decay` is `keras.optimizers.schedules.ExponentialDecay`:
+    lr(step) = learning_rate * decay_rate ** (step / decay_steps) (the deck: 10000 and 0.98);
+    `constant` keeps `optimizer.learning_rate`.
+    """
+
+    name: str = "exponential_decay"
+    decay_steps: int = _rule(*_POSITIVE_INT, 10000)
+    decay_rate: float = _rule(lambda v: 0 < v <= 1, "a number in (0, 1]", 0.98)
+    staircase: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`[train]`: the training loop (the deck: 20 epochs of batch 512).
+
+    `histogram_freq` is how often (in epochs) weight histograms go to TensorBoard; 0 = never.
+    """
+
+    epochs: int = _rule(*_POSITIVE_INT, 20)
+    batch_size: int = _rule(*_POSITIVE_INT, 512)
+    histogram_freq: int = _rule(*_NON_NEGATIVE_INT, 1)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A whole, validated experiment: what `lenet_keras.train.run` needs and nothing else.
+
+    `name` names the folder of its runs (`runs/<name>/`) and report (`reports/<name>/`); it
+    defaults to the experiment file's stem. `seed` seeds Python, NumPy, TensorFlow and the
+    data shuffle.
+    """
+
+    name: str = "experiment"
+    seed: int = _rule(*_NON_NEGATIVE_INT, 42)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain TOML-compatible data (what manifests record)."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS: dict[str, type] = {
+    f.name: f.default_factory for f in dataclasses.fields(Experiment) if dataclasses.is_dataclass(f.default_factory)
+}
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Read an experiment file, apply `section.key=value` overrides and validate everything.
+
+    Args:
+        path: a TOML experiment file, e.g. `experiments/mnist_lenet5.toml`.
+        overrides: strings `key=value` with dotted keys (`train.epochs=3`, `seed=7`); values
+            are TOML values (`0.01`, `true`, `"sgd"`), a bare word is taken as a string.
+
+    Returns:
+        The frozen `Experiment`.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, a key is unknown, a value has the wrong
+            type or is impossible (e.g. a negative learning rate); the message names the file
+            and the key.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"experiment file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    for override in overrides:
+        key, value = parse_override(override)
+        _set_dotted(raw, key, value)
+    raw.setdefault("name", path.stem)
+    return from_dict(raw, source=str(path))
+
+
+def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
+    """Validate plain data (as read from TOML or a manifest) into an `Experiment`.
+
+    Raises:
+        ConfigError: as `load`, naming `source` and the key.
+    """
+    raw = dict(raw)
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        value = raw.pop(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table of keys, got {value!r}")
+        sections[name] = _build(cls, value, source, prefix=f"{name}.")
+    top = _build(Experiment, raw, source, prefix="", skip=set(_SECTIONS))
+    return dataclasses.replace(top, **sections)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `section.key=value` and parse the value as TOML (a bare word stays a string).
+
+    Raises:
+        ConfigError: no `=` or an empty key.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=3")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key, parsed
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, values: dict[str, Any], source: str, prefix: str, skip: set[str] = frozenset()) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            known = sorted(set(fields) | ({f"[{s}]" for s in _SECTIONS} if not prefix else set()))
+            hint = difflib.get_close_matches(key, list(fields), n=1)
+            did_you_mean = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
+            raise ConfigError(
+                f"{source}: unknown key {prefix}{key}{did_you_mean}; known keys"
+                f"{' in [' + prefix[:-1] + ']' if prefix else ''}: {', '.join(known)}"
+            )
+        kwargs[key] = _check(fields[key], value, f"{prefix}{key}", source)
+    return cls(**kwargs)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check(f: dataclasses.Field, value: Any, key: str, source: str) -> Any:
+    expected_type = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+    ok = isinstance(value, expected_type) and not (expected_type is int and isinstance(value, bool))
+    if expected_type is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(
+            f"{source}: {key} must be {_TYPE_NAMES[expected_type]}, got {value!r} ({type(value).__name__})"
+        )
+    check = f.metadata.get("check")
+    if check is not None and not check(value):
+        raise ConfigError(f"{source}: {key} must be {f.metadata['expected']}, got {value!r}")
+    if expected_type is str and not value:
+        raise ConfigError(f"{source}: {key} must be a non-empty string")
+    return value

@@ -1,0 +1,310 @@
+"""Datasets: official files -> checksummed uint8 arrays -> `tf.data` pipelines.
+
+MNIST is read from the four official IDX files (gzip-compressed or raw), each verified by the
+SHA-256 of its decompressed content (the checksums of `shared/datasets/README.md`, recorded in
+`MNIST_FILES`). Where the files are looked for, in order:
+
+1. the `--data-dir` given on the command line,
+2. `$LENET_KERAS_DATA`,
+3. `data/` in the repository (MNIST ships there, so a fresh clone works offline),
+
+each either holding the files directly or in a `mnist/` sub-folder. If none has them, Keras's
+`mnist.npz` is downloaded into `data/mnist/` (its own SHA-256 checked), converted to the
+official IDX files and checked against the same content checksums. With no network this
+fails with `DataNotFoundError`, which lists the places searched and how to provide the files.
+
+This module knows nothing of models: it hands out arrays and `tf.data.Dataset`s.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lenet_keras.config import DataConfig
+from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
+
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+"""`data/` of the repository: the last place searched, and where downloads go."""
+
+DATA_ENV_VAR = "LENET_KERAS_DATA"
+
+MNIST_FILES = {
+    "train_images": ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train_labels": ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "test_images": ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "test_labels": ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+"""Official MNIST IDX files: role -> (file name, SHA-256 of the decompressed content)."""
+
+MNIST_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+"""Keras's `mnist.npz` (see `keras/src/datasets/mnist.py`): the download for users online."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A classification dataset as arrays, split into train / validation / test.
+
+    Images are uint8 arrays of shape (N, height, width, channels), values 0..255; labels are
+    int64 arrays of shape (N,) holding class indices 0..num_classes-1.
+    `checksums` maps each source file to the SHA-256 of its content; `source` is the folder read.
+    """
+
+    name: str
+    source: str
+    class_names: tuple[str, ...]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (10 for MNIST)."""
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image, e.g. (28, 28, 1) for MNIST."""
+        return tuple(self.train_images.shape[1:])
+
+
+def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """The data roots searched, in order: `data_dir`, `$LENET_KERAS_DATA`, the repository's `data/`."""
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get(DATA_ENV_VAR):
+        roots.append(Path(os.environ[DATA_ENV_VAR]))
+    roots.append(REPO_DATA_DIR)
+    return roots
+
+
+def sha256_of_bytes(content: bytes) -> str:
+    """Hex SHA-256 of `content`."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def read_idx(path: Path, expected_sha256: str | None = None) -> tuple[np.ndarray, str]:
+    """Read one IDX file (raw, or gzip when the name ends in `.gz`) into a uint8 array.
+
+    Args:
+        path: an IDX file of unsigned bytes (type code 0x08), e.g. `train-images-idx3-ubyte.gz`.
+        expected_sha256: the SHA-256 of the decompressed content; checked when given.
+
+    Returns:
+        (array of the header's shape, e.g. (60000, 28, 28) uint8; SHA-256 of the content).
+
+    Raises:
+        ChecksumError: the file cannot be decompressed, its header or length is wrong, or its
+            content's SHA-256 differs from `expected_sha256` (expected and actual are named).
+    """
+    try:
+        content = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise ChecksumError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'IDX'}: {error}") from None
+    actual = sha256_of_bytes(content)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise ChecksumError(
+            f"{path}: content SHA-256 mismatch (file changed, truncated or not the official one)\n"
+            f"  expected {expected_sha256}\n  actual   {actual}\n"
+            f"Delete it and provide the official file (see README, 'Data')."
+        )
+    if len(content) < 4 or content[:2] != b"\x00\x00" or content[2] != 0x08:
+        raise ChecksumError(f"{path}: not an IDX file of unsigned bytes (magic {content[:4].hex()})")
+    ndim = content[3]
+    dims = struct.unpack(f">{ndim}I", content[4 : 4 + 4 * ndim])
+    offset = 4 + 4 * ndim
+    if len(content) != offset + int(np.prod(dims)):
+        raise ChecksumError(f"{path}: {len(content) - offset} data bytes, header says shape {dims}")
+    return np.frombuffer(content, np.uint8, offset=offset).reshape(dims), actual
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as a raw IDX file (the official format), atomically."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    tmp.replace(path)
+
+
+def _idx_path(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_mnist(roots: Sequence[Path]) -> Path | None:
+    """The first folder among `root/mnist` and `root` (for each root in order) with all four files."""
+    for root in roots:
+        for folder in (root / "mnist", root):
+            if all(_idx_path(folder, name) for name, _ in MNIST_FILES.values()):
+                return folder
+    return None
+
+
+def download_mnist(target: Path, url: str = MNIST_NPZ_URL) -> Path:
+    """Download Keras's `mnist.npz`, verify it and write the four official IDX files into `target`.
+
+    Returns:
+        `target`, holding the four raw IDX files.
+
+    Raises:
+        DataNotFoundError: the download failed (e.g. no network).
+        ChecksumError: the download or its converted content does not match the checksums.
+    """
+    import keras  # heavy: imported only when a download is needed
+
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        npz_path = keras.utils.get_file(
+            fname="mnist.npz", origin=url, file_hash=MNIST_NPZ_SHA256, cache_dir=str(target), cache_subdir="."
+        )
+    except Exception as error:  # keras raises a bare Exception for URL failures
+        raise DataNotFoundError(f"download of {url} failed: {error}") from None
+    with np.load(npz_path) as npz:
+        arrays = {
+            "train_images": npz["x_train"],
+            "train_labels": npz["y_train"],
+            "test_images": npz["x_test"],
+            "test_labels": npz["y_test"],
+        }
+    for role, (name, _) in MNIST_FILES.items():
+        write_idx(target / name, arrays[role])
+    Path(npz_path).unlink()
+    return target
+
+
+def load_mnist(
+    config: DataConfig,
+    roots: Sequence[Path],
+    download_to: Path | None = None,
+    url: str = MNIST_NPZ_URL,
+) -> ImageData:
+    """Load MNIST from the first of `roots` holding it (else download), verified, then split.
+
+    The validation set is the LAST `config.validation_split` of the (subset of the) 60,000
+    official training images, in file order, as Keras's `validation_split` in the deck.
+
+    Raises:
+        DataNotFoundError: in none of `roots`, and the download into `download_to` failed or
+            `download_to` is None; the message lists the places searched and what to do.
+        ChecksumError: a file's content differs from the official checksums.
+    """
+    folder = find_mnist(roots)
+    if folder is None:
+        searched = "\n".join(f"  - {root / 'mnist'}  (or {root})" for root in roots)
+        problem = "no download was attempted"
+        if download_to is not None:
+            try:
+                folder = download_mnist(download_to, url)
+            except DataNotFoundError as error:
+                problem = str(error)
+    if folder is None:
+        names = ", ".join(f"{name}[.gz]" for name, _ in MNIST_FILES.values())
+        raise DataNotFoundError(
+            f"MNIST not found. Searched, in order:\n{searched}\nand {problem}.\n"
+            f"Provide the four official IDX files ({names}) in one of those folders, e.g.\n"
+            f"  python -m lenet_keras train EXPERIMENT --data-dir /path/to/folder\n"
+            f"  export {DATA_ENV_VAR}=/path/to/folder\n"
+            f"or connect to the internet and run again to download them into {download_to}."
+        )
+    arrays, checksums = {}, {}
+    for role, (name, sha256) in MNIST_FILES.items():
+        path = _idx_path(folder, name)
+        arrays[role], checksums[name] = read_idx(path, expected_sha256=sha256)
+    return _split(
+        "mnist", str(folder), tuple(str(d) for d in range(10)), config, checksums,
+        arrays["train_images"][..., None], arrays["train_labels"],
+        arrays["test_images"][..., None], arrays["test_labels"],
+    )
+
+
+def _split(name, source, class_names, config: DataConfig, checksums, train_x, train_y, test_x, test_y) -> ImageData:
+    if config.train_subset:
+        train_x, train_y = train_x[: config.train_subset], train_y[: config.train_subset]
+    if config.test_subset:
+        test_x, test_y = test_x[: config.test_subset], test_y[: config.test_subset]
+    n_train = len(train_x) - int(round(len(train_x) * config.validation_split))
+    if n_train < 1 or n_train == len(train_x):
+        raise ConfigError(
+            f"data.validation_split={config.validation_split} of {len(train_x)} images leaves "
+            f"{n_train} for training and {len(train_x) - n_train} for validation; both must be > 0"
+        )
+    return ImageData(
+        name=name, source=source, class_names=class_names,
+        train_images=train_x[:n_train], train_labels=train_y[:n_train].astype(np.int64),
+        val_images=train_x[n_train:], val_labels=train_y[n_train:].astype(np.int64),
+        test_images=test_x, test_labels=test_y.astype(np.int64), checksums=checksums,
+    )
+
+
+DATASETS: dict[str, Callable[..., ImageData]] = {"mnist": load_mnist}
+"""Registry of dataset loaders by `data.dataset` name."""
+
+
+def check_name(config: DataConfig) -> None:
+    """Raise `ConfigError` if `config.dataset` names no registered dataset."""
+    if config.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: unknown dataset {config.dataset!r}; known: {', '.join(DATASETS)}")
+
+
+def load(config: DataConfig, data_dir: str | Path | None = None, download: bool = True) -> ImageData:
+    """Load the dataset `config.dataset` via the look-up order of this module's docstring.
+
+    Raises:
+        ConfigError: unknown dataset name or an impossible split.
+        DataNotFoundError, ChecksumError: as `load_mnist`.
+    """
+    check_name(config)
+    download_to = REPO_DATA_DIR / config.dataset if download else None
+    return DATASETS[config.dataset](config, search_dirs(data_dir), download_to=download_to)
+
+
+def pipelines(data: ImageData, batch_size: int, seed: int):
+    """The `tf.data` input pipelines for training, validation and test.
+
+    Training: cached uint8 tensors -> shuffled over the whole training set with `seed`
+    (reshuffled each epoch, deterministically) -> batched -> scaled -> prefetched.
+    Validation and test: batched -> scaled -> cached -> prefetched, in file order.
+    Each element is (images float32 (B, H, W, C) in [0, 1], one-hot labels float32 (B, classes)).
+
+    Returns:
+        (train, validation, test) `tf.data.Dataset`s.
+    """
+    import tensorflow as tf
+
+    num_classes = data.num_classes
+
+    def scale(images, labels):
+        return tf.cast(images, tf.float32) / 255.0, tf.one_hot(labels, num_classes, dtype=tf.float32)
+
+    train = (
+        tf.data.Dataset.from_tensor_slices((data.train_images, data.train_labels))
+        .cache()
+        .shuffle(len(data.train_images), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+    def evaluation(images, labels):
+        return (
+            tf.data.Dataset.from_tensor_slices((images, labels))
+            .batch(batch_size)
+            .map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .cache()
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    return train, evaluation(data.val_images, data.val_labels), evaluation(data.test_images, data.test_labels)

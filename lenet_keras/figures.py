@@ -1,0 +1,184 @@
+"""Matplotlib figures of classification runs, drawn from plain arrays and DataFrames.
+
+Shared by the report (`lenet_keras.report`) and by training's TensorBoard image of sample
+predictions, so both show the same picture. Nothing here reads files or knows about Keras.
+Every function returns a `matplotlib.figure.Figure`; `save_png` writes one atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+RIGHT, WRONG = "#1a9641", "#d7191c"
+TRAIN, VALIDATION = "#2b83ba", "#fdae61"
+
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "font.size": 9,
+    }
+)
+
+
+def save_png(figure: plt.Figure, path: Path) -> Path:
+    """Write `figure` as PNG to `path` (temp file + rename) and close it."""
+    tmp = path.with_name(path.name + ".tmp")
+    figure.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+def png_bytes(figure: plt.Figure) -> bytes:
+    """The PNG encoding of `figure` (closes it), e.g. for `tf.summary.image`."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def training_curves(history: pd.DataFrame, title: str) -> plt.Figure:
+    """Accuracy and loss per epoch, training vs validation, the best validation epoch marked.
+
+    Args:
+        history: one row per epoch with columns epoch (0-based), accuracy, loss,
+            val_accuracy, val_loss (as `history.csv`); accuracies are fractions.
+        title: the figure title (e.g. the run id).
+    """
+    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    epochs = history["epoch"] + 1
+    best = history["val_accuracy"].idxmax()
+    for ax, metric, label in ((acc_ax, "accuracy", "top-1 accuracy"), (loss_ax, "loss", "cross-entropy loss")):
+        ax.plot(epochs, history[metric], "o-", ms=3, color=TRAIN, label="training")
+        ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, color=VALIDATION, label="validation")
+        ax.axvline(epochs[best], color="grey", ls=":", lw=1)
+        ax.plot(epochs[best], history[f"val_{metric}"][best], "*", ms=11, color=VALIDATION, mec="black", mew=0.6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    acc_ax.annotate(
+        f"best val {history['val_accuracy'][best]:.4f}\n(epoch {epochs[best]})",
+        (epochs[best], history["val_accuracy"][best]),
+        textcoords="offset points", xytext=(-10, -28), ha="right", fontsize=8,
+    )
+    acc_ax.legend(loc="lower right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def overlaid_curves(histories: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Validation accuracy and loss of several runs on shared axes (one colour per run).
+
+    Args:
+        histories: run id -> its `history.csv` DataFrame (see `training_curves`).
+    """
+    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(histories), 1)))
+    for colour, (run_id, history) in zip(colours, histories.items()):
+        epochs = history["epoch"] + 1
+        acc_ax.plot(epochs, history["val_accuracy"], "-", color=colour, label=run_id)
+        acc_ax.plot(epochs, history["accuracy"], ":", color=colour, lw=1)
+        loss_ax.plot(epochs, history["val_loss"], "-", color=colour, label=run_id)
+        loss_ax.plot(epochs, history["loss"], ":", color=colour, lw=1)
+    for ax in (acc_ax, loss_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy (solid: validation, dotted: training)")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss (solid: validation, dotted: training)")
+    loss_ax.set_yscale("log")
+    acc_ax.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> plt.Figure:
+    """Confusion matrix with the count in every cell; colour = fraction of the true class.
+
+    Args:
+        matrix: int array (classes, classes); rows are true classes, columns predictions.
+    """
+    n = len(class_names)
+    row_fraction = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(4.5, 0.45 * n + 1.5)
+    figure, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(row_fraction, cmap="Blues", vmin=0, vmax=1)
+    ax.grid(False)
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if row_fraction[i, j] > 0.5 else ("#b2182b" if i != j else "black"))
+    ax.set_xticks(range(n), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted class", ylabel="true class", title="confusion matrix (test set, counts)")
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    figure.tight_layout()
+    return figure
+
+
+def per_class_accuracy(accuracy: np.ndarray, class_names: Sequence[str], overall: float) -> plt.Figure:
+    """Bar chart of top-1 accuracy per class (fractions), sorted, with the overall accuracy line."""
+    order = np.argsort(accuracy)
+    figure, ax = plt.subplots(figsize=(7, 0.28 * len(class_names) + 1.2))
+    bars = ax.barh(range(len(order)), accuracy[order], color=[WRONG if a < overall else TRAIN for a in accuracy[order]])
+    ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {overall:.4f}")
+    for bar, value in zip(bars, accuracy[order]):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.4f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(order)), [class_names[i] for i in order])
+    low = max(0.0, min(float(accuracy.min()), overall) - 0.05)
+    ax.set_xlim(low, 1.0 + (1.0 - low) * 0.12)
+    ax.set(xlabel="top-1 accuracy (fraction)", title="per-class accuracy (test set)")
+    ax.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def sample_predictions(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    columns: int = 8,
+) -> plt.Figure:
+    """Grid of images titled true / predicted (confidence); green when right, red when wrong.
+
+    Args:
+        images: uint8 (N, H, W, C), C = 1 or 3.
+        labels: int (N,) true class indices.
+        probabilities: float (N, classes) predicted class probabilities.
+    """
+    rows = int(np.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.15, rows * 1.6), squeeze=False)
+    predicted = probabilities.argmax(axis=1)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label, guess, probs in zip(axes.flat, images, labels, predicted, probabilities):
+        ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray_r" if image.shape[-1] == 1 else None)
+        right = guess == label
+        ax.set_title(
+            f"true {class_names[label]}\npred {class_names[guess]} ({probs[guess]:.0%})",
+            fontsize=7, color=RIGHT if right else WRONG,
+        )
+        if not right:
+            for spine in ax.spines.values():
+                spine.set(visible=True, color=WRONG, lw=2)
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.suptitle(f"sample test predictions ({int((predicted == labels).sum())}/{len(labels)} right; wrong in red)", fontsize=9)
+    figure.tight_layout()
+    return figure

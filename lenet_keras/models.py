@@ -1,0 +1,115 @@
+"""Models as `keras.Sequential` subclasses, built by registry name (`[model] name = ...`).
+
+- `lenet5`: the deck's `MyLeNet` (seed 002, "LeNet Keras TensorFlow"), 28x28 input, conv1 'same'.
+- `lenet5_classic`: the LeNet paper seed's table (seed 000, "Architecture details"): input
+  zero-padded to 32x32, conv1 'valid' (28x28x6 feature maps), as LeCun et al. (1998).
+
+Both have 61,706 parameters on MNIST. Models never read files and never compile themselves:
+the optimizer, loss and metrics are chosen by the experiment (`lenet_keras.optim`, `train`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers
+
+from lenet_keras.config import ModelConfig
+from lenet_keras.errors import ConfigError
+
+LENET5_PARAMETERS = 61_706
+"""Parameter count of LeNet-5 on 28x28x1 inputs with 10 classes (the deck's model summary)."""
+
+
+@keras.saving.register_keras_serializable(package="lenet_keras")
+class LeNet5(keras.Sequential):
+    """LeNet-5 with tanh activations and average pooling, as a `keras.Sequential`.
+
+    Layers (deck variant, MNIST shapes): Conv2D 6@5x5 tanh 'same' -> (28, 28, 6);
+    AveragePooling 2x2/2 -> (14, 14, 6); Conv2D 16@5x5 tanh 'valid' -> (10, 10, 16);
+    AveragePooling 2x2/2 -> (5, 5, 16); Conv2D 120@5x5 tanh -> (1, 1, 120); Flatten -> 120;
+    Dense 84 tanh; Dense `num_classes` softmax. The deck's conv3 has strides 3, which on a
+    5x5 input gives the same single output position as the paper's stride 1 used here.
+
+    The classic variant zero-pads inputs smaller than 32x32 up to 32x32 (MNIST: 2 pixels per
+    side) and uses 'valid' padding in conv1, giving the same feature-map sizes from conv1 on.
+
+    Args:
+        input_shape: (height, width, channels) of one image; default MNIST's (28, 28, 1).
+        num_classes: number of output classes; default 10.
+        variant: "deck" (seed 002) or "classic" (seed 000).
+        name: the Keras model name.
+
+    Input: float32 images (batch, height, width, channels) scaled to [0, 1].
+    Output: float32 class probabilities (batch, num_classes) (softmax, rows sum to 1).
+
+    Raises:
+        ValueError: unknown `variant`, or a deck-variant input smaller than 28x28 (too small
+            for the three 5x5 convolutions; the classic variant pads up to 32x32).
+    """
+
+    VARIANTS = ("deck", "classic")
+
+    def __init__(self, input_shape=(28, 28, 1), num_classes=10, variant="deck", name=None, **kwargs):
+        if variant not in self.VARIANTS:
+            raise ValueError(f"LeNet5 variant must be one of {self.VARIANTS}, got {variant!r}")
+        input_shape = tuple(int(d) for d in input_shape)
+        height, width = input_shape[:2]
+        if variant == "deck" and min(height, width) < 28:
+            raise ValueError(f"LeNet5 (deck variant) needs inputs of at least 28x28, got input_shape={input_shape}")
+        super().__init__(name=name or ("lenet5" if variant == "deck" else "lenet5_classic"), **kwargs)
+        self.input_shape_ = input_shape
+        self.num_classes = int(num_classes)
+        self.variant = variant
+        self.add(keras.Input(shape=input_shape))
+        if variant == "classic":
+            pad_h, pad_w = max(0, 32 - height), max(0, 32 - width)
+            if pad_h or pad_w:
+                self.add(layers.ZeroPadding2D(((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))))
+        self.add(layers.Conv2D(6, 5, activation="tanh", padding="same" if variant == "deck" else "valid"))
+        self.add(layers.AveragePooling2D(pool_size=2, strides=2))
+        self.add(layers.Conv2D(16, 5, activation="tanh", padding="valid"))
+        self.add(layers.AveragePooling2D(pool_size=2, strides=2))
+        self.add(layers.Conv2D(120, 5, activation="tanh", padding="valid"))
+        self.add(layers.Flatten())
+        self.add(layers.Dense(84, activation="tanh"))
+        self.add(layers.Dense(self.num_classes, activation="softmax"))
+
+    def get_config(self):
+        """Constructor arguments, so `.keras` files load back into a `LeNet5`."""
+        return {
+            "input_shape": self.input_shape_,
+            "num_classes": self.num_classes,
+            "variant": self.variant,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Rebuild from `get_config()` output."""
+        return cls(**config)
+
+
+MODELS: dict[str, Callable[..., keras.Model]] = {
+    "lenet5": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="deck"),
+    "lenet5_classic": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="classic"),
+}
+"""Registry: `model.name` -> constructor taking (input_shape, num_classes)."""
+
+
+def check_name(config: ModelConfig) -> None:
+    """Raise `ConfigError` if `config.name` names no registered model."""
+    if config.name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {config.name!r}; known: {', '.join(MODELS)}")
+
+
+def build(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Build the (uncompiled) model `config.name` for images of `input_shape` and `num_classes`.
+
+    Raises:
+        ConfigError: unknown model name.
+    """
+    check_name(config)
+    return MODELS[config.name](input_shape, num_classes)

@@ -1,0 +1,260 @@
+"""Reports: run directories -> pandas tables -> matplotlib figures -> `reports/<experiment>/`.
+
+`build("mnist_lenet5")` reads every `runs/mnist_lenet5/*/` (in run-id order) and writes
+`reports/mnist_lenet5/index.html` and its Markdown twin `index.md`, with PNG figures beside
+them: a table of final metrics per run, all runs' curves overlaid, and for each run its
+training curves, test-set confusion matrix, most-confused pairs, per-class accuracy and a grid
+of sample predictions with the mistakes marked. It never retrains and needs no dataset: all it
+shows comes from the run directories (`manifest.json`, `history.csv`, `predictions.npz`).
+Runs that did not complete are listed with their status and left out of the figures.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lenet_keras import figures
+from lenet_keras.errors import RunDirectoryError
+from lenet_keras.manifest import read_json
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory as read back: its manifest, history (or None) and test predictions (or None)."""
+
+    run_id: str
+    path: Path
+    manifest: dict
+    history: pd.DataFrame | None
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    sample_indices: np.ndarray | None = None
+    sample_images: np.ndarray | None = None
+
+    @property
+    def completed(self) -> bool:
+        """True when training finished and the test predictions were written."""
+        return self.manifest.get("status") == "completed" and self.probabilities is not None
+
+
+def read_run(path: Path) -> Run:
+    """Read one run directory.
+
+    Raises:
+        RunDirectoryError: `manifest.json` is missing or not valid JSON (names the file).
+    """
+    try:
+        manifest = read_json(path / "manifest.json")
+    except (OSError, ValueError) as error:
+        raise RunDirectoryError(f"{path / 'manifest.json'}: unreadable run manifest: {error}") from None
+    history_path = path / "history.csv"
+    history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
+    arrays = {}
+    if (path / "predictions.npz").is_file():
+        with np.load(path / "predictions.npz") as npz:
+            arrays = {key: npz[key] for key in ("labels", "probabilities", "sample_indices", "sample_images")}
+    return Run(path.name, path, manifest, history, **arrays)
+
+
+def read_runs(experiment_dir: Path) -> list[Run]:
+    """All run directories (those with a `manifest.json`) of an experiment, sorted by run id.
+
+    Raises:
+        RunDirectoryError: the folder does not exist or holds no run.
+    """
+    paths = sorted(p for p in experiment_dir.glob("*/manifest.json")) if experiment_dir.is_dir() else []
+    if not paths:
+        raise RunDirectoryError(
+            f"no runs in {experiment_dir}: train one first, e.g. "
+            f"python -m lenet_keras train experiments/{experiment_dir.name}.toml"
+        )
+    return [read_run(p.parent) for p in paths]
+
+
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix (num_classes, num_classes) int64: rows true class, columns predicted."""
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def most_confused(matrix: np.ndarray, class_names, count: int = 5) -> pd.DataFrame:
+    """The `count` largest off-diagonal cells: true class, predicted class, number of images."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None, kind="stable")[::-1][:count]
+    rows = [(class_names[i], class_names[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j]]
+    return pd.DataFrame(rows, columns=["true class", "predicted as", "test images"])
+
+
+def summary_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: status, the config keys that differ between runs, and the metrics.
+
+    Accuracies are fractions (0..1); `wall s` is the run's wall-clock seconds.
+    """
+    configs = pd.json_normalize([r.manifest.get("config", {}) for r in runs])
+    varying = [c for c in configs.columns if c != "name" and configs[c].astype(str).nunique() > 1]
+    rows = []
+    for run, (_, config) in zip(runs, configs.iterrows()):
+        m = run.manifest
+        best, test = m.get("best", {}), m.get("test", {})
+        rows.append(
+            {
+                "run": run.run_id,
+                "status": m.get("status", "unknown"),
+                **{key: config[key] for key in varying},
+                "epochs": m.get("epochs_completed", len(run.history) if run.history is not None else 0),
+                "best val acc": best.get("val_accuracy"),
+                "best epoch": best["epoch"] + 1 if "epoch" in best else None,
+                "final val acc": m.get("final", {}).get("val_accuracy"),
+                "test acc": test.get("accuracy"),
+                "test loss": test.get("loss"),
+                "wall s": m.get("wall_seconds"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of `table` (floats with 4 decimals)."""
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def html_table(table: pd.DataFrame) -> str:
+    """An HTML table of `table` (floats with 4 decimals)."""
+    return table.to_html(index=False, na_rep="", float_format=lambda v: _fmt(float(v)), border=0, classes="runs")
+
+
+def _run_figures(run: Run, out: Path) -> dict:
+    """Draw one completed run's figures into `out`; return file names and tables for the page."""
+    class_names = run.manifest["data"]["class_names"]
+    predicted = run.probabilities.argmax(axis=1)
+    matrix = confusion_counts(run.labels, predicted, len(class_names))
+    per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+    overall = float((predicted == run.labels).mean())
+    names = {
+        "curves": f"{run.run_id}_curves.png",
+        "confusion": f"{run.run_id}_confusion_matrix.png",
+        "per_class": f"{run.run_id}_per_class_accuracy.png",
+        "samples": f"{run.run_id}_sample_predictions.png",
+    }
+    figures.save_png(figures.training_curves(run.history, f"{run.run_id}: training vs validation"), out / names["curves"])
+    figures.save_png(figures.confusion_matrix(matrix, class_names), out / names["confusion"])
+    figures.save_png(figures.per_class_accuracy(per_class, class_names, overall), out / names["per_class"])
+    sample = run.sample_indices
+    figures.save_png(
+        figures.sample_predictions(run.sample_images, run.labels[sample], run.probabilities[sample], class_names),
+        out / names["samples"],
+    )
+    per_class_table = pd.DataFrame(
+        {"class": class_names, "test images": matrix.sum(axis=1), "top-1 accuracy": per_class}
+    )
+    return {"files": names, "confused": most_confused(matrix, class_names), "per_class": per_class_table, "overall": overall}
+
+
+def _describe_data(manifest: dict) -> str:
+    data = manifest.get("data", {})
+    return (
+        f"{data.get('dataset', '?')} from `{data.get('source', '?')}`: {data.get('train_images', '?')} training, "
+        f"{data.get('val_images', '?')} validation ({data.get('validation', '')}), {data.get('test_images', '?')} test images"
+    )
+
+
+def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports") -> Path:
+    """Render the report of all runs of `experiment` and return the path of its `index.html`.
+
+    Args:
+        experiment: an experiment file (its `name`) or an experiment name (`mnist_lenet5`).
+        runs_dir: parent folder of the experiment's runs.
+        reports_dir: parent folder of the report; `<reports_dir>/<name>/` is replaced whole
+            (written beside it first, then swapped in).
+
+    Raises:
+        RunDirectoryError: no runs, or a run with an unreadable manifest.
+        ConfigError: `experiment` is an invalid experiment file.
+    """
+    name = str(experiment)
+    if name.endswith(".toml"):
+        from lenet_keras import config
+
+        name = config.load(experiment).name
+    runs = read_runs(Path(runs_dir) / name)
+    final = Path(reports_dir) / name
+    out = final.with_name(f".{name}.partial")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    table = summary_table(runs)
+    drawn = [r for r in runs if r.history is not None and len(r.history)]
+    if drawn:
+        figures.save_png(figures.overlaid_curves({r.run_id: r.history for r in drawn}), out / "all_runs_curves.png")
+    sections = [(run, _run_figures(run, out)) for run in runs if run.completed and run.history is not None]
+    skipped = [r for r in runs if not (r.completed and r.history is not None)]
+
+    md = [f"# Report: {name}", "", f"{len(runs)} run(s) in `{Path(runs_dir) / name}`. "
+          f"Data: {_describe_data(runs[-1].manifest)}.", "",
+          "Accuracies are top-1, as fractions; `wall s` is each run's wall-clock time in seconds; "
+          "the test metrics use the final epoch's weights.", "", "## Runs", "", markdown_table(table), ""]
+    page = [f"<h1>Report: {html.escape(name)}</h1>",
+            f"<p>{len(runs)} run(s) in <code>{html.escape(str(Path(runs_dir) / name))}</code>. "
+            f"Data: {html.escape(_describe_data(runs[-1].manifest))}.</p>",
+            "<p>Accuracies are top-1, as fractions; <em>wall s</em> is each run's wall-clock time in "
+            "seconds; the test metrics use the final epoch's weights.</p>", "<h2>Runs</h2>", html_table(table)]
+    if skipped:
+        note = "Not completed (left out of the figures): " + ", ".join(
+            f"{r.run_id} ({r.manifest.get('status', 'unknown')})" for r in skipped
+        )
+        md += [note, ""]
+        page.append(f"<p class='warn'>{html.escape(note)}</p>")
+    if drawn:
+        md += ["## All runs compared", "", "![all runs](all_runs_curves.png)", ""]
+        page += ["<h2>All runs compared</h2>", "<img src='all_runs_curves.png' alt='all runs'>"]
+    for run, info in sections:
+        files = info["files"]
+        title = f"{run.run_id}: test accuracy {info['overall']:.4f}"
+        md += [f"## {title}", "", f"Command: `{run.manifest.get('command', '')}`", "",
+               f"![curves]({files['curves']})", "", f"![confusion matrix]({files['confusion']})", "",
+               "Most confused pairs:", "", markdown_table(info["confused"]), "",
+               f"![per-class accuracy]({files['per_class']})", "", markdown_table(info["per_class"]), "",
+               f"![sample predictions]({files['samples']})", ""]
+        page += [f"<h2>{html.escape(title)}</h2>",
+                 f"<p>Command: <code>{html.escape(run.manifest.get('command', ''))}</code></p>",
+                 f"<img src='{files['curves']}' alt='curves'>",
+                 "<div class='row'>", f"<img src='{files['confusion']}' alt='confusion matrix'>",
+                 "<div><h3>Most confused pairs</h3>", html_table(info["confused"]), "</div></div>",
+                 "<div class='row'>", f"<img src='{files['per_class']}' alt='per-class accuracy'>",
+                 html_table(info["per_class"]), "</div>",
+                 f"<img src='{files['samples']}' alt='sample predictions'>"]
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "img{max-width:100%;margin:.5em 0}table.runs{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
+             "table.runs td,table.runs th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right}"
+             ".row{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}.warn{color:#b2182b}"
+             "code{background:#f4f4f4;padding:0 .2em}")
+    (out / "index.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    (out / "index.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)} report</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(page) + "\n</body></html>\n",
+        encoding="utf-8",
+    )
+    backup = final.with_name(f".{name}.old")
+    shutil.rmtree(backup, ignore_errors=True)
+    if final.exists():
+        final.replace(backup)
+    out.replace(final)
+    shutil.rmtree(backup, ignore_errors=True)
+    return final / "index.html"

@@ -1,0 +1,267 @@
+"""The one training entry point: `run(experiment)` -> a self-describing run directory.
+
+    runs/<experiment>/<run_id>/
+        manifest.json      resolved config, seed, versions, data checksums, machine, git,
+                           start/end UTC, wall seconds, status, final test metrics
+        history.csv        per epoch: epoch (0-based), loss, accuracy, val_loss, val_accuracy,
+                           learning_rate, epoch_seconds (wall seconds of the epoch)
+        best.keras         the model at the epoch of best validation accuracy
+        predictions.npz    test labels, predicted probabilities and a few sample images
+        tensorboard/       train/ and validation/ epoch scalars (incl. learning rate), the
+                           graph and weight histograms; test/ final scalars and an image of
+                           sample predictions
+
+Run ids are `run-001`, `run-002`, ... (one more than the largest existing number); an
+existing run directory is never overwritten. Everything is seeded from `experiment.seed`
+with TensorFlow op determinism on.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from lenet_keras import config as config_lib
+from lenet_keras import data as data_lib
+from lenet_keras import manifest as manifest_lib
+from lenet_keras import models, optim
+from lenet_keras.errors import RunDirectoryError
+
+SAMPLE_IMAGES = 32
+"""How many test images `predictions.npz` keeps for the sample-predictions grid."""
+
+
+def new_run_dir(experiment_dir: Path, run_id: str | None = None) -> Path:
+    """Create and return a fresh run directory under `experiment_dir`.
+
+    With `run_id` None the id is `run-NNN`, one more than the largest existing number.
+
+    Raises:
+        RunDirectoryError: `run_id` is given and that directory already exists.
+    """
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        path = experiment_dir / run_id
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise RunDirectoryError(f"run directory {path} already exists; runs are never overwritten") from None
+        return path
+    numbers = [int(m.group(1)) for p in experiment_dir.iterdir() if (m := re.fullmatch(r"run-(\d+)", p.name))]
+    number = max(numbers, default=0) + 1
+    while True:
+        path = experiment_dir / f"run-{number:03d}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # another process took it meanwhile
+            number += 1
+
+
+def _epoch_logs_callback():
+    import keras
+
+    class EpochLogs(keras.callbacks.Callback):
+        """Adds `learning_rate` (at the epoch's end) and `epoch_seconds` (wall) to the epoch logs.
+
+        Placed first, so CSVLogger and TensorBoard, which see the same logs dict, record them.
+        """
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+                logs["epoch_seconds"] = time.perf_counter() - self._start
+
+    return EpochLogs()
+
+
+def _graph_callback(log_dir: Path):
+    import keras
+    import tensorflow as tf
+
+    class ModelGraph(keras.callbacks.Callback):
+        """Writes the model's inference op graph to TensorBoard's Graphs dashboard (`train` run).
+
+        Keras's TensorBoard callback writes no graph for `Sequential` subclasses in Keras 3.
+        """
+
+        def on_train_begin(self, logs=None):
+            spec = tf.TensorSpec((None, *self.model.input_shape[1:]), tf.float32)
+            forward = tf.function(lambda images: self.model(images, training=False))
+            writer = tf.summary.create_file_writer(str(log_dir / "train"))
+            with writer.as_default():
+                tf.summary.graph(forward.get_concrete_function(spec).graph)
+            writer.close()
+
+    return ModelGraph()
+
+
+def _sample_indices(labels: np.ndarray, predicted: np.ndarray, count: int = SAMPLE_IMAGES) -> np.ndarray:
+    """The first `count`/2 test images plus the first mistakes, topped up to `count`, in order."""
+    first = np.arange(min(count // 2, len(labels)))
+    mistakes = np.flatnonzero(predicted != labels)
+    mistakes = mistakes[~np.isin(mistakes, first)][: count - len(first)]
+    chosen = np.concatenate([first, mistakes])
+    if len(chosen) < count:
+        rest = np.setdiff1d(np.arange(len(labels)), chosen)[: count - len(chosen)]
+        chosen = np.concatenate([chosen, rest])
+    return np.sort(chosen)
+
+
+def _log_test_results(log_dir: Path, step: int, loss: float, accuracy: float, sample_png: bytes) -> None:
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir / "test"))
+    with writer.as_default():
+        tf.summary.scalar("test_loss", loss, step=step)
+        tf.summary.scalar("test_accuracy", accuracy, step=step)
+        image = tf.image.decode_png(sample_png, channels=4)[None]
+        tf.summary.image("sample_test_predictions", image, step=step)
+    writer.close()
+
+
+def run(
+    experiment: config_lib.Experiment,
+    runs_dir: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    run_id: str | None = None,
+    verbose: int | None = None,
+) -> Path:
+    """Train `experiment` once and write its run directory (see this module's docstring).
+
+    Args:
+        experiment: the validated experiment (`lenet_keras.config.load`).
+        runs_dir: the parent of `<experiment.name>/<run_id>/`.
+        data_dir: the first place to look for the dataset (see `lenet_keras.data`).
+        run_id: the run directory's name; default `run-NNN`.
+        verbose: Keras progress output: 1 = progress bar, 2 = one line per epoch, 0 = none;
+            default 1 in a terminal, else 2.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        ConfigError: an unknown dataset/model/optimizer/schedule name (before anything runs).
+        DataNotFoundError, ChecksumError: from `lenet_keras.data` (before the run directory
+            is created).
+        RunDirectoryError: `run_id` exists already.
+        Any training error is re-raised after `manifest.json` records status "failed".
+    """
+    data_lib.check_name(experiment.data)
+    models.check_name(experiment.model)
+    optim.check_names(experiment)
+    started, t0 = manifest_lib.utc_now(), time.perf_counter()
+    dataset = data_lib.load(experiment.data, data_dir)
+
+    import keras
+    import tensorflow as tf
+
+    run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
+    keras.utils.set_random_seed(experiment.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
+    model.compile(
+        optimizer=optim.build(experiment),
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    train_ds, val_ds, test_ds = data_lib.pipelines(dataset, experiment.train.batch_size, experiment.seed)
+    manifest = {
+        "experiment": experiment.name,
+        "run_id": run_dir.name,
+        "status": "running",
+        "error": None,
+        "seed": experiment.seed,
+        "config": experiment.to_dict(),
+        "command": manifest_lib.command_line(),
+        "data": {
+            "dataset": dataset.name,
+            "source": dataset.source,
+            "checksums_sha256": dataset.checksums,
+            "class_names": list(dataset.class_names),
+            "train_images": len(dataset.train_images),
+            "val_images": len(dataset.val_images),
+            "test_images": len(dataset.test_images),
+            "validation": f"last {len(dataset.val_images)} of the first "
+            f"{len(dataset.train_images) + len(dataset.val_images)} official training images",
+        },
+        "model": {"name": experiment.model.name, "parameters": int(model.count_params())},
+        "versions": manifest_lib.versions(),
+        "machine": manifest_lib.machine(),
+        "git": manifest_lib.git_state(Path(__file__).resolve().parent),
+        "started_utc": started,
+    }
+    manifest_path = run_dir / "manifest.json"
+    manifest_lib.write_json_atomic(manifest_path, manifest)
+    log_dir = run_dir / "tensorboard"
+    callbacks = [
+        _epoch_logs_callback(),
+        _graph_callback(log_dir),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.TensorBoard(
+            log_dir=str(log_dir), histogram_freq=experiment.train.histogram_freq, write_graph=True
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
+        ),
+    ]
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=experiment.train.epochs, callbacks=callbacks,
+            verbose=verbose, shuffle=False,  # train_ds is already shuffled with the run's seed
+        )
+        test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+        probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
+    except BaseException as error:
+        manifest.update(
+            status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+            error="".join(traceback.format_exception_only(type(error), error)).strip(),
+            ended_utc=manifest_lib.utc_now(),
+            wall_seconds=round(time.perf_counter() - t0, 3),
+        )
+        manifest_lib.write_json_atomic(manifest_path, manifest)
+        raise
+
+    from lenet_keras import figures
+
+    samples = _sample_indices(dataset.test_labels, probabilities.argmax(axis=1))
+    np.savez_compressed(
+        run_dir / "predictions.npz",
+        labels=dataset.test_labels,
+        probabilities=probabilities,
+        sample_indices=samples,
+        sample_images=dataset.test_images[samples],
+        class_names=np.array(dataset.class_names),
+    )
+    grid = figures.sample_predictions(
+        dataset.test_images[samples], dataset.test_labels[samples], probabilities[samples], dataset.class_names
+    )
+    _log_test_results(log_dir, experiment.train.epochs, test_loss, test_accuracy, figures.png_bytes(grid))
+    val_accuracy = history.history["val_accuracy"]
+    best_epoch = int(np.argmax(val_accuracy))
+    manifest.update(
+        status="completed",
+        epochs_completed=len(val_accuracy),
+        best={"epoch": best_epoch, "val_accuracy": float(val_accuracy[best_epoch]), "checkpoint": "best.keras"},
+        final={
+            "loss": float(history.history["loss"][-1]),
+            "accuracy": float(history.history["accuracy"][-1]),
+            "val_loss": float(history.history["val_loss"][-1]),
+            "val_accuracy": float(val_accuracy[-1]),
+        },
+        test={"loss": float(test_loss), "accuracy": float(test_accuracy), "weights": "final epoch"},
+        ended_utc=manifest_lib.utc_now(),
+        wall_seconds=round(time.perf_counter() - t0, 3),
+    )
+    manifest_lib.write_json_atomic(manifest_path, manifest)
+    return run_dir

@@ -153,7 +153,7 @@ def find_mnist(roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def download_mnist(target: Path, url: str = MNIST_NPZ_URL) -> Path:
+def download_mnist(target: Path, url: str | None = None) -> Path:
     """Download Keras's `mnist.npz`, verify it and write the four official IDX files into `target`.
 
     Returns:
@@ -165,6 +165,7 @@ def download_mnist(target: Path, url: str = MNIST_NPZ_URL) -> Path:
     """
     import keras  # heavy: imported only when a download is needed
 
+    url = url or MNIST_NPZ_URL
     target.mkdir(parents=True, exist_ok=True)
     try:
         npz_path = keras.utils.get_file(
@@ -189,7 +190,7 @@ def load_mnist(
     config: DataConfig,
     roots: Sequence[Path],
     download_to: Path | None = None,
-    url: str = MNIST_NPZ_URL,
+    url: str | None = None,
 ) -> ImageData:
     """Load MNIST from the first of `roots` holding it (else download), verified, then split.
 
@@ -207,7 +208,7 @@ def load_mnist(
         problem = "no download was attempted"
         if download_to is not None:
             try:
-                folder = download_mnist(download_to, url)
+                folder = download_mnist(download_to, url or MNIST_NPZ_URL)
             except DataNotFoundError as error:
                 problem = str(error)
     if folder is None:

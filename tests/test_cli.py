@@ -1,0 +1,55 @@
+"""The command line: --help, and exit code 2 with a clear message for the user's mistakes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lenet_keras import cli
+
+from .conftest import REPO
+
+EXPERIMENT = str(REPO / "experiments" / "mnist_lenet5.toml")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["report", "--help"]])
+def test_help_exits_zero_and_describes_the_command(args):
+    result = subprocess.run([sys.executable, "-m", "lenet_keras", *args], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0
+    assert "usage: python -m lenet_keras" in result.stdout
+
+
+def test_unknown_key_is_exit_2_before_training(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lenet_keras", "train", EXPERIMENT, "train.epoch=3", "--runs-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "unknown key train.epoch (did you mean train.epochs?)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_negative_learning_rate_is_exit_2(capsys, tmp_path):
+    assert cli.main(["train", EXPERIMENT, "optimizer.learning_rate=-1", "--runs-dir", str(tmp_path)]) == 2
+    assert "optimizer.learning_rate must be a number > 0, got -1.0" in capsys.readouterr().err
+
+
+def test_missing_data_offline_is_exit_2_listing_the_places(no_mnist_anywhere, capsys):
+    code = cli.main(["train", EXPERIMENT, "--data-dir", str(no_mnist_anywhere / "given"), "--runs-dir",
+                     str(no_mnist_anywhere / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "MNIST not found" in err and str(no_mnist_anywhere / "given" / "mnist") in err
+    assert not (no_mnist_anywhere / "runs").exists()  # no empty run directory left behind
+
+
+def test_report_of_nothing_is_exit_2(capsys, tmp_path):
+    assert cli.main(["report", "mnist_lenet5", "--runs-dir", str(tmp_path)]) == 2
+    assert "no runs in" in capsys.readouterr().err
+
+
+def test_bad_usage_is_argparse_exit_2():
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train"])
+    assert info.value.code == 2

@@ -1,0 +1,59 @@
+"""LeNet-5: architecture, parameter count, shapes and .keras round trip."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from lenet_keras import models  # noqa: E402
+from lenet_keras.config import ModelConfig  # noqa: E402
+from lenet_keras.errors import ConfigError  # noqa: E402
+
+
+def test_deck_lenet5_matches_the_deck_summary():
+    model = models.LeNet5()
+    assert isinstance(model, keras.Sequential)
+    assert model.count_params() == models.LENET5_PARAMETERS == 61_706
+    shapes = [layer.output.shape[1:] for layer in model.layers]
+    assert shapes == [(28, 28, 6), (14, 14, 6), (10, 10, 16), (5, 5, 16), (1, 1, 120), (120,), (84,), (10,)]
+    assert [layer.count_params() for layer in model.layers] == [156, 0, 2416, 0, 48120, 0, 10164, 850]
+    assert model.layers[0].activation.__name__ == "tanh"
+    assert model.layers[1].__class__.__name__ == "AveragePooling2D"
+
+
+def test_classic_variant_pads_to_32x32_and_has_the_same_parameters():
+    model = models.build(ModelConfig(name="lenet5_classic"), (28, 28, 1), 10)
+    assert model.count_params() == 61_706
+    assert model.layers[0].output.shape[1:] == (32, 32, 1)  # zero padding
+    assert model.layers[1].output.shape[1:] == (28, 28, 6)  # conv1 'valid', as the paper seed's table
+    assert model.layers[1].padding == "valid"
+
+
+def test_output_is_a_probability_distribution_per_image():
+    model = models.LeNet5(num_classes=7)
+    images = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    probabilities = np.asarray(model(images))
+    assert probabilities.shape == (5, 7) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_constructor_does_not_compile():
+    assert models.LeNet5().compiled is False
+
+
+def test_saved_model_loads_back_as_lenet5_with_same_outputs(tmp_path):
+    model = models.LeNet5(variant="classic")
+    images = np.random.default_rng(1).random((3, 28, 28, 1), dtype=np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, models.LeNet5) and loaded.variant == "classic"
+    np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(model(images)), rtol=1e-6)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="variant"):
+        models.LeNet5(variant="modern")
+    with pytest.raises(ValueError, match=r"input_shape=\(20, 20, 1\)"):
+        models.LeNet5(input_shape=(20, 20, 1))
+    with pytest.raises(ConfigError, match="model.name.*'resnet'.*lenet5"):
+        models.build(ModelConfig(name="resnet"), (28, 28, 1), 10)

@@ -1,0 +1,142 @@
+"""A real 1-epoch training on a few thousand real MNIST images, its run directory and report."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from lenet_keras import config, report, train
+from lenet_keras.errors import RunDirectoryError
+
+from .conftest import REPO
+
+SMALL = ["train.epochs=1", "data.train_subset=3000", "data.test_subset=500", "train.batch_size=128"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, mnist_dir):
+    """Two real runs of the MNIST experiment (the second with another seed), trained once."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    first = train.run(config.load(REPO / "experiments/mnist_lenet5.toml", SMALL), runs_dir, data_dir=mnist_dir, verbose=0)
+    second = train.run(
+        config.load(REPO / "experiments/mnist_lenet5.toml", [*SMALL, "seed=7"]), runs_dir, data_dir=mnist_dir, verbose=0
+    )
+    return runs_dir, first, second
+
+
+def test_run_directory_has_every_file(runs):
+    runs_dir, first, second = runs
+    assert first == runs_dir / "mnist_lenet5" / "run-001" and second.name == "run-002"
+    for name in ("manifest.json", "history.csv", "best.keras", "predictions.npz", "tensorboard"):
+        assert (first / name).exists(), name
+    assert not list(first.glob("*.tmp"))
+
+
+def test_history_csv_has_one_row_per_epoch_with_learning_rate_and_seconds(runs):
+    rows = list(csv.DictReader((runs[1] / "history.csv").open()))
+    assert len(rows) == 1
+    assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"}
+    # 3000 images -> 2400 for training -> 19 steps of 128: lr = 1e-2 * 0.98 ** (19 / 10000)
+    assert float(rows[0]["learning_rate"]) == pytest.approx(1e-2 * 0.98 ** (19 / 10000), rel=1e-5)
+    assert float(rows[0]["epoch_seconds"]) > 0
+    assert 0.3 < float(rows[0]["val_accuracy"]) <= 1.0  # it learned something in one epoch
+
+
+def test_manifest_records_config_versions_data_machine_and_metrics(runs):
+    m = json.loads((runs[1] / "manifest.json").read_text())
+    assert m["status"] == "completed" and m["error"] is None
+    assert m["config"]["train"]["epochs"] == 1 and m["seed"] == 42
+    assert {"python", "keras", "numpy"} <= set(m["versions"])
+    assert "tensorflow-cpu" in m["versions"] or "tensorflow" in m["versions"]
+    assert m["data"]["checksums_sha256"]["t10k-images-idx3-ubyte"].startswith("0fa7898d")
+    assert (m["data"]["train_images"], m["data"]["val_images"], m["data"]["test_images"]) == (2400, 600, 500)
+    assert m["model"] == {"name": "lenet5", "parameters": 61706}
+    assert m["machine"]["cpu_count"] >= 1 and "gpus" in m["machine"]
+    assert "commit" in m["git"]
+    assert m["started_utc"] <= m["ended_utc"] and m["wall_seconds"] > 0
+    assert 0 < m["test"]["accuracy"] <= 1 and m["test"]["loss"] > 0
+    predictions = np.load(runs[1] / "predictions.npz")
+    assert predictions["probabilities"].shape == (500, 10)
+    assert float((predictions["probabilities"].argmax(1) == predictions["labels"]).mean()) == pytest.approx(
+        m["test"]["accuracy"], abs=1e-6
+    )
+
+
+def test_tensorboard_event_files_hold_the_scalars_graph_histograms_and_image(runs):
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    def tags(sub):
+        acc = ea.EventAccumulator(str(runs[1] / "tensorboard" / sub), size_guidance={ea.TENSORS: 0})
+        acc.Reload()
+        return acc
+
+    train_events = tags("train")
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_epoch_seconds"} <= set(train_events.Tags()["tensors"])
+    assert any(t.endswith("kernel/histogram") for t in train_events.Tags()["tensors"])
+    assert train_events.Tags()["graph"] is True
+    import tensorflow as tf
+
+    loss = train_events.Tensors("epoch_loss")
+    history_loss = float(next(csv.DictReader((runs[1] / "history.csv").open()))["loss"])
+    assert len(loss) == 1 and float(tf.make_ndarray(loss[0].tensor_proto)) == pytest.approx(history_loss, rel=1e-6)
+    assert {"epoch_loss", "epoch_accuracy"} <= set(tags("validation").Tags()["tensors"])
+    assert {"test_accuracy", "test_loss", "sample_test_predictions"} <= set(tags("test").Tags()["tensors"])
+
+
+def test_same_seed_same_first_epoch(runs, mnist_dir, tmp_path):
+    """Seeds + op determinism: a repeat of run-001 gives the same history (timing aside)."""
+    repeat = train.run(config.load(REPO / "experiments/mnist_lenet5.toml", SMALL), tmp_path, data_dir=mnist_dir, verbose=0)
+
+    def metrics(path):
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader((path / "history.csv").open())]
+
+    assert metrics(repeat) == metrics(runs[1])
+    assert metrics(runs[2]) != metrics(runs[1])  # another seed differs
+
+
+def test_existing_run_directory_is_never_overwritten(runs, mnist_dir):
+    runs_dir, first, _ = runs
+    before = (first / "manifest.json").read_bytes()
+    with pytest.raises(RunDirectoryError, match="already exists"):
+        train.run(config.load(REPO / "experiments/mnist_lenet5.toml", SMALL), runs_dir, data_dir=mnist_dir, run_id="run-001")
+    assert (first / "manifest.json").read_bytes() == before
+
+
+def test_report_renders_from_run_directories(runs, tmp_path):
+    runs_dir = runs[0]
+    index = report.build(REPO / "experiments/mnist_lenet5.toml", runs_dir=runs_dir, reports_dir=tmp_path)
+    out = index.parent
+    assert index == tmp_path / "mnist_lenet5" / "index.html"
+    for run_id in ("run-001", "run-002"):
+        for figure in ("curves", "confusion_matrix", "per_class_accuracy", "sample_predictions"):
+            png = out / f"{run_id}_{figure}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert (out / "all_runs_curves.png").is_file()
+    html, md = index.read_text(), (out / "index.md").read_text()
+    for text in (html, md):
+        assert "run-001" in text and "run-002" in text and "Most confused pairs" in text
+    m = json.loads((runs[1] / "manifest.json").read_text())
+    assert f"{m['test']['accuracy']:.4f}" in md
+    assert "| seed |" in md  # the config key that differs between the two runs is a column
+
+
+def test_report_lists_unfinished_runs_without_drawing_them(runs, tmp_path):
+    import shutil
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(runs[0], runs_dir)
+    broken = runs_dir / "mnist_lenet5" / "run-002"
+    m = json.loads((broken / "manifest.json").read_text())
+    m.update(status="failed", error="RuntimeError: boom")
+    (broken / "manifest.json").write_text(json.dumps(m))
+    (broken / "predictions.npz").unlink()
+    index = report.build("mnist_lenet5", runs_dir=runs_dir, reports_dir=tmp_path / "reports")
+    assert "run-002 (failed)" in index.read_text()
+    assert not (index.parent / "run-002_confusion_matrix.png").exists()
+    assert (index.parent / "run-001_confusion_matrix.png").exists()
+
+
+def test_report_without_runs_says_how_to_make_one(tmp_path):
+    with pytest.raises(RunDirectoryError, match="no runs in .*mnist_lenet5.*python -m lenet_keras train"):
+        report.build("mnist_lenet5", runs_dir=tmp_path, reports_dir=tmp_path / "reports")

@@ -153,6 +153,7 @@ def sample_predictions(
     probabilities: np.ndarray,
     class_names: Sequence[str],
     columns: int = 8,
+    title: str = "sample test predictions",
 ) -> plt.Figure:
     """Grid of images titled true / predicted (confidence); green when right, red when wrong.
 
@@ -160,6 +161,7 @@ def sample_predictions(
         images: uint8 (N, H, W, C), C = 1 or 3.
         labels: int (N,) true class indices.
         probabilities: float (N, classes) predicted class probabilities.
+        title: what the images are (how they were chosen); the right/wrong count is appended.
     """
     rows = int(np.ceil(len(images) / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.15, rows * 1.6), squeeze=False)
@@ -179,6 +181,6 @@ def sample_predictions(
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
-    figure.suptitle(f"sample test predictions ({int((predicted == labels).sum())}/{len(labels)} right; wrong in red)", fontsize=9)
+    figure.suptitle(f"{title}: {int((predicted == labels).sum())}/{len(labels)} right, wrong in red", fontsize=9)
     figure.tight_layout()
     return figure

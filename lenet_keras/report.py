@@ -36,6 +36,7 @@ class Run:
     probabilities: np.ndarray | None = None
     sample_indices: np.ndarray | None = None
     sample_images: np.ndarray | None = None
+    sample_title: str = "sample test predictions"
 
     @property
     def completed(self) -> bool:
@@ -59,6 +60,8 @@ def read_run(path: Path) -> Run:
     if (path / "predictions.npz").is_file():
         with np.load(path / "predictions.npz") as npz:
             arrays = {key: npz[key] for key in ("labels", "probabilities", "sample_indices", "sample_images")}
+            if "sample_title" in npz:
+                arrays["sample_title"] = str(npz["sample_title"])
     return Run(path.name, path, manifest, history, **arrays)
 
 
@@ -158,7 +161,9 @@ def _run_figures(run: Run, out: Path) -> dict:
     figures.save_png(figures.per_class_accuracy(per_class, class_names, overall), out / names["per_class"])
     sample = run.sample_indices
     figures.save_png(
-        figures.sample_predictions(run.sample_images, run.labels[sample], run.probabilities[sample], class_names),
+        figures.sample_predictions(
+            run.sample_images, run.labels[sample], run.probabilities[sample], class_names, title=run.sample_title
+        ),
         out / names["samples"],
     )
     per_class_table = pd.DataFrame(

@@ -35,6 +35,9 @@ from lenet_keras.errors import RunDirectoryError
 SAMPLE_IMAGES = 32
 """How many test images `predictions.npz` keeps for the sample-predictions grid."""
 
+SAMPLE_TITLE = f"the first {SAMPLE_IMAGES // 2} test images, then the first mistakes"
+"""How `_sample_indices` chooses them, as the grid's title says."""
+
 
 def new_run_dir(experiment_dir: Path, run_id: str | None = None) -> Path:
     """Create and return a fresh run directory under `experiment_dir`.
@@ -242,9 +245,11 @@ def run(
         sample_indices=samples,
         sample_images=dataset.test_images[samples],
         class_names=np.array(dataset.class_names),
+        sample_title=np.array(SAMPLE_TITLE),
     )
     grid = figures.sample_predictions(
-        dataset.test_images[samples], dataset.test_labels[samples], probabilities[samples], dataset.class_names
+        dataset.test_images[samples], dataset.test_labels[samples], probabilities[samples], dataset.class_names,
+        title=SAMPLE_TITLE,
     )
     _log_test_results(log_dir, experiment.train.epochs, test_loss, test_accuracy, figures.png_bytes(grid))
     val_accuracy = history.history["val_accuracy"]

@@ -57,3 +57,20 @@ def test_bad_arguments_are_named():
         models.LeNet5(input_shape=(20, 20, 1))
     with pytest.raises(ConfigError, match="model.name.*'resnet'.*lenet5"):
         models.build(ModelConfig(name="resnet"), (28, 28, 1), 10)
+
+
+def test_cifar_cnn_matches_the_notebook():
+    model = models.CifarCNN()
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == models.CIFAR_CNN_TRAINABLE_PARAMETERS == 4_079_429
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size[0], c.use_bias) for c in convs] == [
+        (64, 5, False), (119, 5, False), (221, 3, False), (256, 5, False), (256, 3, False), (256, 5, False)
+    ]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {(n.epsilon, n.momentum) for n in norms} == {(1e-5, 0.9)}
+    dropouts = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.SpatialDropout2D)]
+    assert dropouts == [0.04, 0.05, 0.02, 0.09, 0.08]
+    images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    assert np.asarray(model(images)).shape == (2, 10)
+    assert model.layers[-4].output.shape[1:] == (8, 8, 256)  # two 2x2 poolings: 32 -> 8

@@ -21,7 +21,6 @@ help:
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	# --no-deps: requirements.txt already pinned everything (tensorflow-cpu satisfies it)
 	$(PY) -m pip install --quiet --no-deps -e .
@@ -30,8 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 mnist: $(STAMP)
-	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS)
-	$(PY) -m lenet_keras report experiments/mnist_lenet5.toml --runs-dir $(RUNS)
+	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) --report
 
 report: $(STAMP)
 	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS)

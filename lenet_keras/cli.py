@@ -23,6 +23,11 @@ def _train(args: argparse.Namespace) -> None:
     experiment = config.load(args.experiment, args.overrides)
     run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id)
     print(f"run directory: {run_dir}")
+    if args.report:
+        from lenet_keras import report
+
+        index = report.build(experiment.name, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
+        print(f"report: {index}")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -56,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
         help="look for the dataset here first (then $LENET_KERAS_DATA, then data/)",
     )
     train.add_argument("--run-id", default=None, help="name of the run directory (default: run-NNN, the next number)")
+    train.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
+    train.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
     train.set_defaults(handler=_train)
 
     report = commands.add_parser(

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,9 @@ def _rule(check: Callable[[Any], bool], expected: str, default: Any) -> Any:
 
 _POSITIVE_INT = (lambda v: v > 0, "an integer > 0")
 _NON_NEGATIVE_INT = (lambda v: v >= 0, "an integer >= 0")
-_POSITIVE_FLOAT = (lambda v: v > 0, "a number > 0")
+_POSITIVE_FLOAT = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+"""Experiment names and run ids become folder names: letters, digits, `_`, `.`, `-`; no leading dot."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,23 @@ class DataConfig:
     `model.fit(validation_split=...)` in the deck (0.2 of 60,000 -> images 48,000..59,999).
     `train_subset`/`test_subset` keep only the first N official training/test images
     (0 = all); they exist for quick tests and smoke runs.
+
+    `dataset = "image_folder"` reads `path/train/<class>/*` and `path/test/<class>/*`; its
+    class order is `class_names`, or the sorted folder names when empty. Its files have no
+    official order, so they are put in a fixed order first (a permutation seeded with 0, the
+    same for every run) before subsets and the validation split are taken.
+    `mean`/`std` normalize each channel after scaling pixels to [0, 1]: x = (x/255 - mean) / std
+    (empty = no normalization, as the deck's MNIST recipe).
     """
 
     dataset: str = "mnist"
+    path: str = ""
+    class_names: tuple[str, ...] = ()
     validation_split: float = _rule(lambda v: 0 < v < 1, "a fraction strictly between 0 and 1", 0.2)
     train_subset: int = _rule(*_NON_NEGATIVE_INT, 0)
     test_subset: int = _rule(*_NON_NEGATIVE_INT, 0)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = _rule(lambda v: all(x > 0 for x in v), "a list of numbers > 0", ())
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,7 @@ class OptimizerConfig:
 
     name: str = "sgd"
     learning_rate: float = _rule(*_POSITIVE_FLOAT, 1e-2)
-    momentum: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.9)
+    momentum: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.9)  # nan fails both
     nesterov: bool = False
 
 
@@ -107,8 +122,9 @@ class Experiment:
     data shuffle.
     """
 
-    name: str = "experiment"
-    seed: int = _rule(*_NON_NEGATIVE_INT, 42)
+    name: str = _rule(lambda v: SAFE_NAME.fullmatch(v) is not None,
+                      "a folder name of letters, digits, '_', '.', '-' (no leading dot)", "experiment")
+    seed: int = _rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)", 42)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -158,6 +174,9 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Exper
 def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
     """Validate plain data (as read from TOML or a manifest) into an `Experiment`.
 
+    Returns:
+        The frozen `Experiment`; missing keys take the defaults of the dataclasses above.
+
     Raises:
         ConfigError: as `load`, naming `source` and the key.
     """
@@ -174,6 +193,9 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Split `section.key=value` and parse the value as TOML (a bare word stays a string).
+
+    Returns:
+        (dotted key, parsed value), e.g. ("train.epochs", 3).
 
     Raises:
         ConfigError: no `=` or an empty key.
@@ -215,21 +237,39 @@ def _build(cls: type, values: dict[str, Any], source: str, prefix: str, skip: se
     return cls(**kwargs)
 
 
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_LIST_NAMES = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+
+
+def _scalar(value: Any, expected_type: type) -> tuple[Any, bool]:
+    """(value converted to `expected_type`, whether it has that type); ints pass as floats."""
+    if expected_type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value), True
+    ok = isinstance(value, expected_type) and not (expected_type is int and isinstance(value, bool))
+    return value, ok
 
 
 def _check(f: dataclasses.Field, value: Any, key: str, source: str) -> Any:
-    expected_type = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
-    ok = isinstance(value, expected_type) and not (expected_type is int and isinstance(value, bool))
-    if expected_type is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise ConfigError(
-            f"{source}: {key} must be {_TYPE_NAMES[expected_type]}, got {value!r} ({type(value).__name__})"
-        )
+    type_name = f.type
+    if type_name.startswith("tuple["):  # e.g. "tuple[float, ...]": a TOML array of that type
+        element_type = _TYPES[type_name[len("tuple["):].split(",")[0]]
+        converted = [_scalar(v, element_type) for v in value] if isinstance(value, (list, tuple)) else None
+        if converted is None or not all(ok for _, ok in converted):
+            raise ConfigError(
+                f"{source}: {key} must be a list of {_LIST_NAMES[element_type]}, got {value!r}"
+            )
+        value = tuple(v for v, _ in converted)
+    else:
+        expected_type = _TYPES[type_name]
+        value, ok = _scalar(value, expected_type)
+        if not ok:
+            raise ConfigError(
+                f"{source}: {key} must be {_TYPE_NAMES[expected_type]}, got {value!r} ({type(value).__name__})"
+            )
+        if expected_type is str and not value and f.default != "":
+            raise ConfigError(f"{source}: {key} must be a non-empty string")
     check = f.metadata.get("check")
     if check is not None and not check(value):
         raise ConfigError(f"{source}: {key} must be {f.metadata['expected']}, got {value!r}")
-    if expected_type is str and not value:
-        raise ConfigError(f"{source}: {key} must be a non-empty string")
     return value

@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -55,7 +56,8 @@ class ImageData:
 
     Images are uint8 arrays of shape (N, height, width, channels), values 0..255; labels are
     int64 arrays of shape (N,) holding class indices 0..num_classes-1.
-    `checksums` maps each source file to the SHA-256 of its content; `source` is the folder read.
+    `checksums` maps each source file to the SHA-256 of its content; `source` is the folder read;
+    `description` says in words what the data are (reports quote it).
     """
 
     name: str
@@ -68,6 +70,7 @@ class ImageData:
     test_images: np.ndarray
     test_labels: np.ndarray
     checksums: dict[str, str] = field(default_factory=dict)
+    description: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -81,7 +84,14 @@ class ImageData:
 
 
 def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    """The data roots searched, in order: `data_dir`, `$LENET_KERAS_DATA`, the repository's `data/`."""
+    """The data roots searched, in order: `data_dir`, `$LENET_KERAS_DATA`, the repository's `data/`.
+
+    Raises:
+        DataNotFoundError: `data_dir` is given but is not a folder (a typo must not silently
+            fall through to other data).
+    """
+    if data_dir and not Path(data_dir).is_dir():
+        raise DataNotFoundError(f"--data-dir {data_dir}: no such folder")
     roots = [Path(data_dir)] if data_dir else []
     if os.environ.get(DATA_ENV_VAR):
         roots.append(Path(os.environ[DATA_ENV_VAR]))
@@ -92,6 +102,40 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
 def sha256_of_bytes(content: bytes) -> str:
     """Hex SHA-256 of `content`."""
     return hashlib.sha256(content).hexdigest()
+
+
+def sha256_of_file(path: Path) -> str:
+    """Hex SHA-256 of the file at `path`, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path, expected_sha256: str) -> Path:
+    """Download `url` to the file `target` with Keras's progress bar, then verify its SHA-256.
+
+    Raises:
+        DataNotFoundError: the download failed (e.g. no network).
+        ChecksumError: the downloaded file's SHA-256 differs (the file is deleted; the message
+            gives the expected and actual SHA-256).
+    """
+    import keras  # heavy: imported only when a download is needed
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path = Path(keras.utils.get_file(fname=target.name, origin=url, cache_dir=str(target.parent), cache_subdir="."))
+    except Exception as error:  # keras raises a bare Exception for URL failures
+        raise DataNotFoundError(f"download of {url} failed: {error}") from None
+    actual = sha256_of_file(path)
+    if actual != expected_sha256:
+        path.unlink()
+        raise ChecksumError(
+            f"{path} (downloaded from {url}): SHA-256 mismatch, file deleted\n"
+            f"  expected {expected_sha256}\n  actual   {actual}"
+        )
+    return path
 
 
 def read_idx(path: Path, expected_sha256: str | None = None) -> tuple[np.ndarray, str]:
@@ -110,7 +154,7 @@ def read_idx(path: Path, expected_sha256: str | None = None) -> tuple[np.ndarray
     """
     try:
         content = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise ChecksumError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'IDX'}: {error}") from None
     actual = sha256_of_bytes(content)
     if expected_sha256 is not None and actual != expected_sha256:
@@ -130,7 +174,11 @@ def read_idx(path: Path, expected_sha256: str | None = None) -> tuple[np.ndarray
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as a raw IDX file (the official format), atomically."""
+    """Write `array` (any shape, values 0..255, stored as uint8) as a raw IDX file, atomically.
+
+    The header is the official one: magic 0x0000 08 NDIM, then each dimension as big-endian
+    uint32; so MNIST's arrays give back the official files byte for byte.
+    """
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
@@ -161,18 +209,10 @@ def download_mnist(target: Path, url: str | None = None) -> Path:
 
     Raises:
         DataNotFoundError: the download failed (e.g. no network).
-        ChecksumError: the download or its converted content does not match the checksums.
+        ChecksumError: the download does not match `MNIST_NPZ_SHA256` (its converted content is
+            checked against `MNIST_FILES` when read).
     """
-    import keras  # heavy: imported only when a download is needed
-
-    url = url or MNIST_NPZ_URL
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        npz_path = keras.utils.get_file(
-            fname="mnist.npz", origin=url, file_hash=MNIST_NPZ_SHA256, cache_dir=str(target), cache_subdir="."
-        )
-    except Exception as error:  # keras raises a bare Exception for URL failures
-        raise DataNotFoundError(f"download of {url} failed: {error}") from None
+    npz_path = download(url or MNIST_NPZ_URL, target / "mnist.npz", MNIST_NPZ_SHA256)
     with np.load(npz_path) as npz:
         arrays = {
             "train_images": npz["x_train"],
@@ -182,7 +222,7 @@ def download_mnist(target: Path, url: str | None = None) -> Path:
         }
     for role, (name, _) in MNIST_FILES.items():
         write_idx(target / name, arrays[role])
-    Path(npz_path).unlink()
+    npz_path.unlink()
     return target
 
 
@@ -203,23 +243,15 @@ def load_mnist(
         ChecksumError: a file's content differs from the official checksums.
     """
     folder = find_mnist(roots)
-    if folder is None:
-        searched = "\n".join(f"  - {root / 'mnist'}  (or {root})" for root in roots)
-        problem = "no download was attempted"
-        if download_to is not None:
-            try:
-                folder = download_mnist(download_to, url or MNIST_NPZ_URL)
-            except DataNotFoundError as error:
-                problem = str(error)
+    problem = "no download was attempted"
+    if folder is None and download_to is not None:
+        try:
+            folder = download_mnist(download_to, url or MNIST_NPZ_URL)
+        except DataNotFoundError as error:
+            problem = str(error)
     if folder is None:
         names = ", ".join(f"{name}[.gz]" for name, _ in MNIST_FILES.values())
-        raise DataNotFoundError(
-            f"MNIST not found. Searched, in order:\n{searched}\nand {problem}.\n"
-            f"Provide the four official IDX files ({names}) in one of those folders, e.g.\n"
-            f"  python -m lenet_keras train EXPERIMENT --data-dir /path/to/folder\n"
-            f"  export {DATA_ENV_VAR}=/path/to/folder\n"
-            f"or connect to the internet and run again to download them into {download_to}."
-        )
+        raise _not_found("MNIST", "mnist", roots, problem, f"the four official IDX files ({names})", download_to)
     arrays, checksums = {}, {}
     for role, (name, sha256) in MNIST_FILES.items():
         path = _idx_path(folder, name)
@@ -228,10 +260,22 @@ def load_mnist(
         "mnist", str(folder), tuple(str(d) for d in range(10)), config, checksums,
         arrays["train_images"][..., None], arrays["train_labels"],
         arrays["test_images"][..., None], arrays["test_labels"],
+        description="MNIST (the official IDX files)",
     )
 
 
-def _split(name, source, class_names, config: DataConfig, checksums, train_x, train_y, test_x, test_y) -> ImageData:
+def _not_found(title: str, subdir: str, roots: Sequence[Path], problem: str, what: str, download_to) -> DataNotFoundError:
+    searched = "\n".join(f"  - {root / subdir}  (or {root})" for root in roots)
+    online = f"or connect to the internet and run again to download them into {download_to}." if download_to else ""
+    return DataNotFoundError(
+        f"{title} not found. Searched, in order:\n{searched}\nand {problem}.\n"
+        f"Provide {what} in one of those folders, e.g.\n"
+        f"  python -m lenet_keras train EXPERIMENT --data-dir /path/to/folder\n"
+        f"  export {DATA_ENV_VAR}=/path/to/folder\n{online}"
+    )
+
+
+def _split(name, source, class_names, config: DataConfig, checksums, train_x, train_y, test_x, test_y, description="") -> ImageData:
     if config.train_subset:
         train_x, train_y = train_x[: config.train_subset], train_y[: config.train_subset]
     if config.test_subset:
@@ -247,6 +291,7 @@ def _split(name, source, class_names, config: DataConfig, checksums, train_x, tr
         train_images=train_x[:n_train], train_labels=train_y[:n_train].astype(np.int64),
         val_images=train_x[n_train:], val_labels=train_y[n_train:].astype(np.int64),
         test_images=test_x, test_labels=test_y.astype(np.int64), checksums=checksums,
+        description=description or name,
     )
 
 
@@ -263,6 +308,9 @@ def check_name(config: DataConfig) -> None:
 def load(config: DataConfig, data_dir: str | Path | None = None, download: bool = True) -> ImageData:
     """Load the dataset `config.dataset` via the look-up order of this module's docstring.
 
+    Returns:
+        `ImageData`: uint8 images (N, H, W, C) and int64 labels (N,) per split.
+
     Raises:
         ConfigError: unknown dataset name or an impossible split.
         DataNotFoundError, ChecksumError: as `load_mnist`.
@@ -278,7 +326,8 @@ def pipelines(data: ImageData, batch_size: int, seed: int):
     Training: cached uint8 tensors -> shuffled over the whole training set with `seed`
     (reshuffled each epoch, deterministically) -> batched -> scaled -> prefetched.
     Validation and test: batched -> scaled -> cached -> prefetched, in file order.
-    Each element is (images float32 (B, H, W, C) in [0, 1], one-hot labels float32 (B, classes)).
+    Each element is (images float32 (B, H, W, C) in [0, 1], one-hot labels float32 (B, classes));
+    the last batch of each epoch may be smaller than `batch_size`.
 
     Returns:
         (train, validation, test) `tf.data.Dataset`s.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
 from lenet_keras.config import ModelConfig
@@ -78,6 +79,8 @@ class LeNet5(keras.Sequential):
         self.add(layers.Flatten())
         self.add(layers.Dense(84, activation="tanh"))
         self.add(layers.Dense(self.num_classes, activation="softmax"))
+        if input_shape in ((28, 28, 1), (32, 32, 1)) and self.num_classes == 10:
+            assert self.count_params() == LENET5_PARAMETERS, self.count_params()
 
     def get_config(self):
         """Constructor arguments, so `.keras` files load back into a `LeNet5`."""
@@ -150,6 +153,9 @@ class CifarCNN(keras.Sequential):
         self.add(layers.GlobalAveragePooling2D())
         self.add(layers.Dropout(0.38))
         self.add(layers.Dense(self.num_classes, activation="softmax"))
+        if self.input_shape_[-1] == 3 and self.num_classes == 10:
+            trainable = sum(int(np.prod(w.shape)) for w in self.trainable_weights)
+            assert trainable == CIFAR_CNN_TRAINABLE_PARAMETERS, trainable
 
     def get_config(self):
         """Constructor arguments, so `.keras` files load back into a `CifarCNN`."""

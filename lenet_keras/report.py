@@ -12,6 +12,7 @@ Runs that did not complete are listed with their status and left out of the figu
 from __future__ import annotations
 
 import html
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,23 +56,32 @@ def read_run(path: Path) -> Run:
     except (OSError, ValueError) as error:
         raise RunDirectoryError(f"{path / 'manifest.json'}: unreadable run manifest: {error}") from None
     history_path = path / "history.csv"
-    history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
-    arrays = {}
-    if (path / "predictions.npz").is_file():
-        with np.load(path / "predictions.npz") as npz:
-            arrays = {key: npz[key] for key in ("labels", "probabilities", "sample_indices", "sample_images")}
-            if "sample_title" in npz:
-                arrays["sample_title"] = str(npz["sample_title"])
+    history, arrays = None, {}
+    try:
+        if history_path.is_file() and history_path.stat().st_size:
+            history = pd.read_csv(history_path)
+        if (path / "predictions.npz").is_file():
+            with np.load(path / "predictions.npz") as npz:
+                arrays = {key: npz[key] for key in ("labels", "probabilities", "sample_indices", "sample_images")}
+                if "sample_title" in npz:
+                    arrays["sample_title"] = str(npz["sample_title"])
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
+        manifest = {**manifest, "status": f"unreadable: {type(error).__name__}: {error}"}
+        history, arrays = None, {}
     return Run(path.name, path, manifest, history, **arrays)
 
 
 def read_runs(experiment_dir: Path) -> list[Run]:
-    """All run directories (those with a `manifest.json`) of an experiment, sorted by run id.
+    """All run directories (those with a `manifest.json`) of an experiment: run-NNN by number, then others by name.
 
     Raises:
         RunDirectoryError: the folder does not exist or holds no run.
     """
-    paths = sorted(p for p in experiment_dir.glob("*/manifest.json")) if experiment_dir.is_dir() else []
+    def run_order(path: Path):
+        match = re.fullmatch(r"run-(\d+)", path.parent.name)
+        return (0, int(match.group(1)), "") if match else (1, 0, path.parent.name)
+
+    paths = sorted(experiment_dir.glob("*/manifest.json"), key=run_order) if experiment_dir.is_dir() else []
     if not paths:
         raise RunDirectoryError(
             f"no runs in {experiment_dir}: train one first, e.g. "
@@ -81,7 +91,10 @@ def read_runs(experiment_dir: Path) -> list[Run]:
 
 
 def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusion matrix (num_classes, num_classes) int64: rows true class, columns predicted."""
+    """Confusion matrix (num_classes, num_classes) int64: rows true class, columns predicted.
+
+    `labels` and `predicted` are int arrays (N,) of class indices in [0, num_classes).
+    """
     return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 

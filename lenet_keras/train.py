@@ -45,9 +45,11 @@ def new_run_dir(experiment_dir: Path, run_id: str | None = None) -> Path:
     With `run_id` None the id is `run-NNN`, one more than the largest existing number.
 
     Raises:
-        RunDirectoryError: `run_id` is given and that directory already exists.
+        RunDirectoryError: `run_id` is not a plain folder name, or that directory already exists.
     """
     experiment_dir.mkdir(parents=True, exist_ok=True)
+    if run_id is not None and not config_lib.SAFE_NAME.fullmatch(run_id):
+        raise RunDirectoryError(f"--run-id {run_id!r}: use letters, digits, '_', '.', '-' (no leading dot)")
     if run_id is not None:
         path = experiment_dir / run_id
         try:
@@ -167,10 +169,10 @@ def run(
     import keras
     import tensorflow as tf
 
-    run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
     keras.utils.set_random_seed(experiment.seed)
     tf.config.experimental.enable_op_determinism()
     model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
+    run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
     model.compile(
         optimizer=optim.build(experiment),
         loss=keras.losses.CategoricalCrossentropy(),

@@ -32,10 +32,31 @@ def test_unknown_key_is_exit_2_before_training(tmp_path):
 
 def test_negative_learning_rate_is_exit_2(capsys, tmp_path):
     assert cli.main(["train", EXPERIMENT, "optimizer.learning_rate=-1", "--runs-dir", str(tmp_path)]) == 2
-    assert "optimizer.learning_rate must be a number > 0, got -1.0" in capsys.readouterr().err
+    assert "optimizer.learning_rate must be a finite number > 0, got -1.0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_then_report_succeeds_with_exit_0(capsys, tmp_path, mnist_dir):
+    code = cli.main(["train", EXPERIMENT, "train.epochs=1", "data.train_subset=1000", "data.test_subset=100",
+                     "name=tiny", "--data-dir", str(mnist_dir), "--runs-dir", str(tmp_path / "runs"),
+                     "--report", "--reports-dir", str(tmp_path / "reports")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"run directory: {tmp_path / 'runs' / 'tiny' / 'run-001'}" in out
+    assert (tmp_path / "reports" / "tiny" / "index.html").is_file()  # the report of the overridden name
+    assert cli.main(["report", "tiny", "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "r2")]) == 0
+
+
+def test_unsafe_run_id_and_missing_data_dir_are_exit_2(capsys, tmp_path, mnist_dir):
+    assert cli.main(["train", EXPERIMENT, "--run-id", "../escape", "--data-dir", str(mnist_dir),
+                     "--runs-dir", str(tmp_path)]) == 2
+    assert "--run-id '../escape'" in capsys.readouterr().err
+    assert cli.main(["train", EXPERIMENT, "--data-dir", str(tmp_path / "typo"), "--runs-dir", str(tmp_path)]) == 2
+    assert "no such folder" in capsys.readouterr().err
 
 
 def test_missing_data_offline_is_exit_2_listing_the_places(no_mnist_anywhere, capsys):
+    (no_mnist_anywhere / "given").mkdir()
     code = cli.main(["train", EXPERIMENT, "--data-dir", str(no_mnist_anywhere / "given"), "--runs-dir",
                      str(no_mnist_anywhere / "runs")])
     err = capsys.readouterr().err

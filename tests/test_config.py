@@ -37,7 +37,11 @@ def test_round_trip_through_a_manifest_dict():
     [
         ("train.epoch=3", r"unknown key train.epoch \(did you mean train.epochs\?\)"),
         ("optimiser.learning_rate=0.1", r"unknown key optimiser"),
-        ("optimizer.learning_rate=-0.01", r"optimizer.learning_rate must be a number > 0, got -0.01"),
+        ("optimizer.learning_rate=-0.01", r"optimizer.learning_rate must be a finite number > 0, got -0.01"),
+        ("optimizer.learning_rate=inf", r"optimizer.learning_rate must be a finite number > 0, got inf"),
+        ("seed=4294967296", r"seed must be an integer in \[0, 2\*\*32\)"),
+        ("name=a/b", r"name must be a folder name"),
+        ("data.mean=[0.5, \"x\"]", r"data.mean must be a list of numbers"),
         ("train.epochs=2.5", r"train.epochs must be an integer, got 2.5"),
         ("train.epochs=true", r"train.epochs must be an integer, got True"),
         ("train.batch_size=0", r"train.batch_size must be an integer > 0"),

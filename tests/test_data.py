@@ -72,6 +72,7 @@ def test_truncated_gzip_is_refused(mnist_dir, tmp_path):
 
 
 def test_lookup_order_data_dir_then_env_then_repo(tmp_path, monkeypatch):
+    (tmp_path / "cli").mkdir()
     monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path / "env"))
     assert data.search_dirs(tmp_path / "cli") == [tmp_path / "cli", tmp_path / "env", data.REPO_DATA_DIR]
     monkeypatch.delenv(data.DATA_ENV_VAR)
@@ -86,6 +87,7 @@ def test_files_directly_in_data_dir_or_in_mnist_subfolder(mnist_dir, tmp_path):
 
 
 def test_missing_data_offline_lists_places_searched(no_mnist_anywhere):
+    (no_mnist_anywhere / "given").mkdir()
     roots = data.search_dirs(no_mnist_anywhere / "given")
     with pytest.raises(DataNotFoundError) as info:
         data.load_mnist(DataConfig(), roots, download_to=no_mnist_anywhere / "download")
@@ -116,12 +118,37 @@ def test_download_converts_npz_to_the_official_idx_files(mnist_dir, tmp_path, mo
     np.testing.assert_array_equal(loaded.test_labels, full.test_labels[:10])
 
 
-def test_download_with_wrong_checksum_is_refused(tmp_path):
+def test_download_with_wrong_checksum_is_refused_and_deleted(tmp_path):
     bogus = tmp_path / "mnist.npz"
     bogus.write_bytes(b"not mnist")
-    with pytest.raises(DataNotFoundError, match="failed"):
+    with pytest.raises(ChecksumError) as info:
         data.download_mnist(tmp_path / "download", url=bogus.as_uri())
-    assert not any(p.name.endswith("ubyte") for p in (tmp_path / "download").iterdir())
+    assert data.MNIST_NPZ_SHA256 in str(info.value) and data.sha256_of_bytes(b"not mnist") in str(info.value)
+    assert not any((tmp_path / "download").iterdir())
+
+
+def test_damaged_gzip_stream_is_refused(mnist_dir, tmp_path):
+    folder = _copy_all(mnist_dir, tmp_path / "m")
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    content = bytearray(path.read_bytes())
+    content[5000:5100] = bytes(100)  # zeros in the middle of the deflate stream
+    path.write_bytes(bytes(content))
+    with pytest.raises(ChecksumError, match="t10k-images-idx3-ubyte.gz"):
+        data.load_mnist(DataConfig(), [folder])
+
+
+def test_gzip_with_other_content_is_refused(mnist_dir, tmp_path):
+    folder = _copy_all(mnist_dir, tmp_path / "m")
+    labels = gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels[:-1] + b"\x00"))
+    with pytest.raises(ChecksumError, match="content SHA-256 mismatch"):
+        data.load_mnist(DataConfig(), [folder])
+
+
+def test_data_dir_wins_over_later_places(mnist_dir, tmp_path, monkeypatch):
+    _copy_all(mnist_dir, tmp_path / "first" / "mnist")
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(mnist_dir))
+    assert data.find_mnist(data.search_dirs(tmp_path / "first")) == tmp_path / "first" / "mnist"
 
 
 def test_validation_is_the_last_fraction_of_training_images(mnist_dir):
@@ -129,7 +156,8 @@ def test_validation_is_the_last_fraction_of_training_images(mnist_dir):
     small = data.load_mnist(DataConfig(train_subset=1000, test_subset=200, validation_split=0.25), [mnist_dir])
     assert (len(small.train_images), len(small.val_images), len(small.test_images)) == (750, 250, 200)
     np.testing.assert_array_equal(small.val_images, full.train_images[750:1000])
-    np.testing.assert_array_equal(full.val_labels[:5], [int(v) for v in full.val_labels[:5]])
+    official_labels, _ = data.read_idx(data._idx_path(mnist_dir, "train-labels-idx1-ubyte"))
+    np.testing.assert_array_equal(full.val_labels, official_labels[48000:60000])
     with pytest.raises(ConfigError, match="data.validation_split"):
         data.load_mnist(DataConfig(train_subset=2, validation_split=0.1), [mnist_dir])
 

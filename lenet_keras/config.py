@@ -78,12 +78,16 @@ class OptimizerConfig:
     """`[optimizer]`: by registry name (see `lenet_keras.optim`); the deck uses SGD, momentum 0.9.
 
     `learning_rate` is the initial learning rate the schedule starts from (the deck: 1e-2).
+    `weight_decay` is AdamW's decoupled weight decay (`adamw` only); `global_clipnorm` clips the
+    gradients' global L2 norm, as PyTorch's `clip_grad_norm_` (0 = off).
     """
 
     name: str = "sgd"
     learning_rate: float = _rule(*_POSITIVE_FLOAT, 1e-2)
     momentum: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.9)  # nan fails both
     nesterov: bool = False
+    weight_decay: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.0)
+    global_clipnorm: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
 
 
 @dataclass(frozen=True)
@@ -93,12 +97,19 @@ class ScheduleConfig:
     `exponential_decay` is `keras.optimizers.schedules.ExponentialDecay`:
     lr(step) = learning_rate * decay_rate ** (step / decay_steps) (the deck: 10000 and 0.98);
     `constant` keeps `optimizer.learning_rate`.
+    `one_cycle` is PyTorch's `OneCycleLR` (two phases, cosine annealing) over all training
+    steps: from max_learning_rate / div_factor up to `max_learning_rate` during the first
+    `warmup_fraction` of the steps, then down to that start / final_div_factor.
     """
 
     name: str = "exponential_decay"
     decay_steps: int = _rule(*_POSITIVE_INT, 10000)
     decay_rate: float = _rule(lambda v: 0 < v <= 1, "a number in (0, 1]", 0.98)
     staircase: bool = False
+    max_learning_rate: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0", 0.0)
+    warmup_fraction: float = _rule(lambda v: 0 < v < 1, "a fraction strictly between 0 and 1", 0.3)
+    div_factor: float = _rule(*_POSITIVE_FLOAT, 25.0)
+    final_div_factor: float = _rule(*_POSITIVE_FLOAT, 1e4)
 
 
 @dataclass(frozen=True)
@@ -106,11 +117,13 @@ class TrainConfig:
     """`[train]`: the training loop (the deck: 20 epochs of batch 512).
 
     `histogram_freq` is how often (in epochs) weight histograms go to TensorBoard; 0 = never.
+    `label_smoothing` mixes the one-hot targets with the uniform distribution (CIFAR notebook: 0.04).
     """
 
     epochs: int = _rule(*_POSITIVE_INT, 20)
     batch_size: int = _rule(*_POSITIVE_INT, 512)
     histogram_freq: int = _rule(*_NON_NEGATIVE_INT, 1)
+    label_smoothing: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.0)
 
 
 @dataclass(frozen=True)

@@ -173,9 +173,10 @@ def run(
     tf.config.experimental.enable_op_determinism()
     model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
     run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
+    steps_per_epoch = -(-len(dataset.train_images) // experiment.train.batch_size)
     model.compile(
-        optimizer=optim.build(experiment),
-        loss=keras.losses.CategoricalCrossentropy(),
+        optimizer=optim.build(experiment, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     train_ds, val_ds, test_ds = data_lib.pipelines(

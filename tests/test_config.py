@@ -90,3 +90,39 @@ def test_default_optimizer_is_sgd_momentum_with_exponential_decay():
     schedule = optimizer._learning_rate
     assert isinstance(schedule, keras.optimizers.schedules.ExponentialDecay)
     assert float(schedule(10000)) == pytest.approx(0.01 * 0.98)
+
+
+def test_one_cycle_matches_pytorchs_closed_form():
+    """OneCycleLR's formula (torch.optim.lr_scheduler, anneal_strategy='cos', two phases)."""
+    import math
+
+    pytest.importorskip("keras")
+    peak, total, pct, div, final_div = 6.74 * 0.00182, 1000, 0.3, 25.0, 1e4
+    schedule = optim.OneCycle(peak, total, pct, div, final_div)
+    start, end = peak / div, peak / div / final_div
+    warm_end, last = pct * total - 1, total - 1
+
+    def cos(a, b, p):
+        return b + (a - b) / 2 * (math.cos(math.pi * p) + 1)
+
+    for step in (0, 1, 150, 299, 300, 500, 998, 999):
+        expected = cos(start, peak, step / warm_end) if step <= warm_end else cos(peak, end, (step - warm_end) / (last - warm_end))
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-6 * peak), step  # float32
+    assert float(schedule(0)) == pytest.approx(peak / 25, rel=1e-6)
+    assert float(schedule(299)) == pytest.approx(peak, rel=1e-6)
+    assert float(schedule(999)) == pytest.approx(peak / 25 / 1e4, rel=2e-3)
+
+
+def test_adamw_with_clipping_and_one_cycle_from_the_experiment():
+    keras = pytest.importorskip("keras")
+    e = config.load(MNIST, ["optimizer.name=adamw", "optimizer.learning_rate=0.00182", "optimizer.weight_decay=3.5e-5",
+                            "optimizer.global_clipnorm=1.0", "schedule.name=one_cycle",
+                            "schedule.max_learning_rate=0.0122668", "train.epochs=3"])
+    optimizer = optim.build(e, steps_per_epoch=100)
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert optimizer.weight_decay == pytest.approx(3.5e-5) and optimizer.global_clipnorm == 1.0
+    assert isinstance(optimizer._learning_rate, optim.OneCycle) and optimizer._learning_rate.total_steps == 300
+    with pytest.raises(ConfigError, match="schedule.max_learning_rate"):
+        optim.check_names(config.load(MNIST, ["schedule.name=one_cycle"]))
+    with pytest.raises(ConfigError, match="optimizer.weight_decay: only adamw"):
+        optim.check_names(config.load(MNIST, ["optimizer.weight_decay=0.01"]))

@@ -1,7 +1,7 @@
 """Experiment files: TOML -> validated, frozen dataclasses, with `section.key=value` overrides.
 
 An experiment file has two top-level keys (`name`, `seed`) and the sections `[data]`,
-`[model]`, `[optimizer]`, `[schedule]` and `[train]`; every key is optional and defaults to
+`[model]`, `[optimizer]`, `[schedule]`, `[train]` and `[augment]`; every key is optional and defaults to
 the deck's LeNet-5 recipe (seed 002, "LeNet Keras TensorFlow"). Unknown keys, wrong types and
 impossible values raise `ConfigError` naming the file and the key, before anything runs.
 Names that select a registry entry (`data.dataset`, `model.name`, `optimizer.name`,
@@ -127,6 +127,18 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """`[augment]`: training-time augmentation, all off by default (see `lenet_keras.augment`).
+
+    The CIFAR notebook (seed 004): horizontal_flip = true, crop_padding = 4, mixup_alpha = 0.4.
+    """
+
+    horizontal_flip: bool = False
+    crop_padding: int = _rule(*_NON_NEGATIVE_INT, 0)
+    mixup_alpha: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A whole, validated experiment: what `lenet_keras.train.run` needs and nothing else.
 
@@ -143,6 +155,7 @@ class Experiment:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain TOML-compatible data (what manifests record)."""

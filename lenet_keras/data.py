@@ -29,7 +29,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lenet_keras.config import DataConfig
+from lenet_keras import augment as augment_lib
+from lenet_keras.config import AugmentConfig, DataConfig
 from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -490,11 +491,12 @@ def load(config: DataConfig, data_dir: str | Path | None = None, download: bool 
     return DATASETS[config.dataset](config, search_dirs(data_dir), download_to=download_to)
 
 
-def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=()):
+def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augment: AugmentConfig | None = None):
     """The `tf.data` input pipelines for training, validation and test.
 
     Training: cached uint8 tensors -> shuffled over the whole training set with `seed`
-    (reshuffled each epoch, deterministically) -> batched -> scaled -> prefetched.
+    (reshuffled each epoch, deterministically) -> per-image augmentation -> batched -> scaled
+    -> MixUp -> prefetched (augmentation as `augment`, see `lenet_keras.augment`; seeded).
     Validation and test: batched -> scaled -> cached -> prefetched, in file order.
     Each element is (images float32 (B, H, W, C), one-hot labels float32 (B, classes)); images
     are in [0, 1], or (x - mean) / std per channel when `mean` and `std` are given; the last
@@ -520,14 +522,15 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=()):
             images = (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
         return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
 
+    augment = augment or AugmentConfig()
     train = (
         tf.data.Dataset.from_tensor_slices((data.train_images, data.train_labels))
         .cache()
         .shuffle(len(data.train_images), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
     )
+    train = augment_lib.augment_images(train, augment, seed)
+    train = train.batch(batch_size).map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    train = augment_lib.mixup(train, augment.mixup_alpha, seed).prefetch(tf.data.AUTOTUNE)
 
     def evaluation(images, labels):
         return (

@@ -180,7 +180,8 @@ def run(
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     train_ds, val_ds, test_ds = data_lib.pipelines(
-        dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std
+        dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std,
+        experiment.augment,
     )
     manifest = {
         "experiment": experiment.name,

@@ -1,0 +1,69 @@
+"""Augmentation: seeded (same seed, same batches), shape/dtype/range kept, and doing what it says."""
+
+import numpy as np
+import pytest
+
+from lenet_keras import augment, data
+from lenet_keras.config import AugmentConfig, DataConfig
+
+tf = pytest.importorskip("tensorflow")
+
+FULL = AugmentConfig(horizontal_flip=True, crop_padding=4, mixup_alpha=0.4)
+
+
+@pytest.fixture(scope="module")
+def small(mnist_dir):
+    return data.load_mnist(DataConfig(train_subset=320, test_subset=10), [mnist_dir])
+
+
+def _epoch(dataset):
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def test_same_seed_same_augmented_batches_other_seed_differs(small):
+    first = _epoch(data.pipelines(small, 64, seed=5, augment=FULL)[0])
+    again = _epoch(data.pipelines(small, 64, seed=5, augment=FULL)[0])
+    other = _epoch(data.pipelines(small, 64, seed=6, augment=FULL)[0])
+    for (x1, y1), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(first[0][0], other[0][0])
+
+
+def test_each_epoch_draws_new_augmentations(small):
+    same_image = tf.data.Dataset.from_tensors((small.train_images[0], 0)).repeat(8)
+    augmented = augment.augment_images(same_image, AugmentConfig(crop_padding=4), seed=3)
+    one, two = [x.numpy() for x, _ in augmented], [x.numpy() for x, _ in augmented]
+    assert any(not np.array_equal(a, b) for a, b in zip(one, two))
+
+
+def test_shapes_dtypes_and_ranges_are_kept(small):
+    x, y = next(iter(data.pipelines(small, 64, seed=1, augment=FULL)[0]))
+    assert x.shape == (64, 28, 28, 1) and x.dtype == tf.float32 and y.shape == (64, 10)
+    assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
+    np.testing.assert_allclose(tf.reduce_sum(y, axis=1), np.ones(64), rtol=1e-6)  # mixed targets sum to 1
+    assert float(tf.reduce_min(tf.reduce_max(y, axis=1))) < 1.0  # MixUp mixed some targets
+
+
+def test_crop_shifts_the_image_by_at_most_the_padding(small):
+    image = small.train_images[0]
+    draws = augment.preview(image, AugmentConfig(crop_padding=4), seed=0, draws=16)
+    assert draws.shape == (16, 28, 28, 1) and draws.dtype == np.uint8
+    for draw in draws:
+        shifts = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                  if np.array_equal(draw, np.roll(np.pad(image, ((4, 4), (4, 4), (0, 0))), (dy, dx), (0, 1))[4:-4, 4:-4])]
+        assert shifts, "every draw is the padded image shifted by at most 4 pixels"
+    assert len({draw.tobytes() for draw in draws}) > 1
+
+
+def test_flip_is_left_right_mirror_or_identity(small):
+    image = small.train_images[1]
+    draws = augment.preview(image, AugmentConfig(horizontal_flip=True), seed=0, draws=16)
+    kinds = {("same" if np.array_equal(d, image) else "mirror" if np.array_equal(d, image[:, ::-1]) else "other") for d in draws}
+    assert kinds == {"same", "mirror"}
+
+
+def test_nothing_switched_on_is_the_plain_pipeline(small):
+    plain = _epoch(data.pipelines(small, 64, seed=2)[0])
+    off = _epoch(data.pipelines(small, 64, seed=2, augment=AugmentConfig())[0])
+    np.testing.assert_array_equal(plain[0][0], off[0][0])

@@ -1,6 +1,7 @@
 # lenet-keras: every target creates .venv first if it is missing (python3 -m venv, the pinned
 # requirements, then this package in editable mode).
 #   make mnist [EPOCHS=3] [ARGS="seed=7 train.batch_size=256"]   train LeNet-5 on MNIST + report
+#   make cifar [EPOCHS=2] [DATA=folder] [ARGS=...]                 the CIFAR-10 notebook's CNN + report
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
 #   make tensorboard [PORT=6006]                                    TensorBoard on runs/
 #   make test                                                       the test suite
@@ -14,7 +15,11 @@ RUNS ?= runs
 # train.epochs=N when EPOCHS is given; ARGS are passed through (overrides, --data-dir ...)
 OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 
-.PHONY: help venv mnist report tensorboard test clean-venv
+# make cifar DATA=folder: train on an image folder (train/<class>/*, test/<class>/*) instead
+# of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
+CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
+
+.PHONY: help venv mnist cifar report tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -30,6 +35,9 @@ venv: $(STAMP)
 
 mnist: $(STAMP)
 	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) --report
+
+cifar: $(STAMP)
+	$(PY) -m lenet_keras train experiments/cifar_cnn.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) --report
 
 report: $(STAMP)
 	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS)

@@ -184,3 +184,19 @@ def sample_predictions(
     figure.suptitle(f"{title}: {int((predicted == labels).sum())}/{len(labels)} right, wrong in red", fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def augmentation_preview(images: np.ndarray, title: str = "augmentation preview") -> plt.Figure:
+    """One training image (first) and several augmented draws of it, in a row.
+
+    Args:
+        images: uint8 (N, H, W, C): the original, then N-1 augmented versions.
+    """
+    figure, axes = plt.subplots(1, len(images), figsize=(1.3 * len(images), 1.6), squeeze=False)
+    for i, (ax, image) in enumerate(zip(axes.flat, images)):
+        ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray_r" if image.shape[-1] == 1 else None)
+        ax.set_title("original" if i == 0 else f"draw {i}", fontsize=7)
+        ax.axis("off")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure

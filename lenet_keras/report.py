@@ -38,6 +38,7 @@ class Run:
     sample_indices: np.ndarray | None = None
     sample_images: np.ndarray | None = None
     sample_title: str = "sample test predictions"
+    augmentation_preview: np.ndarray | None = None
 
     @property
     def completed(self) -> bool:
@@ -65,6 +66,8 @@ def read_run(path: Path) -> Run:
                 arrays = {key: npz[key] for key in ("labels", "probabilities", "sample_indices", "sample_images")}
                 if "sample_title" in npz:
                     arrays["sample_title"] = str(npz["sample_title"])
+                if "augmentation_preview" in npz:
+                    arrays["augmentation_preview"] = npz["augmentation_preview"]
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
         manifest = {**manifest, "status": f"unreadable: {type(error).__name__}: {error}"}
         history, arrays = None, {}
@@ -179,6 +182,12 @@ def _run_figures(run: Run, out: Path) -> dict:
         ),
         out / names["samples"],
     )
+    if run.augmentation_preview is not None:
+        names["augmentation"] = f"{run.run_id}_augmentation_preview.png"
+        augment = run.manifest.get("config", {}).get("augment", {})
+        switched_on = ", ".join(f"{k}={v}" for k, v in augment.items() if v) or "none"
+        figures.save_png(figures.augmentation_preview(run.augmentation_preview, f"training augmentation ({switched_on})"),
+                         out / names["augmentation"])
     per_class_table = pd.DataFrame(
         {"class": class_names, "test images": matrix.sum(axis=1), "top-1 accuracy": per_class}
     )
@@ -188,7 +197,7 @@ def _run_figures(run: Run, out: Path) -> dict:
 def _describe_data(manifest: dict) -> str:
     data = manifest.get("data", {})
     return (
-        f"{data.get('dataset', '?')} from `{data.get('source', '?')}`: {data.get('train_images', '?')} training, "
+        f"{data.get('description') or data.get('dataset', '?')} from `{data.get('source', '?')}`: {data.get('train_images', '?')} training, "
         f"{data.get('val_images', '?')} validation ({data.get('validation', '')}), {data.get('test_images', '?')} test images"
     )
 
@@ -258,6 +267,9 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
                  "<div class='row'>", f"<img src='{files['per_class']}' alt='per-class accuracy'>",
                  html_table(info["per_class"]), "</div>",
                  f"<img src='{files['samples']}' alt='sample predictions'>"]
+        if "augmentation" in files:
+            md += [f"![augmentation preview]({files['augmentation']})", ""]
+            page.append(f"<img src='{files['augmentation']}' alt='augmentation preview'>")
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "img{max-width:100%;margin:.5em 0}table.runs{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
              "table.runs td,table.runs th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right}"

@@ -88,6 +88,31 @@ def _epoch_logs_callback():
     return EpochLogs()
 
 
+def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, record: dict):
+    import keras
+    import tensorflow as tf
+
+    class Throughput(keras.callbacks.Callback):
+        """Prints the device, training images/s over steps 2-11 (after tracing) and the projected
+        wall time of the whole run; stores both in `record` for the manifest."""
+
+        FIRST, LAST = 1, 11
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == self.FIRST:
+                self._start = time.perf_counter()
+            elif batch == min(self.LAST, steps_per_epoch - 1) and batch > self.FIRST:
+                images_per_s = (batch - self.FIRST) * batch_size / (time.perf_counter() - self._start)
+                projected = steps_per_epoch * epochs * batch_size / images_per_s
+                device = ", ".join(d.name for d in tf.config.list_logical_devices("GPU")) or "CPU"
+                record.update(device=device, images_per_second_first_steps=round(images_per_s, 1),
+                              projected_training_seconds=round(projected, 1))
+                print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {self.FIRST + 2}-{batch + 1}; "
+                      f"projected training time {projected / 60:.1f} min for {epochs} epochs", flush=True)
+
+    return Throughput()
+
+
 def _graph_callback(log_dir: Path):
     import keras
     import tensorflow as tf
@@ -212,7 +237,9 @@ def run(
     manifest_path = run_dir / "manifest.json"
     manifest_lib.write_json_atomic(manifest_path, manifest)
     log_dir = run_dir / "tensorboard"
+    speed: dict = {}
     callbacks = [
+        _throughput_callback(experiment.train.batch_size, steps_per_epoch, experiment.train.epochs, speed),
         _epoch_logs_callback(),
         _graph_callback(log_dir),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
@@ -245,6 +272,12 @@ def run(
     from lenet_keras import figures
 
     samples = _sample_indices(dataset.test_labels, probabilities.argmax(axis=1))
+    extra = {}
+    if experiment.augment.horizontal_flip or experiment.augment.crop_padding:
+        from lenet_keras import augment
+
+        first = dataset.train_images[0]
+        extra["augmentation_preview"] = np.concatenate([first[None], augment.preview(first, experiment.augment, experiment.seed, 7)])
     np.savez_compressed(
         run_dir / "predictions.npz",
         labels=dataset.test_labels,
@@ -253,6 +286,7 @@ def run(
         sample_images=dataset.test_images[samples],
         class_names=np.array(dataset.class_names),
         sample_title=np.array(SAMPLE_TITLE),
+        **extra,
     )
     grid = figures.sample_predictions(
         dataset.test_images[samples], dataset.test_labels[samples], probabilities[samples], dataset.class_names,
@@ -263,6 +297,7 @@ def run(
     best_epoch = int(np.argmax(val_accuracy))
     manifest.update(
         status="completed",
+        speed=speed,
         epochs_completed=len(val_accuracy),
         best={"epoch": best_epoch, "val_accuracy": float(val_accuracy[best_epoch]), "checkpoint": "best.keras"},
         final={

@@ -1,0 +1,44 @@
+"""A 1-epoch run of the CIFAR notebook recipe on a few hundred real images of the JPEG copy of
+CIFAR-10 (shared/datasets/cifar10-jpeg): the run directory and every report figure."""
+
+import json
+
+import pytest
+
+from lenet_keras import config, data, report, train
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory):
+    root = next((r for r in data.search_dirs() if (r / "cifar10-jpeg" / "train").is_dir()), None)
+    if root is None:
+        pytest.skip("shared/datasets/cifar10-jpeg not available (set LENET_KERAS_DATA)")
+    experiment = config.load(REPO / "experiments/cifar_cnn_notebook.toml", [
+        "data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=320",
+        "data.test_subset=64", "train.epochs=1", "train.batch_size=32",
+    ])
+    runs_dir = tmp_path_factory.mktemp("runs")
+    run_dir = train.run(experiment, runs_dir, data_dir=root, verbose=0)
+    return runs_dir, run_dir
+
+
+def test_cifar_run_directory_and_manifest(cifar_run):
+    _, run_dir = cifar_run
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["status"] == "completed" and m["model"]["name"] == "cifar_cnn"
+    assert "JPEG copy of CIFAR-10" in m["data"]["description"]
+    assert m["data"]["checksums_sha256"]["folder_digest"].startswith("c217601e")
+    assert m["speed"]["images_per_second_first_steps"] > 0 and m["speed"]["device"]
+    assert (run_dir / "best.keras").is_file()
+
+
+def test_cifar_report_has_every_figure(cifar_run, tmp_path):
+    runs_dir, run_dir = cifar_run
+    index = report.build("cifar_cnn_notebook", runs_dir=runs_dir, reports_dir=tmp_path)
+    for figure in ("curves", "confusion_matrix", "per_class_accuracy", "sample_predictions", "augmentation_preview"):
+        assert (index.parent / f"{run_dir.name}_{figure}.png").is_file(), figure
+    text = (index.parent / "index.md").read_text()
+    assert "JPEG copy of CIFAR-10" in text and "not the official CIFAR-10" in text
+    assert "truck" in text  # per-class table names the classes

@@ -34,7 +34,7 @@ def augment_images(dataset, config: AugmentConfig, seed: int):
         return dataset
     pad = config.crop_padding
 
-    def apply(element, seeds):
+    def _apply(element, seeds):
         image, label = element
         if config.horizontal_flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=seeds)
@@ -45,7 +45,7 @@ def augment_images(dataset, config: AugmentConfig, seed: int):
         return image, label
 
     return tf.data.Dataset.zip((dataset, _seed_pairs(seed))).map(
-        apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        _apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
 
 
@@ -59,7 +59,7 @@ def mixup(dataset, alpha: float, seed: int):
     if not alpha:
         return dataset
 
-    def apply(batch, seeds):
+    def _apply(batch, seeds):
         images, labels = batch
         seeds = tf.reshape(seeds, [2])
         draw = tf.random.stateless_gamma([2], seed=seeds, alpha=alpha)
@@ -70,7 +70,7 @@ def mixup(dataset, alpha: float, seed: int):
         return mixed_images, mixed_labels
 
     return tf.data.Dataset.zip((dataset, _seed_pairs(seed + 1))).map(
-        apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        _apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
 
 

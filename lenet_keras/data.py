@@ -323,23 +323,23 @@ def read_cifar10_archive(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     import pickle
     import tarfile
 
-    def batch(archive, name):
+    def _batch(archive, name):
         member = archive.extractfile(f"cifar-10-batches-py/{name}")
         return pickle.load(member, encoding="bytes")
 
     try:
         with tarfile.open(path, "r:gz") as archive:
-            train = [batch(archive, f"data_batch_{i}") for i in range(1, 6)]
-            test = batch(archive, "test_batch")
-            names = tuple(n.decode() for n in batch(archive, "batches.meta")[b"label_names"])
-        def images(batches):
+            train = [_batch(archive, f"data_batch_{i}") for i in range(1, 6)]
+            test = _batch(archive, "test_batch")
+            names = tuple(n.decode() for n in _batch(archive, "batches.meta")[b"label_names"])
+        def _images(batches):
             flat = np.concatenate([np.asarray(b[b"data"], np.uint8) for b in batches])
             return flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # channels last
 
-        def labels(batches):
+        def _labels(batches):
             return np.concatenate([np.asarray(b[b"labels"], np.int64) for b in batches])
 
-        return images(train), labels(train), images([test]), labels([test]), names
+        return _images(train), _labels(train), _images([test]), _labels([test]), names
     except (OSError, EOFError, zlib.error, KeyError, ValueError, TypeError, pickle.UnpicklingError, tarfile.TarError) as error:
         raise ChecksumError(f"{path}: not the official CIFAR-10 python archive layout: {type(error).__name__}: {error}") from None
 
@@ -516,7 +516,7 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
             f"data.mean and data.std need one value per channel ({channels}), got {len(mean)} and {len(std)}"
         )
 
-    def scale(images, labels):
+    def _scale(images, labels):
         images = tf.cast(images, tf.float32) / 255.0
         if mean:
             images = (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
@@ -529,16 +529,16 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
         .shuffle(len(data.train_images), seed=seed, reshuffle_each_iteration=True)
     )
     train = augment_lib.augment_images(train, augment, seed)
-    train = train.batch(batch_size).map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    train = train.batch(batch_size).map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     train = augment_lib.mixup(train, augment.mixup_alpha, seed).prefetch(tf.data.AUTOTUNE)
 
-    def evaluation(images, labels):
+    def _evaluation(images, labels):
         return (
             tf.data.Dataset.from_tensor_slices((images, labels))
             .batch(batch_size)
-            .map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .cache()
             .prefetch(tf.data.AUTOTUNE)
         )
 
-    return train, evaluation(data.val_images, data.val_labels), evaluation(data.test_images, data.test_labels)
+    return train, _evaluation(data.val_images, data.val_labels), _evaluation(data.test_images, data.test_labels)

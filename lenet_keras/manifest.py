@@ -77,7 +77,7 @@ def machine() -> dict[str, Any]:
 def git_state(directory: Path) -> dict[str, Any]:
     """The git commit of `directory` and whether tracked files have uncommitted changes."""
 
-    def git(*args: str) -> str | None:
+    def _git(*args: str) -> str | None:
         try:
             result = subprocess.run(
                 ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True
@@ -86,8 +86,8 @@ def git_state(directory: Path) -> dict[str, Any]:
             return None
         return result.stdout.strip()
 
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
 
 

@@ -63,12 +63,12 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         warm_end = self.warmup_fraction * self.total_steps - 1
         last = self.total_steps - 1
 
-        def anneal(a, b, fraction):
+        def _anneal(a, b, fraction):
             fraction = ops.clip(fraction, 0.0, 1.0)
             return b + (a - b) / 2.0 * (1.0 + ops.cos(math.pi * fraction))
 
-        rising = anneal(start, self.max_learning_rate, step / max(warm_end, 1e-12))
-        falling = anneal(self.max_learning_rate, end, (step - warm_end) / (last - warm_end))
+        rising = _anneal(start, self.max_learning_rate, step / max(warm_end, 1e-12))
+        falling = _anneal(self.max_learning_rate, end, (step - warm_end) / (last - warm_end))
         return ops.where(step <= warm_end, rising, falling)
 
     def get_config(self):

@@ -80,11 +80,11 @@ def read_runs(experiment_dir: Path) -> list[Run]:
     Raises:
         RunDirectoryError: the folder does not exist or holds no run.
     """
-    def run_order(path: Path):
+    def _run_order(path: Path):
         match = re.fullmatch(r"run-(\d+)", path.parent.name)
         return (0, int(match.group(1)), "") if match else (1, 0, path.parent.name)
 
-    paths = sorted(experiment_dir.glob("*/manifest.json"), key=run_order) if experiment_dir.is_dir() else []
+    paths = sorted(experiment_dir.glob("*/manifest.json"), key=_run_order) if experiment_dir.is_dir() else []
     if not paths:
         raise RunDirectoryError(
             f"no runs in {experiment_dir}: train one first, e.g. "

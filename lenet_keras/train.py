@@ -78,9 +78,11 @@ def _epoch_logs_callback():
         """
 
         def on_epoch_begin(self, epoch, logs=None):
+            """Start the epoch's wall clock."""
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            """Add `learning_rate` and `epoch_seconds` (float, wall seconds) to `logs`."""
             if logs is not None:
                 logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
                 logs["epoch_seconds"] = time.perf_counter() - self._start
@@ -99,6 +101,7 @@ def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, rec
         FIRST, LAST = 1, 11
 
         def on_train_batch_end(self, batch, logs=None):
+            """Time steps FIRST+1..LAST; report once at LAST (or the epoch's last step)."""
             if batch == self.FIRST:
                 self._start = time.perf_counter()
             elif batch == min(self.LAST, steps_per_epoch - 1) and batch > self.FIRST:
@@ -124,6 +127,7 @@ def _graph_callback(log_dir: Path):
         """
 
         def on_train_begin(self, logs=None):
+            """Trace the forward pass on float32 (None, *input shape) and write its graph."""
             spec = tf.TensorSpec((None, *self.model.input_shape[1:]), tf.float32)
             forward = tf.function(lambda images: self.model(images, training=False))
             writer = tf.summary.create_file_writer(str(log_dir / "train"))

@@ -101,7 +101,9 @@ def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, rec
         FIRST, LAST = 1, 11
 
         def on_train_batch_end(self, batch, logs=None):
-            """Time steps FIRST+1..LAST; report once at LAST (or the epoch's last step)."""
+            """Time steps FIRST+1..LAST of the first epoch; report once at LAST (or its last step)."""
+            if record:  # measured already, in the first epoch
+                return
             if batch == self.FIRST:
                 self._start = time.perf_counter()
             elif batch == min(self.LAST, steps_per_epoch - 1) and batch > self.FIRST:

@@ -243,13 +243,7 @@ def load_mnist(
             `download_to` is None; the message lists the places searched and what to do.
         ChecksumError: a file's content differs from the official checksums.
     """
-    folder = find_mnist(roots)
-    problem = "no download was attempted"
-    if folder is None and download_to is not None:
-        try:
-            folder = download_mnist(download_to, url or MNIST_NPZ_URL)
-        except DataNotFoundError as error:
-            problem = str(error)
+    folder, problem = _find_or_download(find_mnist(roots), download_to, lambda target: download_mnist(target, url))
     if folder is None:
         names = ", ".join(f"{name}[.gz]" for name, _ in MNIST_FILES.values())
         raise _not_found("MNIST", "mnist", roots, problem, f"the four official IDX files ({names})", download_to)
@@ -263,6 +257,18 @@ def load_mnist(
         arrays["test_images"][..., None], arrays["test_labels"],
         description="MNIST (the official IDX files)",
     )
+
+
+def _find_or_download(found: Path | None, download_to: Path | None, fetch: Callable[[Path], Path]) -> tuple[Path | None, str]:
+    """(`found`, or what `fetch(download_to)` downloaded; why neither, for the not-found message)."""
+    if found is not None:
+        return found, ""
+    if download_to is None:
+        return None, "no download was attempted"
+    try:
+        return fetch(download_to), ""
+    except DataNotFoundError as error:
+        return None, str(error)
 
 
 def _not_found(title: str, subdir: str, roots: Sequence[Path], problem: str, what: str, download_to) -> DataNotFoundError:
@@ -364,13 +370,10 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
             how to use an image folder instead.
         ChecksumError: the archive's SHA-256 differs or its content is not the official layout.
     """
-    path = _find_file(roots, "cifar10", CIFAR10_ARCHIVE)
-    problem = "no download was attempted"
-    if path is None and download_to is not None:
-        try:
-            path = download(url or CIFAR10_URL, download_to / CIFAR10_ARCHIVE, CIFAR10_SHA256)
-        except DataNotFoundError as error:
-            problem = str(error)
+    path, problem = _find_or_download(
+        _find_file(roots, "cifar10", CIFAR10_ARCHIVE), download_to,
+        lambda target: download(url or CIFAR10_URL, target / CIFAR10_ARCHIVE, CIFAR10_SHA256),
+    )
     if path is None:
         error = _not_found("CIFAR-10", "cifar10", roots, problem, f"the official archive {CIFAR10_ARCHIVE}", download_to)
         raise DataNotFoundError(

@@ -7,6 +7,9 @@ deterministic stream that differs from epoch to epoch, independent of thread sch
 - `horizontal_flip`: flip left-right with probability 0.5 (torchvision `RandomHorizontalFlip`).
 - `crop_padding = p`: zero-pad p pixels per side, then a random crop back to the input size
   (torchvision `RandomCrop(32, padding=4)` in the CIFAR notebook, seed 004).
+- `autoaugment = "cifar10"`: AutoAugment's CIFAR-10 policy on each image of a batch, after
+  flip and crop (torchvision `AutoAugment(AutoAugmentPolicy.CIFAR10)` in the notebook; built
+  from Keras's augmentation layers in `lenet_keras.autoaugment`).
 - `mixup_alpha = a`: MixUp (Zhang et al. 2018) as the notebook's `mixup_data`: one
   lambda ~ Beta(a, a) per batch, images and one-hot targets mixed with a permutation of the
   batch (mixing the targets equals the notebook's mixed loss, cross-entropy being linear in them).
@@ -49,6 +52,35 @@ def augment_images(dataset, config: AugmentConfig, seed: int):
     )
 
 
+def autoaugment(dataset, policy: str, seed: int):
+    """AutoAugment on a dataset of (uint8 images (B, H, W, 3), labels); "none" returns it unchanged.
+
+    Each batch gets its own stateless key from `seed` (a stream separate from flip/crop and MixUp).
+
+    Raises:
+        ConfigError: the images do not have 3 channels (the policy's colour operations need RGB).
+    """
+    import tensorflow as tf
+
+    from lenet_keras.autoaugment import AutoAugment
+    from lenet_keras.errors import ConfigError
+
+    if policy == "none":
+        return dataset
+    shape = dataset.element_spec[0].shape
+    if shape[-1] != 3:
+        raise ConfigError(f"augment.autoaugment = {policy!r} needs RGB images (3 channels), got image shape {shape[1:]}")
+    augmenter = AutoAugment(policy, (shape[1], shape[2]))
+
+    def _apply(batch, seeds):
+        images, labels = batch
+        return augmenter(images, tf.reshape(seeds, [2])), labels
+
+    return tf.data.Dataset.zip((dataset, _seed_pairs(seed + 2))).map(
+        _apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+
+
 def mixup(dataset, alpha: float, seed: int):
     """MixUp on a dataset of (float32 images (B, H, W, C), one-hot float32 labels (B, classes)).
 
@@ -77,10 +109,11 @@ def mixup(dataset, alpha: float, seed: int):
 def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
     """`draws` augmented versions of one uint8 image (H, W, C) -> uint8 (draws, H, W, C).
 
-    Only the per-image augmentations (flip, crop) are shown; MixUp mixes whole batches.
+    The per-image augmentations (flip, crop, AutoAugment) are shown; MixUp mixes whole batches.
     """
     import numpy as np
     import tensorflow as tf
 
     repeated = tf.data.Dataset.from_tensors((image, 0)).repeat(draws)
-    return np.stack([np.asarray(x) for x, _ in augment_images(repeated, config, seed)])
+    augmented = autoaugment(augment_images(repeated, config, seed).batch(draws), config.autoaugment, seed)
+    return np.concatenate([np.asarray(x) for x, _ in augmented])

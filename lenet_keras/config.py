@@ -130,11 +130,15 @@ class TrainConfig:
 class AugmentConfig:
     """`[augment]`: training-time augmentation, all off by default (see `lenet_keras.augment`).
 
-    The CIFAR notebook (seed 004): horizontal_flip = true, crop_padding = 4, mixup_alpha = 0.4.
+    The CIFAR notebook (seed 004): horizontal_flip = true, crop_padding = 4,
+    autoaugment = "cifar10", mixup_alpha = 0.4 (applied in that order, as the notebook does).
+    `autoaugment` names an AutoAugment policy ("none" = off; see `lenet_keras.autoaugment`).
     """
 
     horizontal_flip: bool = False
     crop_padding: int = _rule(*_NON_NEGATIVE_INT, 0)
+    autoaugment: str = _rule(lambda v: v in ("none", "cifar10"), "'none' or 'cifar10' (an AutoAugment policy)",
+                             "none")
     mixup_alpha: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
 
 

@@ -498,8 +498,8 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
     """The `tf.data` input pipelines for training, validation and test.
 
     Training: cached uint8 tensors -> shuffled over the whole training set with `seed`
-    (reshuffled each epoch, deterministically) -> per-image augmentation -> batched -> scaled
-    -> MixUp -> prefetched (augmentation as `augment`, see `lenet_keras.augment`; seeded).
+    (reshuffled each epoch, deterministically) -> per-image flip and crop -> batched ->
+    AutoAugment -> scaled -> MixUp -> prefetched (augmentation as `augment`, see `lenet_keras.augment`; seeded).
     Validation and test: batched -> scaled -> cached -> prefetched, in file order.
     Each element is (images float32 (B, H, W, C), one-hot labels float32 (B, classes)); images
     are in [0, 1], or (x - mean) / std per channel when `mean` and `std` are given; the last
@@ -532,7 +532,8 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
         .shuffle(len(data.train_images), seed=seed, reshuffle_each_iteration=True)
     )
     train = augment_lib.augment_images(train, augment, seed)
-    train = train.batch(batch_size).map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    train = augment_lib.autoaugment(train.batch(batch_size), augment.autoaugment, seed)
+    train = train.map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     train = augment_lib.mixup(train, augment.mixup_alpha, seed).prefetch(tf.data.AUTOTUNE)
 
     def _evaluation(images, labels):

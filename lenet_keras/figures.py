@@ -186,17 +186,20 @@ def sample_predictions(
     return figure
 
 
-def augmentation_preview(images: np.ndarray, title: str = "augmentation preview") -> plt.Figure:
-    """One training image (first) and several augmented draws of it, in a row.
+def augmentation_preview(images: np.ndarray, title: str = "augmentation preview", columns: int = 8) -> plt.Figure:
+    """One training image (first) and several augmented draws of it, in a grid of `columns`.
 
     Args:
         images: uint8 (N, H, W, C): the original, then N-1 augmented versions.
     """
-    figure, axes = plt.subplots(1, len(images), figsize=(1.3 * len(images), 1.6), squeeze=False)
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.4 * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     for i, (ax, image) in enumerate(zip(axes.flat, images)):
         ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray_r" if image.shape[-1] == 1 else None)
         ax.set_title("original" if i == 0 else f"draw {i}", fontsize=7)
-        ax.axis("off")
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure

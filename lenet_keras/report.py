@@ -185,7 +185,7 @@ def _run_figures(run: Run, out: Path) -> dict:
     if run.augmentation_preview is not None:
         names["augmentation"] = f"{run.run_id}_augmentation_preview.png"
         augment = run.manifest.get("config", {}).get("augment", {})
-        switched_on = ", ".join(f"{k}={v}" for k, v in augment.items() if v) or "none"
+        switched_on = ", ".join(f"{k}={v}" for k, v in augment.items() if v and v != "none") or "none"
         figures.save_png(figures.augmentation_preview(run.augmentation_preview, f"training augmentation ({switched_on})"),
                          out / names["augmentation"])
     per_class_table = pd.DataFrame(

@@ -279,11 +279,11 @@ def run(
 
     samples = _sample_indices(dataset.test_labels, probabilities.argmax(axis=1))
     extra = {}
-    if experiment.augment.horizontal_flip or experiment.augment.crop_padding:
+    if experiment.augment.horizontal_flip or experiment.augment.crop_padding or experiment.augment.autoaugment != "none":
         from lenet_keras import augment
 
         first = dataset.train_images[0]
-        extra["augmentation_preview"] = np.concatenate([first[None], augment.preview(first, experiment.augment, experiment.seed, 7)])
+        extra["augmentation_preview"] = np.concatenate([first[None], augment.preview(first, experiment.augment, experiment.seed, 15)])
     np.savez_compressed(
         run_dir / "predictions.npz",
         labels=dataset.test_labels,

@@ -3,7 +3,8 @@
 #   make mnist [EPOCHS=3] [ARGS="seed=7 train.batch_size=256"]   train LeNet-5 on MNIST + report
 #   make cifar [EPOCHS=2] [DATA=folder] [ARGS=...]                 the CIFAR-10 notebook's CNN + report
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
-#   make tensorboard [PORT=6006]                                    TensorBoard on runs/
+#   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
+#   make tensorboard [PORT=6006] [RUNS=runs/<sweep>]                TensorBoard (HParams tab for sweeps)
 #   make test                                                       the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -11,6 +12,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXPERIMENT ?= mnist_lenet5
 PORT ?= 6006
+SWEEP ?= experiments/mnist_lenet5_grid.toml
+WORKERS ?= 1
 RUNS ?= runs
 # train.epochs=N when EPOCHS is given; ARGS are passed through (overrides, --data-dir ...)
 OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
@@ -19,7 +22,7 @@ OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar report tensorboard test clean-venv
+.PHONY: help venv mnist cifar report sweep tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -41,6 +44,9 @@ cifar: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS)
+
+sweep: $(STAMP)
+	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS)
 
 tensorboard: $(STAMP)
 	@echo "TensorBoard on $(RUNS)/: open http://localhost:$(PORT)/"

@@ -1,4 +1,4 @@
-"""The command line: `python -m lenet_keras {train,report} ...` (each with `--help`).
+"""The command line: `python -m lenet_keras {train,report,sweep} ...` (each with `--help`).
 
 Exit codes: 0 success; 2 a problem with the user's input (bad experiment file or override,
 data missing or corrupted, run directory clash), printed as one clear message; 1 a bug
@@ -35,6 +35,21 @@ def _report(args: argparse.Namespace) -> None:
 
     index = report.build(args.experiment, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
     print(f"report: {index} (and {index.with_suffix('.md').name} beside it)")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from lenet_keras import sweep, sweep_report
+
+    plan = sweep.load(args.sweep, storage=args.storage)
+    if not args.report_only:
+        csv = sweep.run_sweep(plan, runs_dir=args.runs_dir, data_dir=args.data_dir, workers=args.workers,
+                              worker_only=args.worker_only)
+        if args.worker_only:
+            return
+        print(f"trials: {csv}")
+    index = sweep_report.build(plan, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
+    print(f"report: {index}")
+    print(f"TensorBoard HParams: make tensorboard RUNS={args.runs_dir / plan.name}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +90,28 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs are (default: runs)")
     report.add_argument("--reports-dir", type=Path, default=Path("reports"), help="output parent (default: reports)")
     report.set_defaults(handler=_report)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run (or continue) a grid or Optuna hyperparameter sweep",
+        description="Run every trial of SWEEP (a sweep file: base experiment, fixed overrides, search "
+        "space) as a normal run in RUNS_DIR/<sweep>/trial-NNN/, with the Optuna study in "
+        "RUNS_DIR/<sweep>/study.db (or --storage), then write trials.csv, TensorBoard HParams "
+        "summaries and REPORTS_DIR/<sweep>/. Running it again continues: finished trials are kept.",
+    )
+    sweep.add_argument("sweep", type=Path, help="sweep file, e.g. experiments/mnist_lenet5_grid.toml")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default 1)")
+    sweep.add_argument("--storage", default=None,
+                       help="database URL of the study, e.g. postgresql://user@host/db (default: the file's, "
+                       "else sqlite in the sweep folder)")
+    sweep.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of the sweep folder (default: runs)")
+    sweep.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
+    sweep.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report parent (default: reports)")
+    sweep.add_argument("--report-only", action="store_true", help="only re-render the report from trials.csv")
+    sweep.add_argument("--worker-only", action="store_true",
+                       help="only claim and run queued trials (an extra worker, e.g. on another machine "
+                       "with the same --storage); no report")
+    sweep.set_defaults(handler=_sweep)
     return top
 
 

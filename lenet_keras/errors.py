@@ -23,3 +23,7 @@ class ChecksumError(LenetKerasError):
 
 class RunDirectoryError(LenetKerasError):
     """A run directory already exists, or the runs folder holds nothing usable for a report."""
+
+
+class TrainingDivergedError(LenetKerasError):
+    """The training loss became NaN or infinite (usually a learning rate far too high)."""

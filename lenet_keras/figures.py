@@ -203,3 +203,71 @@ def augmentation_preview(images: np.ndarray, title: str = "augmentation preview"
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def curves_by_hyperparameter(histories: Mapping[str, pd.DataFrame], values: Mapping[str, object], key: str,
+                             metric: str = "val_accuracy", best: str | None = None) -> plt.Figure:
+    """`metric` per epoch of every trial, coloured by the value of one hyperparameter `key`.
+
+    Args:
+        histories: trial label -> its `history.csv` DataFrame.
+        values: trial label -> that trial's value of `key` (numbers get a colour scale, log
+            when all are positive and span over 10x; other values one colour each).
+        best: the best trial's label, drawn thicker and named in the legend.
+    """
+    figure, ax = plt.subplots(figsize=(6.4, 3.8))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values())
+    distinct = sorted(set(values.values()), key=lambda v: (str(type(v)), v))
+    if numeric and len(distinct) > 1:
+        low, high = min(distinct), max(distinct)
+        use_log = low > 0 and high / low >= 10
+        norm = (matplotlib.colors.LogNorm if use_log else matplotlib.colors.Normalize)(low, high)
+        colour_of = lambda v: plt.cm.viridis(norm(v) * 0.9)  # noqa: E731
+        mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=matplotlib.colors.ListedColormap(
+            plt.cm.viridis(np.linspace(0, 0.9, 256))))
+        figure.colorbar(mappable, ax=ax, label=key)
+    else:
+        palette = plt.cm.tab10(np.arange(len(distinct)) % 10)
+        colour_of = lambda v: palette[distinct.index(v)]  # noqa: E731
+        for v in distinct:
+            ax.plot([], [], color=colour_of(v), label=f"{key} = {v}")
+    for label, history in histories.items():
+        if metric not in history or not len(history):
+            continue
+        is_best = label == best
+        ax.plot(history["epoch"] + 1, history[metric], "-", color=colour_of(values[label]),
+                lw=2.6 if is_best else 1.1, alpha=1 if is_best else 0.75, zorder=3 if is_best else 2,
+                label=f"best: {label}" if is_best else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"{metric} of every trial, coloured by {key}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right" if "accuracy" in metric else "upper right")
+    figure.tight_layout()
+    return figure
+
+
+def heatmap(table: pd.DataFrame, value_label: str, best_high: bool = True) -> plt.Figure:
+    """A metric over two hyperparameters: `table` rows = one axis' values, columns = the other's.
+
+    Each cell shows its value; the best cell is outlined. NaN cells (no finished trial) are blank.
+    """
+    figure, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 2.6, 0.7 * len(table.index) + 1.6))
+    values = table.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap="viridis" if best_high else "viridis_r", aspect="auto")
+    ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
+    ax.set_yticks(range(len(table.index)), [str(i) for i in table.index])
+    ax.set(xlabel=table.columns.name, ylabel=table.index.name, title=value_label)
+    ax.grid(False)
+    finite = np.isfinite(values)
+    if finite.any():
+        middle = np.nanmean(values)
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.4f}", ha="center", va="center", fontsize=8,
+                        color="black" if (v >= middle) == best_high else "white")
+        flat = np.where(finite, values, -np.inf if best_high else np.inf)
+        i, j = np.unravel_index(np.argmax(flat) if best_high else np.argmin(flat), values.shape)
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec=WRONG, lw=2.2))
+    figure.colorbar(image, ax=ax, label=value_label)
+    figure.tight_layout()
+    return figure

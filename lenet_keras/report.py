@@ -270,21 +270,34 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
         if "augmentation" in files:
             md += [f"![augmentation preview]({files['augmentation']})", ""]
             page.append(f"<img src='{files['augmentation']}' alt='augmentation preview'>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "img{max-width:100%;margin:.5em 0}table.runs{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
-             "table.runs td,table.runs th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right}"
-             ".row{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}.warn{color:#b2182b}"
-             "code{background:#f4f4f4;padding:0 .2em}")
+    write_pages(out, name, md, page)
+    publish(out, final)
+    return final / "index.html"
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+          "img{max-width:100%;margin:.5em 0}table.runs{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
+          "table.runs td,table.runs th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right}"
+          ".row{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}.warn{color:#b2182b}"
+          ".best{background:#e6f5d0;padding:.5em 1em;border-left:4px solid #1a9641}"
+          "code{background:#f4f4f4;padding:0 .2em}")
+
+
+def write_pages(out: Path, name: str, md: list[str], page: list[str]) -> None:
+    """Write `index.md` and `index.html` (lines `md` and HTML fragments `page`) into `out`."""
     (out / "index.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     (out / "index.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)} report</title>"
-        f"<style>{style}</style></head><body>\n" + "\n".join(page) + "\n</body></html>\n",
+        f"<style>{_STYLE}</style></head><body>\n" + "\n".join(page) + "\n</body></html>\n",
         encoding="utf-8",
     )
-    backup = final.with_name(f".{name}.old")
+
+
+def publish(out: Path, final: Path) -> None:
+    """Replace the report folder `final` with the freshly written `out` (never half-written)."""
+    backup = final.with_name(f".{final.name}.old")
     shutil.rmtree(backup, ignore_errors=True)
     if final.exists():
         final.replace(backup)
     out.replace(final)
     shutil.rmtree(backup, ignore_errors=True)
-    return final / "index.html"

@@ -30,7 +30,7 @@ from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import models, optim
-from lenet_keras.errors import RunDirectoryError
+from lenet_keras.errors import RunDirectoryError, TrainingDivergedError
 
 SAMPLE_IMAGES = 32
 """How many test images `predictions.npz` keeps for the sample-predictions grid."""
@@ -90,7 +90,7 @@ def _epoch_logs_callback():
     return EpochLogs()
 
 
-def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, record: dict):
+def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, record: dict, quiet: bool = False):
     import keras
     import tensorflow as tf
 
@@ -112,8 +112,9 @@ def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, rec
                 device = ", ".join(d.name for d in tf.config.list_logical_devices("GPU")) or "CPU"
                 record.update(device=device, images_per_second_first_steps=round(images_per_s, 1),
                               projected_training_seconds=round(projected, 1))
-                print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {self.FIRST + 2}-{batch + 1}; "
-                      f"projected training time {projected / 60:.1f} min for {epochs} epochs", flush=True)
+                if not quiet:
+                    print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {self.FIRST + 2}-{batch + 1}; "
+                          f"projected training time {projected / 60:.1f} min for {epochs} epochs", flush=True)
 
     return Throughput()
 
@@ -164,12 +165,18 @@ def _log_test_results(log_dir: Path, step: int, loss: float, accuracy: float, sa
     writer.close()
 
 
+def _stop_reason(callbacks) -> str | None:
+    """The `stop_reason` of the first extra callback that stopped training, else None."""
+    return next((c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)), None)
+
+
 def run(
     experiment: config_lib.Experiment,
     runs_dir: str | Path = "runs",
     data_dir: str | Path | None = None,
     run_id: str | None = None,
     verbose: int | None = None,
+    callbacks: tuple = (),
 ) -> Path:
     """Train `experiment` once and write its run directory (see this module's docstring).
 
@@ -180,6 +187,9 @@ def run(
         run_id: the run directory's name; default `run-NNN`.
         verbose: Keras progress output: 1 = progress bar, 2 = one line per epoch, 0 = none;
             default 1 in a terminal, else 2.
+        callbacks: more Keras callbacks (a sweep's pruning callback). One that stops training
+            early sets `stop_reason` (a string) on itself; the manifest records it as
+            `stopped_early` and the run still completes (test metrics of the last epoch).
 
     Returns:
         The run directory.
@@ -189,7 +199,9 @@ def run(
         DataNotFoundError, ChecksumError: from `lenet_keras.data` (before the run directory
             is created).
         RunDirectoryError: `run_id` exists already.
-        Any training error is re-raised after `manifest.json` records status "failed".
+        TrainingDivergedError: the training loss became NaN or infinite (training stops at
+            that batch, `keras.callbacks.TerminateOnNaN`); the manifest says "failed".
+        Any other training error is re-raised after `manifest.json` records status "failed".
     """
     data_lib.check_name(experiment.data)
     models.check_name(experiment.model)
@@ -244,8 +256,13 @@ def run(
     manifest_lib.write_json_atomic(manifest_path, manifest)
     log_dir = run_dir / "tensorboard"
     speed: dict = {}
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    extra_callbacks = list(callbacks)
     callbacks = [
-        _throughput_callback(experiment.train.batch_size, steps_per_epoch, experiment.train.epochs, speed),
+        keras.callbacks.TerminateOnNaN(),
+        _throughput_callback(experiment.train.batch_size, steps_per_epoch, experiment.train.epochs, speed,
+                             quiet=verbose == 0),
         _epoch_logs_callback(),
         _graph_callback(log_dir),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
@@ -255,14 +272,20 @@ def run(
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
         ),
+        *extra_callbacks,
     ]
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
     try:
         history = model.fit(
             train_ds, validation_data=val_ds, epochs=experiment.train.epochs, callbacks=callbacks,
             verbose=verbose, shuffle=False,  # train_ds is already shuffled with the run's seed
         )
+        losses = history.history.get("loss", [])
+        if not losses or not np.isfinite(losses[-1]) or model.stop_training and not _stop_reason(extra_callbacks):
+            epoch = len(losses)
+            raise TrainingDivergedError(
+                f"training loss became NaN or infinite in epoch {epoch} (learning rate too high?); "
+                f"training stopped there (run directory {run_dir})"
+            )
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
         probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
     except BaseException as error:
@@ -313,6 +336,7 @@ def run(
             "val_accuracy": float(val_accuracy[-1]),
         },
         test={"loss": float(test_loss), "accuracy": float(test_accuracy), "weights": "final epoch"},
+        stopped_early=_stop_reason(extra_callbacks),
         ended_utc=manifest_lib.utc_now(),
         wall_seconds=round(time.perf_counter() - t0, 3),
     )

@@ -526,7 +526,8 @@ def trials_table(sweep: Sweep, study, runs_dir: Path):
         row["wall seconds"] = t.user_attrs.get("wall_seconds")
         row["run directory"] = str(run_dir) if run_dir.is_dir() else ""
         row["command"] = t.user_attrs.get("command", "")
-        row["error"] = t.user_attrs.get("error", t.user_attrs.get("stopped_early", ""))
+        lost = "worker lost (no heartbeat for 120 s); its point was queued again" if t.state.name == "FAIL" else ""
+        row["error"] = t.user_attrs.get("error", t.user_attrs.get("stopped_early", lost))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -51,7 +51,7 @@ def build(sweep: sweep_lib.Sweep, runs_dir: str | Path = "runs", reports_dir: st
     out.mkdir(parents=True)
 
     maximize = sweep.direction == "maximize"
-    complete = table[table["state"] == "complete"].sort_values("objective", ascending=not maximize)
+    complete = table[table["state"] == "complete"].sort_values(["objective", "trial"], ascending=[not maximize, True], kind="stable")
     best = complete.iloc[0] if len(complete) else None
     keys = [d.key for d in sweep.space]
     shown = table.sort_values(["state", "objective"], ascending=[True, not maximize], key=lambda c: (

@@ -144,3 +144,10 @@ def test_bad_sweep_files_fail_before_any_trial(tmp_path, head, space, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         sweep.load(path)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name, trials", [("mnist_lenet5_grid", 18), ("mnist_lenet5_optuna", 20)])
+def test_shipped_sweep_files_are_valid(name, trials):
+    plan = sweep.load(REPO / "experiments" / f"{name}.toml")
+    assert plan.total_trials() == trials and plan.base_path == REPO / "experiments" / "mnist_lenet5.toml"
+    assert plan.experiment({}).train.epochs == 5

@@ -188,17 +188,26 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Exper
             and the key.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"experiment file not found: {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    raw = read_toml(path, "experiment")
     for override in overrides:
         key, value = parse_override(override)
         _set_dotted(raw, key, value)
     raw.setdefault("name", path.stem)
     return from_dict(raw, source=str(path))
+
+
+def read_toml(path: Path, kind: str) -> dict[str, Any]:
+    """The TOML table of `path` (a `kind` file: "experiment", "sweep").
+
+    Raises:
+        ConfigError: the file is missing or not valid TOML (naming the file and the line).
+    """
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{kind} file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
 
 
 def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experiment:

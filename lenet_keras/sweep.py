@@ -43,7 +43,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,12 +149,7 @@ def load(path: str | Path, storage: str | None = None) -> Sweep:
             message names the file and the key.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file not found: {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    raw = config_lib.read_toml(path, "sweep")
     unknown_tables = set(raw) - {"sweep", "fixed", "space"}
     if unknown_tables:
         raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}; a sweep file has [sweep], [fixed], [space]")

@@ -1,4 +1,4 @@
-"""The command line: `python -m lenet_keras {train,report,sweep} ...` (each with `--help`).
+"""The command line: `python -m lenet_keras {train,report,sweep,rerun} ...` (each with `--help`).
 
 Exit codes: 0 success; 2 a problem with the user's input (bad experiment file or override,
 data missing or corrupted, run directory clash), printed as one clear message; 1 a bug
@@ -35,6 +35,14 @@ def _report(args: argparse.Namespace) -> None:
 
     index = report.build(args.experiment, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
     print(f"report: {index} (and {index.with_suffix('.md').name} beside it)")
+
+
+def _rerun(args: argparse.Namespace) -> None:
+    from lenet_keras import rerun
+
+    new_dir, comparison = rerun.rerun(args.run_dir, data_dir=args.data_dir)
+    print(f"rerun of {args.run_dir}: {new_dir}")
+    print("\n".join(comparison.lines()))
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -90,6 +98,18 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs are (default: runs)")
     report.add_argument("--reports-dir", type=Path, default=Path("reports"), help="output parent (default: reports)")
     report.set_defaults(handler=_report)
+
+    rerun = commands.add_parser(
+        "rerun",
+        help="reproduce a run from its manifest and compare",
+        description="Train RUN_DIR's recorded experiment (config and seed from its manifest.json) again "
+        "into a new run directory beside it, then print whether history.csv (timing aside) and the test "
+        "metrics are identical, or the first metric and epoch that differ; warns when package versions "
+        "or the machine differ.",
+    )
+    rerun.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
+    rerun.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
+    rerun.set_defaults(handler=_rerun)
 
     sweep = commands.add_parser(
         "sweep",

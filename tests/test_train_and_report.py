@@ -149,3 +149,45 @@ def test_report_lists_unfinished_runs_without_drawing_them(runs, tmp_path):
 def test_report_without_runs_says_how_to_make_one(tmp_path):
     with pytest.raises(RunDirectoryError, match="no runs in .*mnist_lenet5.*python -m lenet_keras train"):
         report.build("mnist_lenet5", runs_dir=tmp_path, reports_dir=tmp_path / "reports")
+
+
+def test_rerun_from_the_manifest_is_identical(runs, mnist_dir):
+    from lenet_keras import rerun
+
+    runs_dir, first, _ = runs
+    new_dir, comparison = rerun.rerun(first, data_dir=mnist_dir, verbose=0)
+    assert new_dir.parent == first.parent and new_dir != first
+    assert comparison.identical, comparison.lines()
+    assert comparison.lines()[0].startswith("identical")
+
+
+def test_rerun_names_the_first_difference_and_broken_manifests(runs, tmp_path):
+    import shutil
+
+    from lenet_keras import rerun
+
+    _, first, second = runs  # second: another seed
+    comparison = rerun.compare(first, second)
+    assert not comparison.identical and "first differs at epoch 0" in comparison.difference
+    broken = tmp_path / "broken"
+    shutil.copytree(first, broken)
+    (broken / "manifest.json").write_text('{"config": ')
+    with pytest.raises(RunDirectoryError, match="manifest.json is broken"):
+        rerun.rerun(broken)
+    with pytest.raises(RunDirectoryError, match="has no manifest.json"):
+        rerun.rerun(tmp_path)
+
+
+def test_a_diverging_run_ends_failed_and_the_report_still_renders(mnist_dir, tmp_path):
+    from lenet_keras.errors import TrainingDivergedError
+
+    experiment = config.load(REPO / "experiments/mnist_lenet5.toml", [
+        "train.epochs=2", "data.train_subset=600", "data.test_subset=100", "train.batch_size=32",
+        "train.histogram_freq=0", "optimizer.learning_rate=1e38",  # overflows float32 weights -> inf loss
+    ])
+    with pytest.raises(TrainingDivergedError, match="NaN or infinite in epoch 1"):
+        train.run(experiment, tmp_path / "runs", data_dir=mnist_dir, verbose=0)
+    manifest = json.loads((tmp_path / "runs/mnist_lenet5/run-001/manifest.json").read_text())
+    assert manifest["status"] == "failed" and "TrainingDivergedError" in manifest["error"]
+    index = report.build("mnist_lenet5", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
+    assert "run-001 (failed)" in (index.parent / "index.md").read_text()

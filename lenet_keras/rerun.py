@@ -46,6 +46,7 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        """The comparison as printable lines: the verdict first, then one line per warning."""
         head = ["identical: every history.csv value (timing columns aside) and the test metrics are equal"
                 if self.identical else f"different: {self.difference}"]
         return head + [f"warning: {w}" for w in self.warnings]

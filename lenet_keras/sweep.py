@@ -100,6 +100,7 @@ class Sweep:
         return [dict(zip(keys, values)) for values in itertools.product(*(d.values for d in self.space))]
 
     def total_trials(self) -> int:
+        """How many trials the sweep asks for: the grid's size, or `trials` for Optuna."""
         return len(self.grid_points()) if self.method == "grid" else self.trials
 
     def experiment(self, params: dict[str, Any]) -> config_lib.Experiment:
@@ -159,6 +160,7 @@ def load(path: str | Path, storage: str | None = None) -> Sweep:
             raise ConfigError(f"{path}: unknown key sweep.{key}; known keys: {', '.join(sorted(_SWEEP_KEYS))}")
 
     def pick(key, default, allowed=None, kind=str):
+        """`[sweep] key` checked for type `kind` and membership in `allowed` (ConfigError otherwise)."""
         value = head.get(key, default)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
             raise ConfigError(f"{path}: sweep.{key} must be {kind.__name__}, got {value!r}")
@@ -360,9 +362,12 @@ class _PruningCallback:
         import keras
 
         class PruningCallback(keras.callbacks.Callback):
+            """Optuna pruning for one trial; `stop_reason` says why it stopped training, if it did."""
+
             stop_reason = None
 
             def on_epoch_end(self, epoch, logs=None):
+                """Report `metric` of this epoch (0-based step) and stop when Optuna prunes."""
                 value = (logs or {}).get(metric)
                 if value is None or not math.isfinite(value):
                     return
@@ -589,6 +594,7 @@ def run_sweep(sweep: Sweep, runs_dir: Path = Path("runs"), data_dir=None, worker
     bar.set_postfix_str(_best_text(sweep, study))
     if workers == 1:
         def on_trial(number, state, study):
+            """Advance the progress bar and print the finished trial's state."""
             bar.update(1)
             bar.set_postfix_str(_best_text(sweep, study))
             bar.write(f"trial {number}: {state.lower()}")

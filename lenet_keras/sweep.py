@@ -37,6 +37,7 @@ failed and its point enqueued again at the next start.
 from __future__ import annotations
 
 import itertools
+import shlex
 import math
 import os
 import subprocess
@@ -115,7 +116,7 @@ class Sweep:
     def command(self, params: dict[str, Any]) -> str:
         """The `python -m lenet_keras train ...` command line that reruns one trial's point."""
         overrides = [*self.base_overrides, *(f"{k}={_toml_value(v)}" for k, v in params.items())]
-        return " ".join(["python -m lenet_keras train", str(self.base_path), *(_shell_quote(o) for o in overrides)])
+        return " ".join(["python -m lenet_keras train", str(self.base_path), *(shlex.quote(o) for o in overrides)])
 
 
 def _toml_value(value: Any) -> str:
@@ -124,12 +125,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(value)
-
-
-def _shell_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 _SWEEP_KEYS = {"base", "method", "metric", "direction", "trials", "storage", "seed", "pruner",
@@ -257,12 +252,25 @@ def storage_url(sweep: Sweep, runs_dir: Path) -> str:
 
 
 def _storage(url: str):
-    import optuna
+    """Optuna's RDBStorage with heartbeats; for SQLite, every transaction is `BEGIN IMMEDIATE`.
 
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(
+    Python's sqlite3 driver runs SELECTs outside any transaction, so two workers could both
+    read a trial as WAITING and both set it RUNNING. Taking SQLite's write lock at the start of
+    each transaction (the SQLAlchemy recipe for pysqlite) makes the read-then-claim atomic;
+    waiting for the lock is bounded by the 120 s busy timeout. Server databases (PostgreSQL)
+    get Optuna's row locks (`SELECT ... FOR UPDATE`) instead.
+    """
+    import optuna
+    import sqlalchemy
+
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 120, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
+    storage = optuna.storages.RDBStorage(
         url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
     )
+    if sqlite:
+        sqlalchemy.event.listen(storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+    return storage
 
 
 def _quiet_optuna():
@@ -411,7 +419,7 @@ def run_trial(sweep: Sweep, study, trial, runs_dir: Path, data_dir=None) -> str:
         manifest = manifest_lib.read_json(run_dir / "manifest.json")
         value = _objective(run_dir, sweep)
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
-        write_hparams(run_dir, params, manifest)
+        write_hparams(run_dir, params)
         if manifest.get("stopped_early"):
             trial.set_user_attr("stopped_early", manifest["stopped_early"])
             study.tell(trial, state=TrialState.PRUNED)
@@ -425,7 +433,7 @@ def run_trial(sweep: Sweep, study, trial, runs_dir: Path, data_dir=None) -> str:
         run_dir = Path(runs_dir) / sweep.name / run_id
         if run_dir.is_dir():
             try:
-                write_hparams(run_dir, trial.params, {"status": "failed"})
+                write_hparams(run_dir, trial.params)
             except Exception:  # noqa: BLE001
                 pass
         study.tell(trial, state=TrialState.FAIL)
@@ -485,7 +493,7 @@ def write_hparams_config(sweep: Sweep, runs_dir: Path) -> None:
     writer.close()
 
 
-def write_hparams(run_dir: Path, params: dict[str, Any], manifest: dict) -> None:
+def write_hparams(run_dir: Path, params: dict[str, Any]) -> None:
     """One trial's HParams session summary in its `tensorboard/` folder (the metrics are the
     Keras TensorBoard callback's epoch scalars and the test scalars already there)."""
     import tensorflow as tf

@@ -2,6 +2,8 @@
 # requirements, then this package in editable mode).
 #   make mnist [EPOCHS=3] [ARGS="seed=7 train.batch_size=256"]   train LeNet-5 on MNIST + report
 #   make cifar [EPOCHS=2] [DATA=folder] [ARGS=...]                 the CIFAR-10 notebook's CNN + report
+#     both continue the last unfinished run of the same config (killed, Ctrl-C) from its last
+#     completed epoch; RESUME= (empty) always starts a new run
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
 #   make tensorboard [PORT=6006] [RUNS=runs/<sweep>]                TensorBoard (HParams tab for sweeps)
@@ -15,6 +17,8 @@ PORT ?= 6006
 SWEEP ?= experiments/mnist_lenet5_grid.toml
 WORKERS ?= 1
 RUNS ?= runs
+REPORTS ?= reports
+RESUME ?= --resume
 # train.epochs=N when EPOCHS is given; ARGS are passed through (overrides, --data-dir ...)
 OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 
@@ -37,16 +41,16 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 mnist: $(STAMP)
-	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) --report
+	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
 
 cifar: $(STAMP)
-	$(PY) -m lenet_keras train experiments/cifar_cnn.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) --report
+	$(PY) -m lenet_keras train experiments/cifar_cnn.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
 
 report: $(STAMP)
-	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS)
+	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS) --reports-dir $(REPORTS)
 
 sweep: $(STAMP)
-	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS)
+	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)
 
 tensorboard: $(STAMP)
 	@echo "TensorBoard on $(RUNS)/: open http://localhost:$(PORT)/"

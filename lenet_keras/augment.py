@@ -1,8 +1,8 @@
-"""Training-time augmentation in `tf.data`, seeded: the same seed gives the same augmented batches.
+"""Training-time augmentation, seeded by (seed, epoch, position): the same key gives the same images.
 
-Each random decision uses TensorFlow's stateless random ops, keyed by numbers drawn from
-`tf.data.Dataset.random(seed, rerandomize_each_iteration=True)` zipped with the data: a
-deterministic stream that differs from epoch to epoch, independent of thread scheduling.
+Every random decision is a TensorFlow stateless random op keyed by `key(seed, stream, epoch,
+index)`: no random state is carried from one epoch to the next, so epoch k of a run resumed
+after a crash sees exactly the images it would have seen without the crash.
 
 - `horizontal_flip`: flip left-right with probability 0.5 (torchvision `RandomHorizontalFlip`).
 - `crop_padding = p`: zero-pad p pixels per side, then a random crop back to the input size
@@ -19,101 +19,71 @@ from __future__ import annotations
 
 from lenet_keras.config import AugmentConfig
 
-
-def _seed_pairs(seed: int):
-    import tensorflow as tf
-
-    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+SHUFFLE, CROP_FLIP, AUTOAUGMENT, MIXUP = 0, 1, 2, 3
+"""Random streams: each gets its own keys, so switching one augmentation on changes no other draw."""
 
 
-def augment_images(dataset, config: AugmentConfig, seed: int):
-    """Per-image flip and pad-and-crop of a dataset of (uint8 image (H, W, C), label).
+def key(seed: int, stream: int, epoch, index=0):
+    """The stateless-random key (int64 tensor (2,)) of draw `index` of `stream` in `epoch`.
 
-    Returns the dataset unchanged when neither is switched on; images stay uint8 (H, W, C).
+    `epoch` and `index` may be int64 scalar tensors; built with
+    `tf.random.experimental.stateless_fold_in`, so keys of different (stream, epoch, index)
+    are independent.
     """
     import tensorflow as tf
 
-    if not (config.horizontal_flip or config.crop_padding):
-        return dataset
-    pad = config.crop_padding
-
-    def _apply(element, seeds):
-        image, label = element
-        if config.horizontal_flip:
-            image = tf.image.stateless_random_flip_left_right(image, seed=seeds)
-        if pad:
-            shape = tf.shape(image)
-            padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-            image = tf.image.stateless_random_crop(padded, shape, seed=seeds[::-1])
-        return image, label
-
-    return tf.data.Dataset.zip((dataset, _seed_pairs(seed))).map(
-        _apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    fold = tf.random.experimental.stateless_fold_in
+    base = tf.constant([seed, stream], tf.int64)
+    return fold(fold(base, tf.cast(epoch, tf.int64)), tf.cast(index, tf.int64))
 
 
-def autoaugment(dataset, policy: str, seed: int):
-    """AutoAugment on a dataset of (uint8 images (B, H, W, 3), labels); "none" returns it unchanged.
-
-    Each batch gets its own stateless key from `seed` (a stream separate from flip/crop and MixUp).
-
-    Raises:
-        ConfigError: the images do not have 3 channels (the policy's colour operations need RGB).
-    """
-    import tensorflow as tf
-
-    from lenet_keras.autoaugment import AutoAugment
+def check_channels(policy: str, channels: int) -> None:
+    """Raise ConfigError when AutoAugment `policy` is on and images are not RGB (`channels` != 3)."""
     from lenet_keras.errors import ConfigError
 
-    if policy == "none":
-        return dataset
-    shape = dataset.element_spec[0].shape
-    if shape[-1] != 3:
-        raise ConfigError(f"augment.autoaugment = {policy!r} needs RGB images (3 channels), got image shape {shape[1:]}")
-    augmenter = AutoAugment(policy, (shape[1], shape[2]))
-
-    def _apply(batch, seeds):
-        images, labels = batch
-        return augmenter(images, tf.reshape(seeds, [2])), labels
-
-    return tf.data.Dataset.zip((dataset, _seed_pairs(seed + 2))).map(
-        _apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    if policy != "none" and channels != 3:
+        raise ConfigError(f"augment.autoaugment = {policy!r} needs RGB images (3 channels), got {channels} channel(s)")
 
 
-def mixup(dataset, alpha: float, seed: int):
-    """MixUp on a dataset of (float32 images (B, H, W, C), one-hot float32 labels (B, classes)).
-
-    Returns the dataset unchanged when `alpha` is 0.
-    """
+def crop_flip(image, config: AugmentConfig, seed_pair):
+    """Flip and pad-and-crop one uint8 image (H, W, C) with key `seed_pair` (int64 (2,)); uint8 out."""
     import tensorflow as tf
 
-    if not alpha:
-        return dataset
+    if config.horizontal_flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed_pair)
+    if config.crop_padding:
+        pad = config.crop_padding
+        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed_pair[::-1])
+    return image
 
-    def _apply(batch, seeds):
-        images, labels = batch
-        seeds = tf.reshape(seeds, [2])
-        draw = tf.random.stateless_gamma([2], seed=seeds, alpha=alpha)
-        lam = draw[0] / (draw[0] + draw[1])  # Beta(alpha, alpha) from two Gamma(alpha) draws
-        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(images)[0]), seed=seeds[::-1])
-        mixed_images = lam * images + (1.0 - lam) * tf.gather(images, order)
-        mixed_labels = lam * labels + (1.0 - lam) * tf.gather(labels, order)
-        return mixed_images, mixed_labels
 
-    return tf.data.Dataset.zip((dataset, _seed_pairs(seed + 1))).map(
-        _apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+def mixup_batch(images, labels, alpha: float, seed_pair):
+    """MixUp of float32 images (B, H, W, C) and one-hot float32 labels (B, classes) with key `seed_pair`."""
+    import tensorflow as tf
+
+    draw = tf.random.stateless_gamma([2], seed=seed_pair, alpha=alpha)
+    lam = draw[0] / (draw[0] + draw[1])  # Beta(alpha, alpha) from two Gamma(alpha) draws
+    order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(images)[0]), seed=seed_pair[::-1])
+    return lam * images + (1.0 - lam) * tf.gather(images, order), lam * labels + (1.0 - lam) * tf.gather(labels, order)
 
 
 def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
     """`draws` augmented versions of one uint8 image (H, W, C) -> uint8 (draws, H, W, C).
 
-    The per-image augmentations (flip, crop, AutoAugment) are shown; MixUp mixes whole batches.
+    The per-image augmentations (flip, crop, AutoAugment) are shown as in epoch 0 of training;
+    MixUp mixes whole batches and is not shown.
+
+    Raises:
+        ConfigError: AutoAugment is on and the image is not RGB.
     """
     import numpy as np
     import tensorflow as tf
 
-    repeated = tf.data.Dataset.from_tensors((image, 0)).repeat(draws)
-    augmented = autoaugment(augment_images(repeated, config, seed).batch(draws), config.autoaugment, seed)
-    return np.concatenate([np.asarray(x) for x, _ in augmented])
+    check_channels(config.autoaugment, image.shape[-1])
+    images = tf.stack([crop_flip(tf.constant(image), config, key(seed, CROP_FLIP, 0, i)) for i in range(draws)])
+    if config.autoaugment != "none":
+        from lenet_keras.autoaugment import AutoAugment
+
+        images = AutoAugment(config.autoaugment, tuple(image.shape[:2]))(images, key(seed, AUTOAUGMENT, 0, 0))
+    return np.asarray(images)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 from lenet_keras.errors import LenetKerasError
+
+LATEST = "latest"
+"""`--resume` without a run directory: the last unfinished run of the experiment."""
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info banners
 
@@ -20,14 +24,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info
 def _train(args: argparse.Namespace) -> None:
     from lenet_keras import config, train
 
-    experiment = config.load(args.experiment, args.overrides)
-    run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id)
+    resume = args.resume
+    if resume is not None and resume != LATEST:
+        resume = Path(resume)
+    if args.experiment is None:
+        if not isinstance(resume, Path):
+            raise LenetKerasError("train: give an experiment file, or --resume RUN_DIR to continue a run")
+        experiment = train.recorded_experiment(resume)
+        if args.overrides:
+            raise LenetKerasError("train --resume RUN_DIR without an experiment file takes no KEY=VALUE overrides")
+    else:
+        experiment = config.load(args.experiment, args.overrides)
+    if args.run_id is not None and resume is not None:
+        raise LenetKerasError("train: --run-id names a new run; it cannot be combined with --resume")
+    run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id,
+                        resume=True if resume == LATEST else resume)
     print(f"run directory: {run_dir}")
     if args.report:
         from lenet_keras import report
 
         index = report.build(experiment.name, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
         print(f"report: {index}")
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -74,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
         description="Train one run of EXPERIMENT into RUNS_DIR/<experiment>/run-NNN/ "
         "(TensorBoard logs, history.csv, best.keras, predictions.npz, manifest.json).",
     )
-    train.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/mnist_lenet5.toml")
+    train.add_argument("experiment", type=Path, nargs="?", default=None,
+                       help="experiment file, e.g. experiments/mnist_lenet5.toml (optional with --resume RUN_DIR)")
     train.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys, e.g. train.epochs=3 seed=7"
     )
@@ -84,6 +106,12 @@ def parser() -> argparse.ArgumentParser:
         help="look for the dataset here first (then $LENET_KERAS_DATA, then data/)",
     )
     train.add_argument("--run-id", default=None, help="name of the run directory (default: run-NNN, the next number)")
+    train.add_argument(
+        "--resume", nargs="?", const=LATEST, default=None, metavar="RUN_DIR",
+        help="continue a killed or interrupted run from its last completed epoch (same final weights as an "
+        "uninterrupted run); with no RUN_DIR: the last unfinished run of EXPERIMENT with the same config, "
+        "else a new run. Put RUN_DIR before or after the experiment, e.g. train --resume runs/mnist_lenet5/run-003",
+    )
     train.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
     train.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
     train.set_defaults(handler=_train)
@@ -138,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with `argv` (default `sys.argv[1:]`) and return the exit code."""
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as "interrupted", resumable
     try:
         args.handler(args)
     except LenetKerasError as error:

@@ -494,19 +494,29 @@ def load(config: DataConfig, data_dir: str | Path | None = None, download: bool 
     return DATASETS[config.dataset](config, search_dirs(data_dir), download_to=download_to)
 
 
-def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augment: AugmentConfig | None = None):
+def steps_per_epoch(data: ImageData, batch_size: int) -> int:
+    """Training batches per epoch: ceil(training images / `batch_size`) (the last may be smaller)."""
+    return -(-len(data.train_images) // batch_size)
+
+
+def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augment: AugmentConfig | None = None,
+              first_epoch: int = 0, epochs: int = 1):
     """The `tf.data` input pipelines for training, validation and test.
 
-    Training: cached uint8 tensors -> shuffled over the whole training set with `seed`
-    (reshuffled each epoch, deterministically) -> per-image flip and crop -> batched ->
-    AutoAugment -> scaled -> MixUp -> prefetched (augmentation as `augment`, see `lenet_keras.augment`; seeded).
+    Training yields the batches of epochs `first_epoch` .. `epochs - 1` one after another,
+    `steps_per_epoch(data, batch_size)` batches each (pass that to `fit` with
+    `initial_epoch=first_epoch`). Each epoch is a pure function of (`seed`, epoch): the order is
+    a stateless shuffle of the training set keyed by them, then per image flip and crop, batch,
+    AutoAugment, scaling and MixUp, each keyed by (seed, epoch, position) (`lenet_keras.augment`).
+    So a run resumed at epoch k sees exactly the batches of an uninterrupted run.
     Validation and test: batched -> scaled -> cached -> prefetched, in file order.
     Each element is (images float32 (B, H, W, C), one-hot labels float32 (B, classes)); images
     are in [0, 1], or (x - mean) / std per channel when `mean` and `std` are given; the last
     batch of each epoch may be smaller than `batch_size`.
 
     Raises:
-        ConfigError: `mean`/`std` lengths differ from each other or from the channel count.
+        ConfigError: `mean`/`std` lengths differ from each other or from the channel count;
+            AutoAugment on images that are not RGB; `first_epoch` not in 0..`epochs`.
 
     Returns:
         (train, validation, test) `tf.data.Dataset`s.
@@ -518,6 +528,10 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
         raise ConfigError(
             f"data.mean and data.std need one value per channel ({channels}), got {len(mean)} and {len(std)}"
         )
+    if not 0 <= first_epoch <= epochs:
+        raise ConfigError(f"first epoch {first_epoch} is not in 0..{epochs} (train.epochs)")
+    augment = augment or AugmentConfig()
+    augment_lib.check_channels(augment.autoaugment, channels)
 
     def _scale(images, labels):
         images = tf.cast(images, tf.float32) / 255.0
@@ -525,16 +539,42 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
             images = (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
         return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
 
-    augment = augment or AugmentConfig()
-    train = (
-        tf.data.Dataset.from_tensor_slices((data.train_images, data.train_labels))
-        .cache()
-        .shuffle(len(data.train_images), seed=seed, reshuffle_each_iteration=True)
-    )
-    train = augment_lib.augment_images(train, augment, seed)
-    train = augment_lib.autoaugment(train.batch(batch_size), augment.autoaugment, seed)
-    train = train.map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    train = augment_lib.mixup(train, augment.mixup_alpha, seed).prefetch(tf.data.AUTOTUNE)
+    train_images, train_labels = tf.constant(data.train_images), tf.constant(data.train_labels)
+    count = len(data.train_images)
+    crop_or_flip = bool(augment.horizontal_flip or augment.crop_padding)
+    autoaugmenter = None
+    if augment.autoaugment != "none":
+        from lenet_keras.autoaugment import AutoAugment
+
+        autoaugmenter = AutoAugment(augment.autoaugment, data.image_shape[:2])
+
+    def _epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=augment_lib.key(seed, augment_lib.SHUFFLE, epoch)
+        )
+
+        def _image(position, index):
+            image = tf.gather(train_images, index)
+            if crop_or_flip:
+                image = augment_lib.crop_flip(image, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, position))
+            return image, tf.gather(train_labels, index)
+
+        def _batch(number, batch):
+            images, labels = batch
+            if autoaugmenter is not None:
+                images = autoaugmenter(images, augment_lib.key(seed, augment_lib.AUTOAUGMENT, epoch, number))
+            images, labels = _scale(images, labels)
+            if augment.mixup_alpha:
+                images, labels = augment_lib.mixup_batch(
+                    images, labels, augment.mixup_alpha, augment_lib.key(seed, augment_lib.MIXUP, epoch, number)
+                )
+            return images, labels
+
+        images = tf.data.Dataset.from_tensor_slices((tf.range(count, dtype=tf.int64), order))
+        images = images.map(_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return images.batch(batch_size).enumerate().map(_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    train = tf.data.Dataset.range(first_epoch, epochs).flat_map(_epoch).prefetch(tf.data.AUTOTUNE)
 
     def _evaluation(images, labels):
         return (

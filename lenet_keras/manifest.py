@@ -10,24 +10,69 @@ import os
 import platform
 import subprocess
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lenet_keras.errors import RunDirectoryError
+
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "tensorboard", "pandas", "matplotlib")
 
 
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path`; when the block ends without error, it replaces `path`.
+
+    The temporary name ends with `path`'s name (so `.keras`, `.weights.h5`, `.npz` writers accept
+    it); its content is flushed to disk (fsync) before the rename, so after a crash or power loss
+    `path` holds either its old or its new content, never a partial one. On error the temporary
+    file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` through `atomic_path` (never half-written)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as indented JSON to `path` via a temp file + rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write `data` as indented JSON to `path` through `atomic_path` (never half-written)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON object from `path`."""
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_run_manifest(run_dir: Path) -> dict:
+    """The manifest of `run_dir`, checked to be a run's manifest.
+
+    Raises:
+        RunDirectoryError: no manifest.json, not valid JSON, or without the resolved `config`.
+    """
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise RunDirectoryError(f"{run_dir} is not a run directory: it has no manifest.json")
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as error:
+        raise RunDirectoryError(f"{path} is broken (not valid JSON: {error}); the run cannot be reproduced or resumed from it") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise RunDirectoryError(f"{path} has no 'config' table: it is not a lenet-keras run manifest")
+    return manifest
 
 
 def utc_now() -> str:

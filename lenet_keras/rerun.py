@@ -2,39 +2,21 @@
 
 `rerun(run_dir)` reads `run_dir/manifest.json`, trains the recorded experiment again (same
 resolved config and seed) into a new run directory of the same experiment, then compares the
-two `history.csv` files epoch by epoch (every column except the wall-clock `epoch_seconds`)
-and the test metrics. It warns when the package versions or the machine differ from the
-original's, the usual reasons for a difference (see README, "Reproducibility").
+two `history.csv` files epoch by epoch (every column except the wall-clock `epoch_seconds`),
+the test metrics and the digest of the final weights. It warns when the package versions or
+the machine differ from the original's, the usual reasons for a difference (see README,
+"Reproducibility").
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lenet_keras.errors import RunDirectoryError
+from lenet_keras import manifest as manifest_lib
 
 TIMING_COLUMNS = ("epoch_seconds",)
 """history.csv columns that measure wall-clock time and are expected to differ."""
-
-
-def read_manifest(run_dir: Path) -> dict:
-    """The manifest of `run_dir`, checked to be a run's manifest.
-
-    Raises:
-        RunDirectoryError: no manifest.json, not valid JSON, or without the resolved `config`.
-    """
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        raise RunDirectoryError(f"{run_dir} is not a run directory: it has no manifest.json")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunDirectoryError(f"{path} is broken (not valid JSON: {error}); the run cannot be reproduced from it") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
-        raise RunDirectoryError(f"{path} has no 'config' table: it is not a lenet-keras run manifest")
-    return manifest
 
 
 @dataclass
@@ -47,7 +29,8 @@ class Comparison:
 
     def lines(self) -> list[str]:
         """The comparison as printable lines: the verdict first, then one line per warning."""
-        head = ["identical: every history.csv value (timing columns aside) and the test metrics are equal"
+        head = ["identical: every history.csv value (timing columns aside), the test metrics and the final weights "
+                "are equal"
                 if self.identical else f"different: {self.difference}"]
         return head + [f"warning: {w}" for w in self.warnings]
 
@@ -57,7 +40,7 @@ def compare(original: Path, again: Path) -> Comparison:
     import numpy as np
     import pandas as pd
 
-    first, second = read_manifest(original), read_manifest(again)
+    first, second = manifest_lib.read_run_manifest(original), manifest_lib.read_run_manifest(again)
     warnings = []
     if first.get("versions") != second.get("versions"):
         changed = sorted(k for k in set(first.get("versions", {})) | set(second.get("versions", {}))
@@ -81,6 +64,9 @@ def compare(original: Path, again: Path) -> Comparison:
         x, y = first.get("test", {}).get(key), second.get("test", {}).get(key)
         if x != y and not (x is not None and y is not None and np.isnan(x) and np.isnan(y)):
             return Comparison(False, f"test {key} differs: {x!r} vs {y!r}", warnings)
+    x, y = (m.get("final_weights", {}).get("values_sha256") for m in (first, second))
+    if x and y and x != y:
+        return Comparison(False, "the final weights differ (every metric above is equal)", warnings)
     return Comparison(True, "", warnings)
 
 
@@ -91,13 +77,12 @@ def rerun(run_dir: str | Path, data_dir=None, verbose: int | None = None) -> tup
         (the new run directory, the comparison with the original).
 
     Raises:
-        RunDirectoryError: a missing or broken manifest (see `read_manifest`).
+        RunDirectoryError: a missing or broken manifest (see `lenet_keras.manifest.read_run_manifest`).
         ConfigError: the recorded config is no longer valid for this version of the package.
     """
-    from lenet_keras import config, train
+    from lenet_keras import train
 
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    experiment = config.from_dict(manifest["config"], source=str(run_dir / "manifest.json"))
+    experiment = train.recorded_experiment(run_dir)
     new_dir = train.run(experiment, runs_dir=run_dir.parent.parent, data_dir=data_dir, verbose=verbose)
     return new_dir, compare(run_dir, new_dir)

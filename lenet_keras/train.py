@@ -6,19 +6,26 @@
         history.csv        per epoch: epoch (0-based), loss, accuracy, val_loss, val_accuracy,
                            learning_rate, epoch_seconds (wall seconds of the epoch)
         best.keras         the model at the epoch of best validation accuracy
+        final.weights.h5   model and optimizer variables after the last epoch
+        backup/            while training: the state after the last completed epoch, from
+                           which `--resume` continues (removed once the run completes)
         predictions.npz    test labels, predicted probabilities and a few sample images
         tensorboard/       train/ and validation/ epoch scalars (incl. learning rate), the
                            graph and weight histograms; test/ final scalars and an image of
                            sample predictions
 
-Run ids are `run-001`, `run-002`, ... (one more than the largest existing number); an
-existing run directory is never overwritten. Everything is seeded from `experiment.seed`
-with TensorFlow op determinism on.
+Every file others read is written via temp file + rename, so a kill at any moment leaves
+each either complete or absent (`lenet_keras.resume`). Run ids are `run-001`, `run-002`, ...
+(one more than the largest existing number); an existing run directory is never overwritten.
+Everything is seeded from `experiment.seed` with TensorFlow op determinism on.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 import sys
 import time
 import traceback
@@ -30,7 +37,11 @@ from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import models, optim
+from lenet_keras import resume as resume_lib
 from lenet_keras.errors import RunDirectoryError, TrainingDivergedError
+
+FINAL_WEIGHTS = "final.weights.h5"
+"""The model and optimizer variables after the last epoch (`model.load_weights` reads them)."""
 
 SAMPLE_IMAGES = 32
 """How many test images `predictions.npz` keeps for the sample-predictions grid."""
@@ -170,6 +181,32 @@ def _stop_reason(callbacks) -> str | None:
     return next((c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)), None)
 
 
+def recorded_experiment(run_dir: Path) -> config_lib.Experiment:
+    """The experiment recorded in `run_dir/manifest.json` (its resolved config and seed).
+
+    Raises:
+        RunDirectoryError: missing or broken manifest (`manifest.read_run_manifest`).
+        ConfigError: the recorded config is not valid for this version of the package.
+    """
+    manifest = manifest_lib.read_run_manifest(run_dir)
+    return config_lib.from_dict(manifest["config"], source=str(Path(run_dir) / "manifest.json"))
+
+
+def _kept_history(run_dir: Path, first_epoch: int) -> list[dict[str, str]]:
+    """history.csv rows of epochs 0..first_epoch-1, checked complete.
+
+    Raises:
+        RunDirectoryError: history.csv lacks rows the backup says were trained.
+    """
+    rows = [row for row in resume_lib.read_history(run_dir / "history.csv") if int(row["epoch"]) < first_epoch]
+    if [int(row["epoch"]) for row in rows] != list(range(first_epoch)):
+        raise RunDirectoryError(
+            f"{run_dir / 'history.csv'}: has epochs {[row['epoch'] for row in rows]}, but the backup holds "
+            f"{first_epoch} epochs; cannot resume this run"
+        )
+    return rows
+
+
 def run(
     experiment: config_lib.Experiment,
     runs_dir: str | Path = "runs",
@@ -177,6 +214,7 @@ def run(
     run_id: str | None = None,
     verbose: int | None = None,
     callbacks: tuple = (),
+    resume: str | Path | bool | None = None,
 ) -> Path:
     """Train `experiment` once and write its run directory (see this module's docstring).
 
@@ -190,6 +228,9 @@ def run(
         callbacks: more Keras callbacks (a sweep's pruning callback). One that stops training
             early sets `stop_reason` (a string) on itself; the manifest records it as
             `stopped_early` and the run still completes (test metrics of the last epoch).
+        resume: a run directory to continue from its last completed epoch (`lenet_keras.resume`),
+            or True: the last unfinished run of this experiment with the same config, else a new
+            run. The result equals that of a run never interrupted.
 
     Returns:
         The run directory.
@@ -198,16 +239,29 @@ def run(
         ConfigError: an unknown dataset/model/optimizer/schedule name (before anything runs).
         DataNotFoundError, ChecksumError: from `lenet_keras.data` (before the run directory
             is created).
-        RunDirectoryError: `run_id` exists already.
+        RunDirectoryError: `run_id` exists already; `resume` names a run that cannot be
+            resumed (completed, still running, other config or data, broken manifest or backup,
+            a backup from another model).
         TrainingDivergedError: the training loss became NaN or infinite (training stops at
             that batch, `keras.callbacks.TerminateOnNaN`); the manifest says "failed".
-        Any other training error is re-raised after `manifest.json` records status "failed".
+        Any other training error is re-raised after `manifest.json` records status "failed"
+        ("interrupted" for KeyboardInterrupt, which the CLI also raises on SIGTERM).
     """
     data_lib.check_name(experiment.data)
     models.check_name(experiment.model)
     optim.check_names(experiment)
     started, t0 = manifest_lib.utc_now(), time.perf_counter()
     dataset = data_lib.load(experiment.data, data_dir)
+    config = json.loads(json.dumps(experiment.to_dict()))  # as manifest.json records it (lists, not tuples)
+    if resume is True:
+        resume = resume_lib.find_unfinished(Path(runs_dir) / experiment.name, config)
+        if verbose != 0:
+            print(f"resuming {resume}" if resume else "no unfinished run of this experiment to resume; starting a new one",
+                  flush=True)
+    if resume:
+        run_dir = Path(resume)
+        manifest = manifest_lib.read_run_manifest(run_dir)
+        resume_lib.check_resumable(run_dir, manifest, config, dataset.checksums)
 
     import keras
     import tensorflow as tf
@@ -215,75 +269,92 @@ def run(
     keras.utils.set_random_seed(experiment.seed)
     tf.config.experimental.enable_op_determinism()
     model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
-    run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
-    steps_per_epoch = -(-len(dataset.train_images) // experiment.train.batch_size)
+    if not resume:
+        run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
+    steps_per_epoch = data_lib.steps_per_epoch(dataset, experiment.train.batch_size)
     model.compile(
         optimizer=optim.build(experiment, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
+    backup = resume_lib.crash_safe_backup(run_dir, experiment.seed)
+    backup.set_model(model)
+    first_epoch = backup.restore() if resume else 0
+    kept_rows = _kept_history(run_dir, first_epoch) if resume else []
+    log_dir = run_dir / "tensorboard"
+    if resume:
+        resume_lib.trim_tensorboard(log_dir, first_epoch)
+    epochs = experiment.train.epochs
     train_ds, val_ds, test_ds = data_lib.pipelines(
         dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std,
-        experiment.augment,
+        experiment.augment, first_epoch=first_epoch, epochs=epochs,
     )
-    manifest = {
-        "experiment": experiment.name,
-        "run_id": run_dir.name,
-        "status": "running",
-        "error": None,
-        "seed": experiment.seed,
-        "config": experiment.to_dict(),
-        "command": manifest_lib.command_line(),
-        "data": {
-            "dataset": dataset.name,
-            "description": dataset.description,
-            "source": dataset.source,
-            "checksums_sha256": dataset.checksums,
-            "class_names": list(dataset.class_names),
-            "train_images": len(dataset.train_images),
-            "val_images": len(dataset.val_images),
-            "test_images": len(dataset.test_images),
-            "validation": f"last {len(dataset.val_images)} of the first "
-            f"{len(dataset.train_images) + len(dataset.val_images)} official training images",
-        },
-        "model": {"name": experiment.model.name, "parameters": int(model.count_params())},
-        "versions": manifest_lib.versions(),
-        "machine": manifest_lib.machine(),
-        "git": manifest_lib.git_state(Path(__file__).resolve().parent),
-        "started_utc": started,
-    }
+    process = {"pid": os.getpid(), "host": socket.gethostname(), "command": manifest_lib.command_line()}
+    if resume:
+        manifest.update(status="running", error=None, **process)
+        manifest.setdefault("resumed", []).append({"utc": started, "from_epoch": first_epoch})
+    else:
+        manifest = {
+            "experiment": experiment.name,
+            "run_id": run_dir.name,
+            "status": "running",
+            "error": None,
+            "seed": experiment.seed,
+            "config": config,
+            **process,
+            "data": {
+                "dataset": dataset.name,
+                "description": dataset.description,
+                "source": dataset.source,
+                "checksums_sha256": dataset.checksums,
+                "class_names": list(dataset.class_names),
+                "train_images": len(dataset.train_images),
+                "val_images": len(dataset.val_images),
+                "test_images": len(dataset.test_images),
+                "validation": f"last {len(dataset.val_images)} of the first "
+                f"{len(dataset.train_images) + len(dataset.val_images)} official training images",
+            },
+            "model": {"name": experiment.model.name, "parameters": int(model.count_params())},
+            "versions": manifest_lib.versions(),
+            "machine": manifest_lib.machine(),
+            "git": manifest_lib.git_state(Path(__file__).resolve().parent),
+            "started_utc": started,
+        }
     manifest_path = run_dir / "manifest.json"
     manifest_lib.write_json_atomic(manifest_path, manifest)
-    log_dir = run_dir / "tensorboard"
     speed: dict = {}
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     extra_callbacks = list(callbacks)
+    history = resume_lib.history_csv(run_dir / "history.csv", kept_rows)
+    best_so_far = max((float(row["val_accuracy"]) for row in kept_rows), default=-np.inf)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        _throughput_callback(experiment.train.batch_size, steps_per_epoch, experiment.train.epochs, speed,
+        resume_lib.dropout_seeds(experiment.seed),
+        _throughput_callback(experiment.train.batch_size, steps_per_epoch, epochs - first_epoch, speed,
                              quiet=verbose == 0),
         _epoch_logs_callback(),
-        _graph_callback(log_dir),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        *([_graph_callback(log_dir)] if first_epoch == 0 else []),
+        history,
         keras.callbacks.TensorBoard(
             log_dir=str(log_dir), histogram_freq=experiment.train.histogram_freq, write_graph=True
         ),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
-        ),
+        resume_lib.best_checkpoint(run_dir / "best.keras", best_so_far),
         *extra_callbacks,
+        backup,  # last: an epoch counts as done only once everything above has written it
     ]
     try:
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=experiment.train.epochs, callbacks=callbacks,
-            verbose=verbose, shuffle=False,  # train_ds is already shuffled with the run's seed
+        model.fit(
+            train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first_epoch,
+            steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+            shuffle=False,  # train_ds is already shuffled with the run's seed
         )
-        losses = history.history.get("loss", [])
-        if not losses or not np.isfinite(losses[-1]) or model.stop_training and not _stop_reason(extra_callbacks):
-            epoch = len(losses)
+        rows = history.rows
+        last_loss = float(rows[-1]["loss"]) if rows else np.nan
+        diverged = not np.isfinite(last_loss) or model.stop_training and not _stop_reason(extra_callbacks)
+        if not rows or diverged:
             raise TrainingDivergedError(
-                f"training loss became NaN or infinite in epoch {epoch} (learning rate too high?); "
+                f"training loss became NaN or infinite in epoch {len(rows)} (learning rate too high?); "
                 f"training stopped there (run directory {run_dir})"
             )
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
@@ -307,38 +378,41 @@ def run(
 
         first = dataset.train_images[0]
         extra["augmentation_preview"] = np.concatenate([first[None], augment.preview(first, experiment.augment, experiment.seed, 15)])
-    np.savez_compressed(
-        run_dir / "predictions.npz",
-        labels=dataset.test_labels,
-        probabilities=probabilities,
-        sample_indices=samples,
-        sample_images=dataset.test_images[samples],
-        class_names=np.array(dataset.class_names),
-        sample_title=np.array(SAMPLE_TITLE),
-        **extra,
-    )
+    with manifest_lib.atomic_path(run_dir / "predictions.npz") as tmp:
+        np.savez_compressed(
+            tmp,
+            labels=dataset.test_labels,
+            probabilities=probabilities,
+            sample_indices=samples,
+            sample_images=dataset.test_images[samples],
+            class_names=np.array(dataset.class_names),
+            sample_title=np.array(SAMPLE_TITLE),
+            **extra,
+        )
     grid = figures.sample_predictions(
         dataset.test_images[samples], dataset.test_labels[samples], probabilities[samples], dataset.class_names,
         title=SAMPLE_TITLE,
     )
-    _log_test_results(log_dir, experiment.train.epochs, test_loss, test_accuracy, figures.png_bytes(grid))
-    val_accuracy = history.history["val_accuracy"]
+    if resume:  # the killed attempt may have logged test results already: log them once
+        resume_lib.trim_tensorboard(log_dir / "test", 0, keep=())
+    _log_test_results(log_dir, epochs, test_loss, test_accuracy, figures.png_bytes(grid))
+    with manifest_lib.atomic_path(run_dir / FINAL_WEIGHTS) as tmp:
+        model.save_weights(str(tmp))
+    val_accuracy = [float(row["val_accuracy"]) for row in rows]
     best_epoch = int(np.argmax(val_accuracy))
+    last = rows[-1]
     manifest.update(
         status="completed",
         speed=speed,
-        epochs_completed=len(val_accuracy),
-        best={"epoch": best_epoch, "val_accuracy": float(val_accuracy[best_epoch]), "checkpoint": "best.keras"},
-        final={
-            "loss": float(history.history["loss"][-1]),
-            "accuracy": float(history.history["accuracy"][-1]),
-            "val_loss": float(history.history["val_loss"][-1]),
-            "val_accuracy": float(val_accuracy[-1]),
-        },
+        epochs_completed=len(rows),
+        best={"epoch": best_epoch, "val_accuracy": val_accuracy[best_epoch], "checkpoint": "best.keras"},
+        final={key: float(last[key]) for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
         test={"loss": float(test_loss), "accuracy": float(test_accuracy), "weights": "final epoch"},
+        final_weights={"file": FINAL_WEIGHTS, "values_sha256": resume_lib.weights_digest(model)},
         stopped_early=_stop_reason(extra_callbacks),
         ended_utc=manifest_lib.utc_now(),
         wall_seconds=round(time.perf_counter() - t0, 3),
     )
     manifest_lib.write_json_atomic(manifest_path, manifest)
+    resume_lib.remove_backup(run_dir)
     return run_dir

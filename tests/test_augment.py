@@ -30,11 +30,15 @@ def test_same_seed_same_augmented_batches_other_seed_differs(small):
     assert not np.array_equal(first[0][0], other[0][0])
 
 
-def test_each_epoch_draws_new_augmentations(small):
-    same_image = tf.data.Dataset.from_tensors((small.train_images[0], 0)).repeat(8)
-    augmented = augment.augment_images(same_image, AugmentConfig(crop_padding=4), seed=3)
-    one, two = [x.numpy() for x, _ in augmented], [x.numpy() for x, _ in augmented]
-    assert any(not np.array_equal(a, b) for a, b in zip(one, two))
+def test_each_epoch_draws_new_augmentations_and_is_a_function_of_seed_and_epoch(small):
+    steps = data.steps_per_epoch(small, 64)
+    both = _epoch(data.pipelines(small, 64, seed=3, augment=FULL, epochs=2)[0])
+    second_only = _epoch(data.pipelines(small, 64, seed=3, augment=FULL, first_epoch=1, epochs=2)[0])
+    assert len(both) == 2 * steps and len(second_only) == steps
+    assert not np.array_equal(both[0][0], both[steps][0])  # epoch 1 differs from epoch 0
+    for (x1, y1), (x2, y2) in zip(both[steps:], second_only):  # epoch 1 alone = epoch 1 after epoch 0
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
 
 
 def test_shapes_dtypes_and_ranges_are_kept(small):

@@ -114,6 +114,5 @@ def test_pipeline_switch_and_preview(images):
     np.testing.assert_array_equal(preview, augment.preview(images[0], cfg, seed=0, draws=12))
     with pytest.raises(ConfigError, match="augment.autoaugment"):
         config.from_dict({"augment": {"autoaugment": "imagenet"}})
-    gray = tf.data.Dataset.from_tensors((tf.zeros([4, 28, 28, 1], tf.uint8), tf.zeros([4], tf.int64)))
     with pytest.raises(ConfigError, match="needs RGB images"):
-        augment.autoaugment(gray, "cifar10", seed=0)
+        augment.preview(np.zeros([28, 28, 1], np.uint8), cfg, seed=0)

@@ -72,5 +72,5 @@ def test_report_of_nothing_is_exit_2(capsys, tmp_path):
 
 def test_bad_usage_is_argparse_exit_2():
     with pytest.raises(SystemExit) as info:
-        cli.main(["train"])
+        cli.main(["train", "experiments/mnist_lenet5.toml", "--runs-dir"])  # option without its value
     assert info.value.code == 2

@@ -171,9 +171,10 @@ def test_pipelines_scale_one_hot_and_shuffle_by_seed(mnist_dir):
     assert labels.shape == (64, 10) and labels.dtype == tf.float32
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) == 1.0
     np.testing.assert_array_equal(tf.reduce_sum(labels, axis=1), np.ones(64))
-    fresh = data.pipelines(d, batch_size=64, seed=3)[0]
-    first_epoch = np.concatenate([np.argmax(y, 1) for _, y in fresh])
-    second_epoch = np.concatenate([np.argmax(y, 1) for _, y in fresh])
+    two_epochs = [np.argmax(y, 1) for _, y in data.pipelines(d, batch_size=64, seed=3, epochs=2)[0]]
+    steps = data.steps_per_epoch(d, 64)
+    assert steps == 8 and len(two_epochs) == 2 * steps
+    first_epoch, second_epoch = np.concatenate(two_epochs[:steps]), np.concatenate(two_epochs[steps:])
     again = np.concatenate([np.argmax(y, 1) for _, y in data.pipelines(d, 64, seed=3)[0]])
     assert sorted(first_epoch) == sorted(d.train_labels)  # every image once per epoch
     assert not np.array_equal(first_epoch, second_epoch)  # reshuffled each epoch

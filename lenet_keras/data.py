@@ -570,9 +570,15 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
                 )
             return images, labels
 
-        images = tf.data.Dataset.from_tensor_slices((tf.range(count, dtype=tf.int64), order))
-        images = images.map(_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return images.batch(batch_size).enumerate().map(_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        positions = tf.data.Dataset.from_tensor_slices((tf.range(count, dtype=tf.int64), order))
+        if crop_or_flip:  # per image, each with its own key
+            batches = positions.map(_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+        else:  # the same batches, gathered a batch at a time (faster)
+            batches = positions.batch(batch_size).map(
+                lambda _, index: (tf.gather(train_images, index), tf.gather(train_labels, index)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+            )
+        return batches.enumerate().map(_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     train = tf.data.Dataset.range(first_epoch, epochs).flat_map(_epoch).prefetch(tf.data.AUTOTUNE)
 

@@ -2,10 +2,12 @@
 
     python -m lenet_keras.crash_drill --kills 5            # `make mnist`, 5 random kills
     python -m lenet_keras.crash_drill --command "make mnist EPOCHS=3 RUNS={runs} REPORTS={runs}/reports" --kills 3
+    python -m lenet_keras.crash_drill --at 1.5 47                 # during start-up, during the test/report
 
 First the command runs once uninterrupted (the reference). Then, for each kill, it starts the
 command in a fresh runs folder, kills its whole process group with SIGKILL after a random
-number of seconds (uniform between 0 and the reference's wall time, from `--seed`), runs the
+number of seconds (uniform between 0 and the reference's wall time, from `--seed`; or the
+`--at` moments), runs the
 same command again (`make mnist` resumes the unfinished run), and compares the completed run
 with the reference: `history.csv` without the timing column, the test metrics and the digest
 of the final weights and optimizer state (`lenet_keras.resume.weights_digest`). Prints one line
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training command; {runs} is replaced by a fresh runs folder (default: %(default)s)")
     parser.add_argument("--kills", type=int, default=5, help="number of killed-and-resumed runs (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill moments (default 0)")
+    parser.add_argument("--at", type=float, nargs="+", default=None, metavar="SECONDS",
+                        help="kill at these moments (seconds after the start) instead of --kills random ones")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the runs folders go (default: a temp folder)")
     args = parser.parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="crash-drill-"))
@@ -88,22 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference: {args.command.format(runs=reference_runs)} -> {reference} in {wall:.1f} s", flush=True)
     moments = random.Random(args.seed)
     failures = 0
-    for number in range(1, args.kills + 1):
+    kill_moments = args.at or [moments.uniform(0.0, wall) for _ in range(args.kills)]
+    for number, kill_after in enumerate(kill_moments, start=1):
         runs = work / f"kill-{number}"
-        kill_after = moments.uniform(0.0, wall)
         _, killed = _run(args.command, runs, log, kill_after=kill_after)
         state = _state_at_kill(runs) if killed else "finished before the kill"
-        resumed_wall, _ = _run(args.command, runs, log)
+        if killed and "status completed" in state:  # killed while rendering the report: `make report` redoes it
+            resumed_wall = 0.0
+        else:
+            resumed_wall, _ = _run(args.command, runs, log)
         run_dir = _completed_run(runs)
         comparison = rerun.compare(reference, run_dir)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         resumed = [entry["from_epoch"] for entry in manifest.get("resumed", [])]
         failures += not comparison.identical
-        print(f"kill {number}: SIGKILL after {kill_after:.1f} s ({state}); second command {resumed_wall:.1f} s, "
+        print(f"kill {number}: SIGKILL after {kill_after:.1f} s ({state}); second command "
+              f"{f'{resumed_wall:.1f} s' if resumed_wall else 'not needed'}, "
               f"resumed from epoch {resumed or 'none (new run)'}; "
               f"{'identical' if comparison.identical else 'DIFFERENT: ' + comparison.difference}; "
               f"test accuracy {manifest['test']['accuracy']:.4f}", flush=True)
-    print(f"{args.kills - failures} of {args.kills} killed runs ended identical to the reference (logs: {log})")
+    print(f"{len(kill_moments) - failures} of {len(kill_moments)} killed runs ended identical to the reference (logs: {log})")
     return 1 if failures else 0
 
 

@@ -42,3 +42,42 @@ def test_cifar_report_has_every_figure(cifar_run, tmp_path):
     text = (index.parent / "index.md").read_text()
     assert "JPEG copy of CIFAR-10" in text and "not the official CIFAR-10" in text
     assert "truck" in text  # per-class table names the classes
+
+
+def test_interrupted_cifar_run_resumes_to_the_same_weights(tmp_path):
+    """Dropout, AutoAugment, crop/flip and MixUp all continue as if never interrupted."""
+    import keras
+    import numpy as np
+
+    from lenet_keras import resume
+
+    root = next((r for r in data.search_dirs() if (r / "cifar10-jpeg" / "train").is_dir()), None)
+    if root is None:
+        pytest.skip("shared/datasets/cifar10-jpeg not available (set LENET_KERAS_DATA)")
+    experiment = config.load(REPO / "experiments/cifar_cnn.toml", [
+        "data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=160",
+        "data.test_subset=32", "train.epochs=2", "train.batch_size=32",
+    ])
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2:
+                raise KeyboardInterrupt
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    whole = train.run(experiment, tmp_path, data_dir=root, run_id="whole", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(experiment, tmp_path, data_dir=root, run_id="cut", verbose=0, callbacks=(CtrlC(),))
+    cut = tmp_path / "cifar_cnn" / "cut"
+    assert json.loads((cut / "manifest.json").read_text())["status"] == "interrupted"
+    assert resume.backup_epoch(cut) == 1
+    assert train.run(experiment, tmp_path, data_dir=root, resume=True, verbose=0) == cut
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (whole, cut)]
+    assert manifests[1]["status"] == "completed" and manifests[1]["resumed"][0]["from_epoch"] == 1
+    assert manifests[0]["final_weights"]["values_sha256"] == manifests[1]["final_weights"]["values_sha256"]
+    assert manifests[0]["test"] == manifests[1]["test"]
+    histories = [np.loadtxt(d / "history.csv", delimiter=",", skiprows=1) for d in (whole, cut)]
+    timing = (whole / "history.csv").read_text().split("\n")[0].split(",").index("epoch_seconds")
+    np.testing.assert_array_equal(np.delete(histories[0], timing, 1), np.delete(histories[1], timing, 1))

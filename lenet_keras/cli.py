@@ -131,8 +131,8 @@ def parser() -> argparse.ArgumentParser:
         "rerun",
         help="reproduce a run from its manifest and compare",
         description="Train RUN_DIR's recorded experiment (config and seed from its manifest.json) again "
-        "into a new run directory beside it, then print whether history.csv (timing aside) and the test "
-        "metrics are identical, or the first metric and epoch that differ; warns when package versions "
+        "into a new run directory beside it, then print whether history.csv (timing aside), the test "
+        "metrics and the final weights are identical, or the first metric and epoch that differ; warns when package versions "
         "or the machine differ.",
     )
     rerun.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")

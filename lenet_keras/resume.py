@@ -83,7 +83,7 @@ def backup_epoch(run_dir: Path) -> int:
     return epoch
 
 
-def crash_safe_backup(run_dir: Path, seed: int):
+def crash_safe_backup(run_dir: Path):
     """A `keras.callbacks.BackupAndRestore` into `run_dir/backup/` whose files are never half-written.
 
     Keras's own callback writes the weights and then the metadata in place, so a kill between
@@ -303,7 +303,7 @@ def check_resumable(run_dir: Path, manifest: dict[str, Any], config: dict[str, A
         )
     recorded_sums = manifest.get("data", {}).get("checksums_sha256", {})
     if recorded_sums != checksums:
-        changed = sorted(set(recorded_sums) ^ set(checksums) | {k for k in checksums if recorded_sums.get(k) != checksums[k]})
+        changed = sorted(k for k in set(recorded_sums) | set(checksums) if recorded_sums.get(k) != checksums.get(k))
         raise RunDirectoryError(
             f"{run_dir}/manifest.json: the dataset differs from the one the run started with "
             f"(files {', '.join(changed)}); resume with the same data"

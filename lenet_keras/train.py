@@ -277,7 +277,7 @@ def run(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    backup = resume_lib.crash_safe_backup(run_dir, experiment.seed)
+    backup = resume_lib.crash_safe_backup(run_dir)
     backup.set_model(model)
     first_epoch = backup.restore() if resume else 0
     kept_rows = _kept_history(run_dir, first_epoch) if resume else []

@@ -11,10 +11,17 @@ from .conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def cifar_run(tmp_path_factory):
+def cifar_root():
+    """The data folder holding cifar10-jpeg/ (the JPEG copy of CIFAR-10), else skip."""
     root = next((r for r in data.search_dirs() if (r / "cifar10-jpeg" / "train").is_dir()), None)
     if root is None:
         pytest.skip("shared/datasets/cifar10-jpeg not available (set LENET_KERAS_DATA)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory, cifar_root):
+    root = cifar_root
     experiment = config.load(REPO / "experiments/cifar_cnn_notebook.toml", [
         "data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=320",
         "data.test_subset=64", "train.epochs=1", "train.batch_size=32",
@@ -44,16 +51,14 @@ def test_cifar_report_has_every_figure(cifar_run, tmp_path):
     assert "truck" in text  # per-class table names the classes
 
 
-def test_interrupted_cifar_run_resumes_to_the_same_weights(tmp_path):
+def test_interrupted_cifar_run_resumes_to_the_same_weights(tmp_path, cifar_root):
     """Dropout, AutoAugment, crop/flip and MixUp all continue as if never interrupted."""
     import keras
     import numpy as np
 
     from lenet_keras import resume
 
-    root = next((r for r in data.search_dirs() if (r / "cifar10-jpeg" / "train").is_dir()), None)
-    if root is None:
-        pytest.skip("shared/datasets/cifar10-jpeg not available (set LENET_KERAS_DATA)")
+    root = cifar_root
     experiment = config.load(REPO / "experiments/cifar_cnn.toml", [
         "data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=160",
         "data.test_subset=32", "train.epochs=2", "train.batch_size=32",

@@ -139,7 +139,7 @@ def _interrupted_copy(source, tmp_path, epoch_files=True):
     manifest.update(status="interrupted", pid=None)
     (target / "manifest.json").write_text(json.dumps(manifest))
     model = keras.models.load_model(target / "best.keras")
-    backup = resume.crash_safe_backup(target, 0)
+    backup = resume.crash_safe_backup(target)
     backup.set_model(model)
     backup._current_epoch = 1
     backup._save_model()

@@ -6,6 +6,8 @@
 #     completed epoch; RESUME= (empty) always starts a new run
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
+#   make bench [ARGS="--peers --repeats 3"]                        speed of both models (+ the seeds' code)
+#   make peers-venv                                                 .venv-peers with PyTorch, for bench --peers
 #   make tensorboard [PORT=6006] [RUNS=runs/<sweep>]                TensorBoard (HParams tab for sweeps)
 #   make test                                                       the test suite
 PYTHON ?= python3
@@ -26,7 +28,7 @@ OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar report sweep tensorboard test clean-venv
+.PHONY: help venv mnist cifar report sweep bench peers-venv tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -51,6 +53,14 @@ report: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)
+
+bench: $(STAMP)
+	$(PY) -m lenet_keras bench --out-dir $(RUNS)/bench $(ARGS)
+
+# PyTorch 2.13.0 (CPU build) for the peer scripts of ../shared/peers (bench --peers)
+peers-venv:
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 numpy
 
 tensorboard: $(STAMP)
 	@echo "TensorBoard on $(RUNS)/: open http://localhost:$(PORT)/"

@@ -141,18 +141,19 @@ class _Operations:
     def __init__(self):
         from keras import layers
 
-        geometric = dict(interpolation="nearest", fill_mode="constant", fill_value=0.0)
+        float32 = dict(dtype="float32")  # augmentation stays float32 under a mixed-precision policy
+        geometric = dict(interpolation="nearest", fill_mode="constant", fill_value=0.0, **float32)
         self.shear = layers.RandomShear(x_factor=0.0, y_factor=0.0, **geometric)
         self.translation = layers.RandomTranslation(0.0, 0.0, **geometric)
         self.rotation = layers.RandomRotation(0.0, **geometric)
-        self.color = layers.RandomColorDegeneration(0.0)
-        self.contrast = layers.RandomContrast(0.0)
-        self.sharpness = layers.RandomSharpness(0.0)
-        self.posterization = layers.RandomPosterization(factor=(1, 8))
-        self.solarization = layers.Solarization()
-        self.auto_contrast = layers.AutoContrast()
-        self.equalization = layers.Equalization()
-        self.invert = layers.RandomInvert()
+        self.color = layers.RandomColorDegeneration(0.0, **float32)
+        self.contrast = layers.RandomContrast(0.0, **float32)
+        self.sharpness = layers.RandomSharpness(0.0, **float32)
+        self.posterization = layers.RandomPosterization(factor=(1, 8), **float32)
+        self.solarization = layers.Solarization(**float32)
+        self.auto_contrast = layers.AutoContrast(**float32)
+        self.equalization = layers.Equalization(**float32)
+        self.invert = layers.RandomInvert(**float32)
 
     def __call__(self, name, images, m):
         import tensorflow as tf

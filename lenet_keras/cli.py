@@ -1,4 +1,4 @@
-"""The command line: `python -m lenet_keras {train,report,sweep,rerun} ...` (each with `--help`).
+"""The command line: `python -m lenet_keras {train,report,sweep,rerun,bench} ...` (each with `--help`).
 
 Exit codes: 0 success; 2 a problem with the user's input (bad experiment file or override,
 data missing or corrupted, run directory clash), printed as one clear message; 1 a bug
@@ -139,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
     rerun.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
     rerun.set_defaults(handler=_rerun)
 
+    commands.add_parser(
+        "bench", add_help=False,
+        help="measure training/inference speed of both models (optionally against the seeds' code)",
+        description="See python -m lenet_keras bench --help.",
+    ).set_defaults(handler=None)
+
     sweep = commands.add_parser(
         "sweep",
         help="run (or continue) a grid or Optuna hyperparameter sweep",
@@ -165,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with `argv` (default `sys.argv[1:]`) and return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own parser and --help
+        from lenet_keras import bench
+
+        return bench.main(argv[1:])
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as "interrupted", resumable
     try:

@@ -112,18 +112,27 @@ class ScheduleConfig:
     final_div_factor: float = _rule(*_POSITIVE_FLOAT, 1e4)
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+"""`train.precision` values: Keras dtype policies."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """`[train]`: the training loop (the deck: 20 epochs of batch 512).
 
     `histogram_freq` is how often (in epochs) weight histograms go to TensorBoard; 0 = never.
     `label_smoothing` mixes the one-hot targets with the uniform distribution (CIFAR notebook: 0.04).
+    `precision` is the Keras dtype policy while the model is built and trained: "float32", or
+    "mixed_bfloat16" (bfloat16 compute, float32 weights; pays off on CPUs with AVX512-BF16 or
+    AMX and on recent GPUs: `make bench` measures it) or "mixed_float16" (older GPUs). The
+    output layer always computes in float32.
     """
 
     epochs: int = _rule(*_POSITIVE_INT, 20)
     batch_size: int = _rule(*_POSITIVE_INT, 512)
     histogram_freq: int = _rule(*_NON_NEGATIVE_INT, 1)
     label_smoothing: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.0)
+    precision: str = _rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)), "float32")
 
 
 @dataclass(frozen=True)

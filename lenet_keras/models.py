@@ -78,7 +78,7 @@ class LeNet5(keras.Sequential):
         self.add(layers.Conv2D(120, 5, activation="tanh", padding="valid"))
         self.add(layers.Flatten())
         self.add(layers.Dense(84, activation="tanh"))
-        self.add(layers.Dense(self.num_classes, activation="softmax"))
+        self.add(layers.Dense(self.num_classes, activation="softmax", dtype="float32"))  # float32 under mixed precision
         if input_shape in ((28, 28, 1), (32, 32, 1)) and self.num_classes == 10:
             assert self.count_params() == LENET5_PARAMETERS, self.count_params()
 
@@ -152,7 +152,7 @@ class CifarCNN(keras.Sequential):
                 self.add(layers.AveragePooling2D(pool_size=2))
         self.add(layers.GlobalAveragePooling2D())
         self.add(layers.Dropout(0.38))
-        self.add(layers.Dense(self.num_classes, activation="softmax"))
+        self.add(layers.Dense(self.num_classes, activation="softmax", dtype="float32"))  # float32 under mixed precision
         if self.input_shape_[-1] == 3 and self.num_classes == 10:
             trainable = sum(int(np.prod(w.shape)) for w in self.trainable_weights)
             assert trainable == CIFAR_CNN_TRAINABLE_PARAMETERS, trainable

@@ -192,6 +192,30 @@ def recorded_experiment(run_dir: Path) -> config_lib.Experiment:
     return config_lib.from_dict(manifest["config"], source=str(Path(run_dir) / "manifest.json"))
 
 
+def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageData):
+    """The experiment's model, compiled with its optimizer, learning-rate schedule and loss.
+
+    The model is built under the dtype policy `train.precision` (mixed precision: bfloat16 or
+    float16 compute, float32 weights; Keras scales the loss for float16).
+    Loss: categorical cross-entropy on one-hot float32 labels (with `train.label_smoothing`);
+    metric: top-1 accuracy named "accuracy". The schedule counts optimizer steps, so it needs
+    the steps per epoch of `dataset` at `train.batch_size`.
+    """
+    import keras
+
+    keras.mixed_precision.set_global_policy(experiment.train.precision)
+    try:
+        model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
+    finally:  # layers keep the policy they were built with; later code gets the default again
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile(
+        optimizer=optim.build(experiment, data_lib.steps_per_epoch(dataset, experiment.train.batch_size)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
 def _kept_history(run_dir: Path, first_epoch: int) -> list[dict[str, str]]:
     """history.csv rows of epochs 0..first_epoch-1, checked complete.
 
@@ -268,15 +292,10 @@ def run(
 
     keras.utils.set_random_seed(experiment.seed)
     tf.config.experimental.enable_op_determinism()
-    model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
+    model = compiled_model(experiment, dataset)
     if not resume:
         run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
     steps_per_epoch = data_lib.steps_per_epoch(dataset, experiment.train.batch_size)
-    model.compile(
-        optimizer=optim.build(experiment, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
     backup = resume_lib.crash_safe_backup(run_dir)
     backup.set_model(model)
     first_epoch = backup.restore() if resume else 0

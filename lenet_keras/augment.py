@@ -1,7 +1,7 @@
 """Training-time augmentation, seeded by (seed, epoch, position): the same key gives the same images.
 
 Every random decision is a TensorFlow stateless random op keyed by `key(seed, stream, epoch,
-index)`: no random state is carried from one epoch to the next, so epoch k of a run resumed
+batch number)`, drawn as one vector per batch: no random state is carried from one epoch to the next, so epoch k of a run resumed
 after a crash sees exactly the images it would have seen without the crash.
 
 - `horizontal_flip`: flip left-right with probability 0.5 (torchvision `RandomHorizontalFlip`).
@@ -45,17 +45,29 @@ def check_channels(policy: str, channels: int) -> None:
         raise ConfigError(f"augment.autoaugment = {policy!r} needs RGB images (3 channels), got {channels} channel(s)")
 
 
-def crop_flip(image, config: AugmentConfig, seed_pair):
-    """Flip and pad-and-crop one uint8 image (H, W, C) with key `seed_pair` (int64 (2,)); uint8 out."""
+def crop_flip(images, config: AugmentConfig, seed_pair):
+    """Flip and pad-and-crop each image of a uint8 batch (B, H, W, C) on its own; uint8 (B, H, W, C) out.
+
+    One stateless key `seed_pair` (int64 (2,)) per batch; each image still gets its own coin
+    (flip with probability 0.5) and its own crop offset (uniform in 0..2p per axis), drawn as
+    vectors and applied with a reverse and two batched gathers (no per-image work in `tf.data`).
+    """
     import tensorflow as tf
 
+    flip_key, crop_key = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 2))
+    batch = tf.shape(images)[0]
     if config.horizontal_flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=seed_pair)
+        flip = tf.random.stateless_uniform([batch], flip_key) < 0.5
+        images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
     if config.crop_padding:
         pad = config.crop_padding
-        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-        image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed_pair[::-1])
-    return image
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        offsets = tf.random.stateless_uniform([batch, 2], crop_key, 0, 2 * pad + 1, dtype=tf.int32)
+        rows = offsets[:, :1] + tf.range(height)[None]  # (B, H)
+        columns = offsets[:, 1:] + tf.range(width)[None]  # (B, W)
+        images = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
+    return images
 
 
 def mixup_batch(images, labels, alpha: float, seed_pair):
@@ -81,7 +93,7 @@ def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
     import tensorflow as tf
 
     check_channels(config.autoaugment, image.shape[-1])
-    images = tf.stack([crop_flip(tf.constant(image), config, key(seed, CROP_FLIP, 0, i)) for i in range(draws)])
+    images = crop_flip(tf.repeat(tf.constant(image)[None], draws, axis=0), config, key(seed, CROP_FLIP, 0, 0))
     if config.autoaugment != "none":
         from lenet_keras.autoaugment import AutoAugment
 

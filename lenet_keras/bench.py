@@ -148,15 +148,17 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
             epoch_times.append(time.perf_counter() - self.start)
 
     if workload == "lenet5":  # two real epochs with validation; the second is timed
-        model.fit(pipeline, validation_data=validation, epochs=2, steps_per_epoch=steps, verbose=0,
+        model.fit(pipeline, validation_data=validation, epochs=2, steps_per_epoch=steps, verbose=0, shuffle=False,
                   callbacks=[EpochTimer(), _step_timer(first, timed)])
         result["epoch_seconds"] = round(epoch_times[-1], 3)
     else:
-        model.fit(pipeline, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[_step_timer(first, timed)])
+        model.fit(pipeline, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
+                  callbacks=[_step_timer(first, timed)])
     pipeline_step = timed[1] / timed[0]
     held = next(iter(pipeline))
     in_memory = tf.data.Dataset.from_tensors(held).repeat()
-    model.fit(in_memory, epochs=1, steps_per_epoch=timed[0] + first + 1, verbose=0, callbacks=[_step_timer(first, timed)])
+    model.fit(in_memory, epochs=1, steps_per_epoch=timed[0] + first + 1, verbose=0, shuffle=False,
+              callbacks=[_step_timer(first, timed)])
     memory_step = timed[1] / timed[0]
     model.predict(validation, verbose=0)
     start = time.perf_counter()

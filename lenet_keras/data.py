@@ -506,8 +506,9 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
     Training yields the batches of epochs `first_epoch` .. `epochs - 1` one after another,
     `steps_per_epoch(data, batch_size)` batches each (pass that to `fit` with
     `initial_epoch=first_epoch`). Each epoch is a pure function of (`seed`, epoch): the order is
-    a stateless shuffle of the training set keyed by them, then per image flip and crop, batch,
-    AutoAugment, scaling and MixUp, each keyed by (seed, epoch, position) (`lenet_keras.augment`).
+    a stateless shuffle of the training set keyed by them, then per batch: gather the images,
+    flip and crop (each image its own draw), AutoAugment, scaling and MixUp, each keyed by
+    (seed, epoch, batch number) (`lenet_keras.augment`).
     So a run resumed at epoch k sees exactly the batches of an uninterrupted run.
     Validation and test: batched -> scaled -> cached -> prefetched, in file order.
     Each element is (images float32 (B, H, W, C), one-hot labels float32 (B, classes)); images
@@ -553,14 +554,10 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
             tf.range(count, dtype=tf.int64), seed=augment_lib.key(seed, augment_lib.SHUFFLE, epoch)
         )
 
-        def _image(position, index):
-            image = tf.gather(train_images, index)
+        def _batch(number, index):
+            images, labels = tf.gather(train_images, index), tf.gather(train_labels, index)
             if crop_or_flip:
-                image = augment_lib.crop_flip(image, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, position))
-            return image, tf.gather(train_labels, index)
-
-        def _batch(number, batch):
-            images, labels = batch
+                images = augment_lib.crop_flip(images, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, number))
             if autoaugmenter is not None:
                 images = autoaugmenter(images, augment_lib.key(seed, augment_lib.AUTOAUGMENT, epoch, number))
             images, labels = _scale(images, labels)
@@ -570,14 +567,7 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
                 )
             return images, labels
 
-        positions = tf.data.Dataset.from_tensor_slices((tf.range(count, dtype=tf.int64), order))
-        if crop_or_flip:  # per image, each with its own key
-            batches = positions.map(_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
-        else:  # the same batches, gathered a batch at a time (faster)
-            batches = positions.batch(batch_size).map(
-                lambda _, index: (tf.gather(train_images, index), tf.gather(train_labels, index)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-            )
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         return batches.enumerate().map(_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     train = tf.data.Dataset.range(first_epoch, epochs).flat_map(_epoch).prefetch(tf.data.AUTOTUNE)

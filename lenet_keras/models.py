@@ -38,11 +38,13 @@ class LeNet5(keras.Sequential):
 
     The classic variant zero-pads inputs smaller than 32x32 up to 32x32 (MNIST: 2 pixels per
     side) and uses 'valid' padding in conv1, giving the same feature-map sizes from conv1 on.
+    The relu variant is the deck's shapes with ReLU activations and 2x2 max-pooling (the usual
+    modern LeNet-5; same 61,706 parameters), for `experiments/mnist_lenet5_fast.toml`.
 
     Args:
         input_shape: (height, width, channels) of one image; default MNIST's (28, 28, 1).
         num_classes: number of output classes; default 10.
-        variant: "deck" (seed 002) or "classic" (seed 000).
+        variant: "deck" (seed 002), "classic" (seed 000) or "relu" (ReLU + max-pooling).
         name: the Keras model name.
 
     Input: float32 images (batch, height, width, channels) scaled to [0, 1].
@@ -53,16 +55,16 @@ class LeNet5(keras.Sequential):
             for the three 5x5 convolutions; the classic variant pads up to 32x32).
     """
 
-    VARIANTS = ("deck", "classic")
+    VARIANTS = ("deck", "classic", "relu")
 
     def __init__(self, input_shape=(28, 28, 1), num_classes=10, variant="deck", name=None, **kwargs):
         if variant not in self.VARIANTS:
             raise ValueError(f"LeNet5 variant must be one of {self.VARIANTS}, got {variant!r}")
         input_shape = tuple(int(d) for d in input_shape)
         height, width = input_shape[:2]
-        if variant == "deck" and min(height, width) < 28:
-            raise ValueError(f"LeNet5 (deck variant) needs inputs of at least 28x28, got input_shape={input_shape}")
-        super().__init__(name=name or ("lenet5" if variant == "deck" else "lenet5_classic"), **kwargs)
+        if variant != "classic" and min(height, width) < 28:
+            raise ValueError(f"LeNet5 ({variant} variant) needs inputs of at least 28x28, got input_shape={input_shape}")
+        super().__init__(name=name or ("lenet5" if variant == "deck" else f"lenet5_{variant}"), **kwargs)
         self.input_shape_ = input_shape
         self.num_classes = int(num_classes)
         self.variant = variant
@@ -71,13 +73,15 @@ class LeNet5(keras.Sequential):
             pad_h, pad_w = max(0, 32 - height), max(0, 32 - width)
             if pad_h or pad_w:
                 self.add(layers.ZeroPadding2D(((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))))
-        self.add(layers.Conv2D(6, 5, activation="tanh", padding="same" if variant == "deck" else "valid"))
-        self.add(layers.AveragePooling2D(pool_size=2, strides=2))
-        self.add(layers.Conv2D(16, 5, activation="tanh", padding="valid"))
-        self.add(layers.AveragePooling2D(pool_size=2, strides=2))
-        self.add(layers.Conv2D(120, 5, activation="tanh", padding="valid"))
+        activation = "relu" if variant == "relu" else "tanh"
+        pooling = layers.MaxPooling2D if variant == "relu" else layers.AveragePooling2D
+        self.add(layers.Conv2D(6, 5, activation=activation, padding="valid" if variant == "classic" else "same"))
+        self.add(pooling(pool_size=2, strides=2))
+        self.add(layers.Conv2D(16, 5, activation=activation, padding="valid"))
+        self.add(pooling(pool_size=2, strides=2))
+        self.add(layers.Conv2D(120, 5, activation=activation, padding="valid"))
         self.add(layers.Flatten())
-        self.add(layers.Dense(84, activation="tanh"))
+        self.add(layers.Dense(84, activation=activation))
         self.add(layers.Dense(self.num_classes, activation="softmax", dtype="float32"))  # float32 under mixed precision
         if input_shape in ((28, 28, 1), (32, 32, 1)) and self.num_classes == 10:
             assert self.count_params() == LENET5_PARAMETERS, self.count_params()
@@ -171,6 +175,7 @@ class CifarCNN(keras.Sequential):
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "lenet5": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="deck"),
     "lenet5_classic": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="classic"),
+    "lenet5_relu": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="relu"),
     "cifar_cnn": lambda input_shape, num_classes: CifarCNN(input_shape, num_classes),
 }
 """Registry: `model.name` -> constructor taking (input_shape, num_classes)."""

@@ -48,6 +48,7 @@ def test_round_trip_through_a_manifest_dict():
         ("data.validation_split=1.0", r"data.validation_split must be a fraction strictly between 0 and 1"),
         ("optimizer.momentum=abc", r"optimizer.momentum must be a number, got 'abc'"),
         ("train.epochs", r"expected KEY=VALUE"),
+        ("train.precision=bf16", r"train.precision must be one of 'float32', 'mixed_bfloat16', 'mixed_float16'"),
     ],
 )
 def test_bad_values_name_the_file_and_key(override, message):

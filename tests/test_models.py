@@ -74,3 +74,21 @@ def test_cifar_cnn_matches_the_notebook():
     images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
     assert np.asarray(model(images)).shape == (2, 10)
     assert model.layers[-4].output.shape[1:] == (8, 8, 256)  # two 2x2 poolings: 32 -> 8
+
+
+def test_relu_variant_and_mixed_precision_keep_a_float32_output():
+    import keras
+
+    from lenet_keras import config, data, train
+
+    relu = models.build(ModelConfig(name="lenet5_relu"), (28, 28, 1), 10)
+    assert relu.count_params() == models.LENET5_PARAMETERS
+    assert any(isinstance(layer, keras.layers.MaxPooling2D) for layer in relu.layers)
+    experiment = config.from_dict({"train": {"precision": "mixed_bfloat16"}})
+    images = np.zeros((8, 28, 28, 1), np.uint8)
+    dataset = data.ImageData("tiny", "", tuple("0123456789"), images, np.zeros(8, np.int64), images[:2],
+                             np.zeros(2, np.int64), images[:2], np.zeros(2, np.int64))
+    model = train.compiled_model(experiment, dataset)
+    assert model.layers[0].compute_dtype == "bfloat16" and model.layers[0].kernel.dtype == "float32"
+    assert model(np.zeros((2, 28, 28, 1), np.float32)).dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever comes next

@@ -102,6 +102,7 @@ def _step_timer(first: int, record: list):
         """Records (steps, seconds) of the training steps after step `first`."""
 
         def on_train_batch_end(self, batch, logs=None):
+            """Start the clock after step `first`; afterwards record steps and seconds since."""
             if batch == first:
                 self.start = time.perf_counter()
             elif batch > first:
@@ -141,10 +142,14 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
     epoch_times: list = []
 
     class EpochTimer(keras.callbacks.Callback):
+        """Appends each epoch's wall seconds (training + validation) to `epoch_times`."""
+
         def on_epoch_begin(self, epoch, logs=None):
+            """Start the epoch's clock."""
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            """Record the epoch's wall seconds."""
             epoch_times.append(time.perf_counter() - self.start)
 
     if workload == "lenet5":  # two real epochs with validation; the second is timed

@@ -4,6 +4,7 @@
 #   make cifar [EPOCHS=2] [DATA=folder] [ARGS=...]                 the CIFAR-10 notebook's CNN + report
 #     both continue the last unfinished run of the same config (killed, Ctrl-C) from its last
 #     completed epoch; RESUME= (empty) always starts a new run
+#   make scratch [EPOCHS=3] [ARGS=...]                             the NumPy LeNet-5, deck recipe, + report
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
 #   make bench [ARGS="--peers --repeats 3"]                        speed of both models (+ the seeds' code)
@@ -28,7 +29,7 @@ OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar report sweep bench peers-venv tensorboard test clean-venv
+.PHONY: help venv mnist cifar scratch report sweep bench peers-venv tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -47,6 +48,9 @@ mnist: $(STAMP)
 
 cifar: $(STAMP)
 	$(PY) -m lenet_keras train experiments/cifar_cnn.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
+
+scratch: $(STAMP)
+	$(PY) -m lenet_keras scratch experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) --report --reports-dir $(REPORTS)
 
 report: $(STAMP)
 	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS) --reports-dir $(REPORTS)

@@ -1,4 +1,4 @@
-"""The command line: `python -m lenet_keras {train,report,sweep,rerun,bench} ...` (each with `--help`).
+"""The command line: `python -m lenet_keras {train,scratch,report,sweep,rerun,bench} ...` (each with `--help`).
 
 Exit codes: 0 success; 2 a problem with the user's input (bad experiment file or override,
 data missing or corrupted, run directory clash), printed as one clear message; 1 a bug
@@ -49,6 +49,19 @@ def _train(args: argparse.Namespace) -> None:
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _scratch(args: argparse.Namespace) -> None:
+    from lenet_keras import config
+    from lenet_keras.scratch import train as scratch_train
+
+    experiment = config.load(args.experiment, args.overrides)
+    run_dir = scratch_train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir)
+    print(f"run directory: {run_dir}")
+    if args.report:
+        from lenet_keras import report
+
+        print(f"report: {report.build(experiment.name, runs_dir=args.runs_dir, reports_dir=args.reports_dir)}")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -138,6 +151,21 @@ def parser() -> argparse.ArgumentParser:
     rerun.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
     rerun.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
     rerun.set_defaults(handler=_rerun)
+
+    scratch = commands.add_parser(
+        "scratch",
+        help="train the NumPy LeNet-5 (lenet_keras.scratch) with an experiment's recipe",
+        description="Train the from-scratch NumPy LeNet-5 with EXPERIMENT's data, seed, SGD + exponential "
+        "decay, epochs and batch size into RUNS_DIR/<experiment>/numpy-NNN/ (history.csv, manifest.json, "
+        "predictions.npz), beside the experiment's Keras runs, so its report overlays both.",
+    )
+    scratch.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/mnist_lenet5.toml")
+    scratch.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys")
+    scratch.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    scratch.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
+    scratch.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
+    scratch.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
+    scratch.set_defaults(handler=_scratch)
 
     commands.add_parser(
         "bench", add_help=False,

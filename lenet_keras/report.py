@@ -111,19 +111,22 @@ def most_confused(matrix: np.ndarray, class_names, count: int = 5) -> pd.DataFra
 
 
 def summary_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: status, the config keys that differ between runs, and the metrics.
+    """One row per run: status, the engine (keras or numpy, when both are present), the config
+    keys that differ between runs, and the metrics.
 
     Accuracies are fractions (0..1); `wall s` is the run's wall-clock seconds.
     """
     configs = pd.json_normalize([r.manifest.get("config", {}) for r in runs])
     varying = [c for c in configs.columns if c != "name" and configs[c].astype(str).nunique() > 1]
+    engines = [r.manifest.get("engine", "keras") for r in runs]
     rows = []
-    for run, (_, config) in zip(runs, configs.iterrows()):
+    for run, engine, (_, config) in zip(runs, engines, configs.iterrows()):
         m = run.manifest
         best, test = m.get("best", {}), m.get("test", {})
         rows.append(
             {
                 "run": run.run_id,
+                **({"engine": engine} if len(set(engines)) > 1 else {}),
                 "status": m.get("status", "unknown"),
                 **{key: config[key] for key in varying},
                 "epochs": m.get("epochs_completed", len(run.history) if run.history is not None else 0),

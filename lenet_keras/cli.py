@@ -39,12 +39,16 @@ def _train(args: argparse.Namespace) -> None:
         raise LenetKerasError("train: --run-id names a new run; it cannot be combined with --resume")
     run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id,
                         resume=True if resume == LATEST else resume)
+    _print_run_and_report(args, run_dir, experiment.name)
+
+
+def _print_run_and_report(args: argparse.Namespace, run_dir: Path, experiment_name: str) -> None:
+    """Print the run directory; with --report, render the experiment's report and print its path."""
     print(f"run directory: {run_dir}")
     if args.report:
         from lenet_keras import report
 
-        index = report.build(experiment.name, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
-        print(f"report: {index}")
+        print(f"report: {report.build(experiment_name, runs_dir=args.runs_dir, reports_dir=args.reports_dir)}")
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -57,11 +61,7 @@ def _scratch(args: argparse.Namespace) -> None:
 
     experiment = config.load(args.experiment, args.overrides)
     run_dir = scratch_train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir)
-    print(f"run directory: {run_dir}")
-    if args.report:
-        from lenet_keras import report
-
-        print(f"report: {report.build(experiment.name, runs_dir=args.runs_dir, reports_dir=args.reports_dir)}")
+    _print_run_and_report(args, run_dir, experiment.name)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -94,6 +94,15 @@ def _sweep(args: argparse.Namespace) -> None:
     print(f"TensorBoard HParams: make tensorboard RUNS={args.runs_dir / plan.name}")
 
 
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    """--runs-dir, --data-dir, --report and --reports-dir, shared by the commands that train a run."""
+    command.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    command.add_argument("--data-dir", type=Path, default=None,
+                         help="look for the dataset here first (then $LENET_KERAS_DATA, then data/)")
+    command.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
+    command.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m lenet_keras`."""
     top = argparse.ArgumentParser(
@@ -113,11 +122,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys, e.g. train.epochs=3 seed=7"
     )
-    train.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
-    train.add_argument(
-        "--data-dir", type=Path, default=None,
-        help="look for the dataset here first (then $LENET_KERAS_DATA, then data/)",
-    )
+    _add_run_options(train)
     train.add_argument("--run-id", default=None, help="name of the run directory (default: run-NNN, the next number)")
     train.add_argument(
         "--resume", nargs="?", const=LATEST, default=None, metavar="RUN_DIR",
@@ -125,8 +130,6 @@ def parser() -> argparse.ArgumentParser:
         "uninterrupted run); with no RUN_DIR: the last unfinished run of EXPERIMENT with the same config, "
         "else a new run. Put RUN_DIR before or after the experiment, e.g. train --resume runs/mnist_lenet5/run-003",
     )
-    train.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
-    train.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
     train.set_defaults(handler=_train)
 
     report = commands.add_parser(
@@ -145,8 +148,8 @@ def parser() -> argparse.ArgumentParser:
         help="reproduce a run from its manifest and compare",
         description="Train RUN_DIR's recorded experiment (config and seed from its manifest.json) again "
         "into a new run directory beside it, then print whether history.csv (timing aside), the test "
-        "metrics and the final weights are identical, or the first metric and epoch that differ; warns when package versions "
-        "or the machine differ.",
+        "metrics and the final weights are identical, or the first metric and epoch that differ; warns "
+        "when package versions or the machine differ.",
     )
     rerun.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
     rerun.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
@@ -161,10 +164,7 @@ def parser() -> argparse.ArgumentParser:
     )
     scratch.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/mnist_lenet5.toml")
     scratch.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys")
-    scratch.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
-    scratch.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
-    scratch.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
-    scratch.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
+    _add_run_options(scratch)
     scratch.set_defaults(handler=_scratch)
 
     commands.add_parser(

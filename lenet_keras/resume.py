@@ -160,6 +160,15 @@ def crash_safe_backup(run_dir: Path):
     return CrashSafeBackup()
 
 
+def write_history(path: Path, rows: list[dict]) -> None:
+    """Write `rows` (dicts with the same keys, the first row's order) as `history.csv`, atomically."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    manifest_lib.write_text_atomic(path, out.getvalue())
+
+
 def history_csv(path: Path, kept_rows: list[dict[str, str]]):
     """A callback writing `history.csv` whole after each epoch (temp file + rename).
 
@@ -180,11 +189,7 @@ def history_csv(path: Path, kept_rows: list[dict[str, str]]):
             row = {"epoch": str(epoch)}
             row.update({key: str(float(np.asarray(logs[key]))) for key in sorted(logs or {})})
             self.rows.append(row)
-            out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
-            manifest_lib.write_text_atomic(path, out.getvalue())
+            write_history(path, self.rows)
 
     return HistoryCSV()
 

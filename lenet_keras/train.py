@@ -50,10 +50,11 @@ SAMPLE_TITLE = f"the first {SAMPLE_IMAGES // 2} test images, then the first mist
 """How `_sample_indices` chooses them, as the grid's title says."""
 
 
-def new_run_dir(experiment_dir: Path, run_id: str | None = None) -> Path:
+def new_run_dir(experiment_dir: Path, run_id: str | None = None, prefix: str = "run") -> Path:
     """Create and return a fresh run directory under `experiment_dir`.
 
-    With `run_id` None the id is `run-NNN`, one more than the largest existing number.
+    With `run_id` None the id is `<prefix>-NNN` (`run-NNN` for Keras runs, `numpy-NNN` for
+    `lenet_keras.scratch`), one more than the largest existing number of that prefix.
 
     Raises:
         RunDirectoryError: `run_id` is not a plain folder name, or that directory already exists.
@@ -68,10 +69,11 @@ def new_run_dir(experiment_dir: Path, run_id: str | None = None) -> Path:
         except FileExistsError:
             raise RunDirectoryError(f"run directory {path} already exists; runs are never overwritten") from None
         return path
-    numbers = [int(m.group(1)) for p in experiment_dir.iterdir() if (m := re.fullmatch(r"run-(\d+)", p.name))]
+    numbers = [int(m.group(1)) for p in experiment_dir.iterdir()
+               if (m := re.fullmatch(rf"{re.escape(prefix)}-(\d+)", p.name))]
     number = max(numbers, default=0) + 1
     while True:
-        path = experiment_dir / f"run-{number:03d}"
+        path = experiment_dir / f"{prefix}-{number:03d}"
         try:
             path.mkdir()
             return path

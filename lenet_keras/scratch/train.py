@@ -10,9 +10,6 @@ mnist_lenet5` overlays the NumPy and Keras learning curves, the comparison the L
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 import time
 import traceback
 from pathlib import Path
@@ -23,9 +20,11 @@ from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
 from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import ConfigError
+from lenet_keras.resume import write_history
 from lenet_keras.scratch.network import SGD, ScratchLeNet5
 
 COLUMNS = ("epoch", "accuracy", "epoch_seconds", "learning_rate", "loss", "val_accuracy", "val_loss")
+"""history.csv columns, in the order Keras runs write them (each row dict is built in this order)."""
 
 
 def check_supported(experiment: config_lib.Experiment) -> None:
@@ -53,32 +52,11 @@ def check_supported(experiment: config_lib.Experiment) -> None:
         raise ConfigError("the NumPy LeNet-5 does not support " + "; ".join(problems))
 
 
-def _new_run_dir(experiment_dir: Path) -> Path:
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    number = max((int(m.group(1)) for p in experiment_dir.iterdir() if (m := re.fullmatch(r"numpy-(\d+)", p.name))),
-                 default=0) + 1
-    while True:
-        path = experiment_dir / f"numpy-{number:03d}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            number += 1
-
-
 def _evaluate(network: ScratchLeNet5, images: np.ndarray, labels: np.ndarray) -> tuple[float, float, np.ndarray]:
     """(mean cross-entropy, top-1 accuracy as a fraction, probabilities (N, classes) float32)."""
     probabilities = network.predict(images).astype(np.float32)
     picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
     return float(-np.log(picked).mean()), float((probabilities.argmax(1) == labels).mean()), probabilities
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    manifest_lib.write_text_atomic(path, out.getvalue())
 
 
 def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
@@ -97,6 +75,8 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
         Any training error is re-raised after the manifest records status "failed"
         ("interrupted" for KeyboardInterrupt).
     """
+    from lenet_keras.train import SAMPLE_TITLE, _sample_indices, new_run_dir
+
     check_supported(experiment)
     data_lib.check_name(experiment.data)
     started, t0 = manifest_lib.utc_now(), time.perf_counter()
@@ -109,7 +89,7 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
     schedule = experiment.schedule
     optimizer = SGD(experiment.optimizer.learning_rate, experiment.optimizer.momentum, schedule.decay_steps,
                     schedule.decay_rate if schedule.name == "exponential_decay" else 1.0, schedule.staircase)
-    run_dir = _new_run_dir(Path(runs_dir) / experiment.name)
+    run_dir = new_run_dir(Path(runs_dir) / experiment.name, prefix="numpy")
     manifest = {
         "experiment": experiment.name, "run_id": run_dir.name, "engine": "numpy (lenet_keras.scratch)",
         "status": "running", "error": None, "seed": experiment.seed, "config": experiment.to_dict(),
@@ -141,7 +121,7 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
             rows.append({"epoch": epoch, "accuracy": correct / len(order), "epoch_seconds": time.perf_counter() - start,
                          "learning_rate": optimizer.current_learning_rate(), "loss": loss_sum / len(order),
                          "val_accuracy": val_accuracy, "val_loss": val_loss})
-            _write_history(run_dir / "history.csv", rows)
+            write_history(run_dir / "history.csv", rows)
             if verbose:
                 row = rows[-1]
                 print(f"epoch {epoch + 1}/{experiment.train.epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} "
@@ -153,8 +133,6 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
                         ended_utc=manifest_lib.utc_now(), wall_seconds=round(time.perf_counter() - t0, 3))
         manifest_lib.write_json_atomic(manifest_path, manifest)
         raise
-    from lenet_keras.train import SAMPLE_TITLE, _sample_indices
-
     samples = _sample_indices(dataset.test_labels, probabilities.argmax(1))
     with manifest_lib.atomic_path(run_dir / "predictions.npz") as tmp:
         np.savez_compressed(tmp, labels=dataset.test_labels, probabilities=probabilities, sample_indices=samples,

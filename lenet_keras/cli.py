@@ -39,6 +39,8 @@ def _train(args: argparse.Namespace) -> None:
         raise LenetKerasError("train: --run-id names a new run; it cannot be combined with --resume")
     run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id,
                         resume=True if resume == LATEST else resume)
+    if run_dir is None:  # a multi-worker job's non-chief worker: the chief writes the run and report
+        return
     _print_run_and_report(args, run_dir, experiment.name)
 
 

@@ -1,7 +1,7 @@
 """Experiment files: TOML -> validated, frozen dataclasses, with `section.key=value` overrides.
 
 An experiment file has two top-level keys (`name`, `seed`) and the sections `[data]`,
-`[model]`, `[optimizer]`, `[schedule]`, `[train]` and `[augment]`; every key is optional and defaults to
+`[model]`, `[optimizer]`, `[schedule]`, `[train]`, `[augment]` and `[distribution]`; every key is optional and defaults to
 the deck's LeNet-5 recipe (seed 002, "LeNet Keras TensorFlow"). Unknown keys, wrong types and
 impossible values raise `ConfigError` naming the file and the key, before anything runs.
 Names that select a registry entry (`data.dataset`, `model.name`, `optimizer.name`,
@@ -151,6 +151,32 @@ class AugmentConfig:
     mixup_alpha: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+"""`distribution.strategy` values (see `lenet_keras.distribute`)."""
+
+
+@dataclass(frozen=True)
+class DistributionConfig:
+    """`[distribution]`: which `tf.distribute` strategy trains the model (`lenet_keras.distribute`).
+
+    `strategy`: "default" (one device, no strategy), "mirrored" (`tf.distribute.MirroredStrategy`:
+    one replica per local GPU, synchronous all-reduce) or "multi_worker"
+    (`tf.distribute.MultiWorkerMirroredStrategy`: several processes or machines, each started
+    with the standard `TF_CONFIG` environment variable).
+    `train.batch_size` is always the GLOBAL batch: each of N replicas gets batch_size / N
+    images of every step, so a run's steps per epoch do not depend on N.
+    `scale_learning_rate` multiplies `optimizer.learning_rate` and `schedule.max_learning_rate`
+    by the number of replicas (the linear scaling rule of Goyal et al. 2017, for users who also
+    multiply the batch size by N); off by default, so the same file gives the same recipe.
+    `cpu_replicas` (mirrored only) splits the CPU into that many logical devices and mirrors
+    over them: a way to try the strategy without GPUs (it is not faster); 0 = off.
+    """
+
+    strategy: str = _rule(lambda v: v in STRATEGIES, "one of " + ", ".join(map(repr, STRATEGIES)), "default")
+    scale_learning_rate: bool = False
+    cpu_replicas: int = _rule(*_NON_NEGATIVE_INT, 0)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A whole, validated experiment: what `lenet_keras.train.run` needs and nothing else.
@@ -169,6 +195,7 @@ class Experiment:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distribution: DistributionConfig = field(default_factory=DistributionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain TOML-compatible data (what manifests record)."""
@@ -236,6 +263,9 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
             raise ConfigError(f"{source}: [{name}] must be a table of keys, got {value!r}")
         sections[name] = _build(cls, value, source, prefix=f"{name}.")
     top = _build(Experiment, raw, source, prefix="", skip=set(_SECTIONS))
+    if sections["distribution"].cpu_replicas and sections["distribution"].strategy != "mirrored":
+        raise ConfigError(f"{source}: distribution.cpu_replicas = {sections['distribution'].cpu_replicas} needs "
+                          f"distribution.strategy = \"mirrored\", got {sections['distribution'].strategy!r}")
     return dataclasses.replace(top, **sections)
 
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -35,6 +37,7 @@ import numpy as np
 
 from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
+from lenet_keras import distribute
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import models, optim
 from lenet_keras import resume as resume_lib
@@ -194,8 +197,13 @@ def recorded_experiment(run_dir: Path) -> config_lib.Experiment:
     return config_lib.from_dict(manifest["config"], source=str(Path(run_dir) / "manifest.json"))
 
 
-def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageData):
+def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageData, strategy=None,
+                   learning_rate_scale: float = 1.0):
     """The experiment's model, compiled with its optimizer, learning-rate schedule and loss.
+
+    With a `tf.distribute` `strategy` its variables are created under `strategy.scope()`;
+    `learning_rate_scale` multiplies `optimizer.learning_rate` and `schedule.max_learning_rate`
+    (`distribution.scale_learning_rate`: the number of replicas).
 
     The model is built under the dtype policy `train.precision` (mixed precision: bfloat16 or
     float16 compute, float32 weights; Keras scales the loss for float16).
@@ -203,18 +211,34 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
     metric: top-1 accuracy named "accuracy". The schedule counts optimizer steps, so it needs
     the steps per epoch of `dataset` at `train.batch_size`.
     """
+    import contextlib
+    import dataclasses
+
     import keras
 
-    keras.mixed_precision.set_global_policy(experiment.train.precision)
-    try:
-        model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
-    finally:  # layers keep the policy they were built with; later code gets the default again
-        keras.mixed_precision.set_global_policy("float32")
-    model.compile(
-        optimizer=optim.build(experiment, data_lib.steps_per_epoch(dataset, experiment.train.batch_size)),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    if learning_rate_scale != 1:
+        experiment = dataclasses.replace(
+            experiment,
+            optimizer=dataclasses.replace(experiment.optimizer,
+                                          learning_rate=experiment.optimizer.learning_rate * learning_rate_scale),
+            schedule=dataclasses.replace(experiment.schedule,
+                                         max_learning_rate=experiment.schedule.max_learning_rate * learning_rate_scale),
+        )
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        keras.mixed_precision.set_global_policy(experiment.train.precision)
+        try:
+            model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
+        finally:  # layers keep the policy they were built with; later code gets the default again
+            keras.mixed_precision.set_global_policy("float32")
+        model.compile(
+            optimizer=optim.build(experiment, data_lib.steps_per_epoch(dataset, experiment.train.batch_size)),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+        if experiment.distribution.strategy != "default":  # its variables must exist under the scope, on
+            model.optimizer.build(model.trainable_variables)  # every worker, before a restore or broadcast
+    if strategy is not None:
+        distribute.allow_multi_worker_fit(model, strategy)
     return model
 
 
@@ -258,8 +282,13 @@ def run(
             or True: the last unfinished run of this experiment with the same config, else a new
             run. The result equals that of a run never interrupted.
 
+    Under `[distribution]` (`lenet_keras.distribute`) the model trains under that
+    `tf.distribute` strategy; with several workers only the chief writes the run directory,
+    the others train in a temporary folder removed at the end, print their final weights
+    digest, and return None.
+
     Returns:
-        The run directory.
+        The run directory (None on a multi-worker job's non-chief workers).
 
     Raises:
         ConfigError: an unknown dataset/model/optimizer/schedule name (before anything runs).
@@ -277,6 +306,10 @@ def run(
     models.check_name(experiment.model)
     optim.check_names(experiment)
     started, t0 = manifest_lib.utc_now(), time.perf_counter()
+    strategy = distribute.strategy_for(experiment.distribution)  # first: multi-worker and logical CPUs need it
+    chief = distribute.is_chief(strategy)
+    if not chief:
+        resume = None  # only the chief resumes; the others get its state by broadcast_from_chief
     dataset = data_lib.load(experiment.data, data_dir)
     config = json.loads(json.dumps(experiment.to_dict()))  # as manifest.json records it (lists, not tuples)
     if resume is True:
@@ -294,13 +327,18 @@ def run(
 
     keras.utils.set_random_seed(experiment.seed)
     tf.config.experimental.enable_op_determinism()
-    model = compiled_model(experiment, dataset)
-    if not resume:
+    cluster = distribute.cluster(strategy, experiment.distribution)
+    learning_rate_scale = cluster["replicas"] if experiment.distribution.scale_learning_rate else 1
+    model = compiled_model(experiment, dataset, strategy, learning_rate_scale)
+    if not chief:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"lenet-keras-{cluster['task'].replace(':', '-')}-"))
+    elif not resume:
         run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
     steps_per_epoch = data_lib.steps_per_epoch(dataset, experiment.train.batch_size)
     backup = resume_lib.crash_safe_backup(run_dir)
     backup.set_model(model)
     first_epoch = backup.restore() if resume else 0
+    first_epoch = distribute.broadcast_from_chief(strategy, model, first_epoch)
     kept_rows = _kept_history(run_dir, first_epoch) if resume else []
     log_dir = run_dir / "tensorboard"
     if resume:
@@ -310,9 +348,11 @@ def run(
         dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std,
         experiment.augment, first_epoch=first_epoch, epochs=epochs,
     )
+    if experiment.distribution.strategy != "default":
+        train_ds, val_ds, test_ds = map(distribute.shard_by_data, (train_ds, val_ds, test_ds))
     process = {"pid": os.getpid(), "host": socket.gethostname(), "command": manifest_lib.command_line()}
     if resume:
-        manifest.update(status="running", error=None, **process)
+        manifest.update(status="running", error=None, **process, distribution=cluster)
         manifest.setdefault("resumed", []).append({"utc": started, "from_epoch": first_epoch})
     else:
         manifest = {
@@ -336,6 +376,7 @@ def run(
                 f"{len(dataset.train_images) + len(dataset.val_images)} official training images",
             },
             "model": {"name": experiment.model.name, "parameters": int(model.count_params())},
+            "distribution": {**cluster, "learning_rate_scale": learning_rate_scale},
             "versions": manifest_lib.versions(),
             "machine": manifest_lib.machine(),
             "git": manifest_lib.git_state(Path(__file__).resolve().parent),
@@ -388,6 +429,8 @@ def run(
             wall_seconds=round(time.perf_counter() - t0, 3),
         )
         manifest_lib.write_json_atomic(manifest_path, manifest)
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
     from lenet_keras import figures
@@ -436,4 +479,9 @@ def run(
     )
     manifest_lib.write_json_atomic(manifest_path, manifest)
     resume_lib.remove_backup(run_dir)
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"{cluster['task']}: done, final weights values_sha256 {manifest['final_weights']['values_sha256']}; "
+              f"the chief writes the run directory (this worker's temporary folder {run_dir} is removed)", flush=True)
+        return None
     return run_dir

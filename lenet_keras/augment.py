@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from lenet_keras.config import AugmentConfig
 
-SHUFFLE, CROP_FLIP, AUTOAUGMENT, MIXUP = 0, 1, 2, 3
+SHUFFLE, CROP_FLIP, AUTOAUGMENT, MIXUP, FLIP = 0, 1, 2, 3, 4
 """Random streams: each gets its own keys, so switching one augmentation on changes no other draw."""
 
 
@@ -45,24 +45,41 @@ def check_channels(policy: str, channels: int) -> None:
         raise ConfigError(f"augment.autoaugment = {policy!r} needs RGB images (3 channels), got {channels} channel(s)")
 
 
-def crop_flip(images, config: AugmentConfig, seed_pair):
+def alternating_flips(seed: int, count: int, indices, epoch):
+    """airbench's derandomized flips: bool (B,) for training-set `indices` (int64 (B,)) in `epoch`.
+
+    Image i of the `count` training images is flipped in epoch 0 by its own coin (one draw per
+    image keyed by `seed`, not by the batch), and in epoch e by that coin XOR (e odd): every
+    image is seen both ways in any two consecutive epochs (airbench94's CifarLoader).
+    """
+    import tensorflow as tf
+
+    coins = tf.random.stateless_uniform([count], key(seed, FLIP, 0)) < 0.5
+    odd = tf.equal(tf.math.floormod(tf.cast(epoch, tf.int64), 2), 1)
+    return tf.not_equal(tf.gather(coins, indices), odd)
+
+
+def crop_flip(images, config: AugmentConfig, seed_pair, flips=None):
     """Flip and pad-and-crop each image of a uint8 batch (B, H, W, C) on its own; uint8 (B, H, W, C) out.
 
     One stateless key `seed_pair` (int64 (2,)) per batch; each image still gets its own coin
-    (flip with probability 0.5) and its own crop offset (uniform in 0..2p per axis), drawn as
-    vectors and applied with a reverse and two batched gathers (no per-image work in `tf.data`).
+    (flip with probability 0.5, or the given bool (B,) `flips`, see `alternating_flips`) and
+    its own crop offset (uniform in 0..2p per axis), drawn as vectors and applied with a reverse
+    and two batched gathers (no per-image work in `tf.data`). The padding is zeros, or the
+    mirrored border with `crop_mode = "reflect"`.
     """
     import tensorflow as tf
 
     flip_key, crop_key = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 2))
     batch = tf.shape(images)[0]
     if config.horizontal_flip:
-        flip = tf.random.stateless_uniform([batch], flip_key) < 0.5
+        flip = tf.random.stateless_uniform([batch], flip_key) < 0.5 if flips is None else flips
         images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
     if config.crop_padding:
         pad = config.crop_padding
         height, width = tf.shape(images)[1], tf.shape(images)[2]
-        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]],
+                        mode="REFLECT" if config.crop_mode == "reflect" else "CONSTANT")
         offsets = tf.random.stateless_uniform([batch, 2], crop_key, 0, 2 * pad + 1, dtype=tf.int32)
         rows = offsets[:, :1] + tf.range(height)[None]  # (B, H)
         columns = offsets[:, 1:] + tf.range(width)[None]  # (B, W)

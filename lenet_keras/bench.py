@@ -54,10 +54,16 @@ WORKLOADS = {
         "overrides": ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=1664",
                       "data.test_subset=128", "train.batch_size=128"],
     },
+    "cifar_fast": {
+        "experiment": "experiments/cifar_fast.toml",
+        "overrides": ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=7168",
+                      "data.test_subset=1024"],
+    },
 }
 """What each workload trains: LeNet-5 with the deck's recipe (batch 512) on all of MNIST, and the
 CIFAR notebook's recipe (AdamW, clipping, AutoAugment, MixUp; batch 128 as the peer) on the first
-1,664 images of the JPEG copy of CIFAR-10 (enough for 11 timed steps)."""
+1,664 images of the JPEG copy of CIFAR-10 (enough for 11 timed steps), and airbench94's recipe
+(`experiments/cifar_fast.toml`, batch 1024) on the first 7,168 (4 timed steps)."""
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 """Bench precision names -> `train.precision` (Keras dtype policies)."""

@@ -59,7 +59,7 @@ class DataConfig:
     dataset: str = "mnist"
     path: str = ""
     class_names: tuple[str, ...] = ()
-    validation_split: float = _rule(lambda v: 0 < v < 1, "a fraction strictly between 0 and 1", 0.2)
+    validation_split: float = _rule(lambda v: 0 <= v < 1, "a fraction in [0, 1)", 0.2)
     train_subset: int = _rule(*_NON_NEGATIVE_INT, 0)
     test_subset: int = _rule(*_NON_NEGATIVE_INT, 0)
     mean: tuple[float, ...] = ()
@@ -80,6 +80,10 @@ class OptimizerConfig:
     `learning_rate` is the initial learning rate the schedule starts from (the deck: 1e-2).
     `weight_decay` is AdamW's decoupled weight decay (`adamw` only); `global_clipnorm` clips the
     gradients' global L2 norm, as PyTorch's `clip_grad_norm_` (0 = off).
+    `airbench_sgd` (`lenet_keras.optim.AirbenchSGD`) reads `learning_rate`, `momentum` and
+    `weight_decay` in airbench94's units (11.5, 0.85, 0.0153 per 1024 images), multiplies the
+    BatchNorm biases' learning rate by `bias_scaler` (64) and trains the whitening conv's bias
+    for the first `whiten_bias_epochs` (3) epochs only.
     """
 
     name: str = "sgd"
@@ -88,6 +92,8 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.0)
     global_clipnorm: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
+    bias_scaler: float = _rule(*_POSITIVE_FLOAT, 64.0)
+    whiten_bias_epochs: int = _rule(*_NON_NEGATIVE_INT, 3)
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,13 @@ class ScheduleConfig:
     warmup_fraction: float = _rule(lambda v: 0 < v < 1, "a fraction strictly between 0 and 1", 0.3)
     div_factor: float = _rule(*_POSITIVE_FLOAT, 25.0)
     final_div_factor: float = _rule(*_POSITIVE_FLOAT, 1e4)
+    triangle_start: float = _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", 0.2)
+    triangle_peak: float = _rule(lambda v: 0 <= v < 1, "a fraction in [0, 1)", 0.23)
+    triangle_end: float = _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", 0.07)
 
+
+TTA = ("none", "mirror", "mirror_translate")
+"""`train.test_time_augmentation` values (`lenet_keras.airbench.tta_views`)."""
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 """`train.precision` values: Keras dtype policies."""
@@ -126,6 +138,11 @@ class TrainConfig:
     "mixed_bfloat16" (bfloat16 compute, float32 weights; pays off on CPUs with AVX512-BF16 or
     AMX and on recent GPUs: `make bench` measures it) or "mixed_float16" (older GPUs). The
     output layer always computes in float32.
+    `lookahead` (airbench94): every 5 steps the weights move to a moving average of themselves
+    and the run ends on it (`lenet_keras.airbench.lookahead_callback`).
+    `test_time_augmentation`: also evaluate the test set with the logits averaged over mirrored
+    ("mirror") and also 1-pixel translated ("mirror_translate") views; the manifest records
+    test accuracy with and without it.
     """
 
     epochs: int = _rule(*_POSITIVE_INT, 20)
@@ -133,6 +150,8 @@ class TrainConfig:
     histogram_freq: int = _rule(*_NON_NEGATIVE_INT, 1)
     label_smoothing: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.0)
     precision: str = _rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)), "float32")
+    lookahead: bool = False
+    test_time_augmentation: str = _rule(lambda v: v in TTA, "one of " + ", ".join(map(repr, TTA)), "none")
 
 
 @dataclass(frozen=True)
@@ -142,6 +161,9 @@ class AugmentConfig:
     The CIFAR notebook (seed 004): horizontal_flip = true, crop_padding = 4,
     autoaugment = "cifar10", mixup_alpha = 0.4 (applied in that order, as the notebook does).
     `autoaugment` names an AutoAugment policy ("none" = off; see `lenet_keras.autoaugment`).
+    airbench94: horizontal_flip = true with `alternating_flip = true` (each image flipped in
+    epoch 0 by its own coin, then flipped the other way every epoch after: "derandomized"),
+    crop_padding = 2 with `crop_mode = "reflect"` (the padding mirrors the border).
     """
 
     horizontal_flip: bool = False
@@ -149,6 +171,8 @@ class AugmentConfig:
     autoaugment: str = _rule(lambda v: v in ("none", "cifar10"), "'none' or 'cifar10' (an AutoAugment policy)",
                              "none")
     mixup_alpha: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
+    alternating_flip: bool = False
+    crop_mode: str = _rule(lambda v: v in ("constant", "reflect"), "'constant' (zeros) or 'reflect'", "constant")
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

@@ -288,6 +288,14 @@ def _split(name, source, class_names, config: DataConfig, checksums, train_x, tr
     if config.test_subset:
         test_x, test_y = test_x[: config.test_subset], test_y[: config.test_subset]
     n_train = len(train_x) - int(round(len(train_x) * config.validation_split))
+    if config.validation_split == 0:  # train on everything; the test set is the per-epoch validation data
+        return ImageData(
+            name=name, source=source, class_names=class_names,
+            train_images=train_x, train_labels=train_y.astype(np.int64),
+            val_images=test_x, val_labels=test_y.astype(np.int64),
+            test_images=test_x, test_labels=test_y.astype(np.int64), checksums=checksums,
+            description=description or name,
+        )
     if n_train < 1 or n_train == len(train_x):
         raise ConfigError(
             f"data.validation_split={config.validation_split} of {len(train_x)} images leaves "
@@ -557,7 +565,10 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
         def _batch(number, index):
             images, labels = tf.gather(train_images, index), tf.gather(train_labels, index)
             if crop_or_flip:
-                images = augment_lib.crop_flip(images, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, number))
+                flips = (augment_lib.alternating_flips(seed, count, index, epoch)
+                         if augment.horizontal_flip and augment.alternating_flip else None)
+                images = augment_lib.crop_flip(images, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, number),
+                                               flips)
             if autoaugmenter is not None:
                 images = autoaugmenter(images, augment_lib.key(seed, augment_lib.AUTOAUGMENT, epoch, number))
             images, labels = _scale(images, labels)

@@ -172,11 +172,93 @@ class CifarCNN(keras.Sequential):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package="lenet_keras")
+class CifarFast(keras.Sequential):
+    """airbench94's network in Keras (Jordan 2024, PyPI airbench==0.1.8; `lenet_keras.airbench`).
+
+    ====================================  ==============================================
+    layer                                 output (32x32x3 input)
+    ====================================  ==============================================
+    Conv2D 2x2 'valid', 24 filters, bias  31x31x24: patch whitening, kernel frozen and
+                                          set from the data (`initialize_from_data`)
+    GELU
+    3 x ConvGroup(64, 256, 256):          Conv2D 3x3 'same' no bias (dirac init),
+                                          MaxPooling 2, BatchNorm, GELU, Conv2D 3x3,
+                                          BatchNorm, GELU -> 15x15x64, 7x7x256, 3x3x256
+    MaxPooling 3, Flatten                 256
+    Dense 10, no bias, times 1/9          logits
+    Softmax (float32)                     probabilities
+    ====================================  ==============================================
+
+    BatchNormalization has no scale (airbench freezes it at 1), a trained bias, epsilon 1e-12
+    and Keras momentum 0.6 (PyTorch momentum 0.4). The softmax is its own `Activation` layer,
+    so test-time augmentation can average the logits (`airbench.tta_probabilities`).
+
+    Args:
+        input_shape: (height, width, channels); default (32, 32, 3).
+        num_classes: default 10.
+        widths: filters of the three conv groups (airbench: 64, 256, 256).
+
+    Input: float32 normalized images (batch, H, W, C). Output: float32 probabilities (batch, classes).
+    """
+
+    WHITEN_SIZE = 2
+    LOGIT_SCALE = 1 / 9
+    """airbench's `scaling_factor` on the logits."""
+
+    def __init__(self, input_shape=(32, 32, 3), num_classes=10, widths=(64, 256, 256), name="cifar_fast", **kwargs):
+        from lenet_keras import airbench
+
+        super().__init__(name=name, **kwargs)
+        self.input_shape_ = tuple(int(d) for d in input_shape)
+        self.num_classes = int(num_classes)
+        self.widths = tuple(int(w) for w in widths)
+        channels = self.input_shape_[-1]
+        whiten_width = 2 * channels * self.WHITEN_SIZE ** 2
+        self.add(keras.Input(shape=self.input_shape_))
+        self.add(layers.Conv2D(whiten_width, self.WHITEN_SIZE, padding="valid", use_bias=True, name="whiten"))
+        self.add(layers.Activation("gelu"))
+        for group, width in enumerate(self.widths, start=1):
+            for index in (1, 2):
+                self.add(layers.Conv2D(width, 3, padding="same", use_bias=False,
+                                       kernel_initializer=airbench.dirac_initializer(), name=f"group{group}_conv{index}"))
+                if index == 1:
+                    self.add(layers.MaxPooling2D(2))
+                self.add(layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False,
+                                                   name=f"group{group}_norm{index}"))
+                self.add(layers.Activation("gelu"))
+        self.add(layers.MaxPooling2D(3))
+        self.add(layers.Flatten())
+        self.add(layers.Dense(self.num_classes, use_bias=False, name="head",
+                              kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")))
+        self.add(layers.Rescaling(self.LOGIT_SCALE, dtype="float32"))
+        self.add(layers.Activation("softmax", dtype="float32"))
+        self.get_layer("whiten").kernel.trainable = False
+
+    def initialize_from_data(self, images: np.ndarray) -> None:
+        """Set the frozen whitening kernel from normalized float images (N, H, W, C) (airbench: 5,000)."""
+        from lenet_keras import airbench
+
+        layer = self.get_layer("whiten")
+        layer.kernel.assign(airbench.whitening_kernel(images, self.WHITEN_SIZE).astype(layer.kernel.dtype))
+
+    def get_config(self):
+        """Constructor arguments, so `.keras` files load back into a `CifarFast`."""
+        return {"input_shape": self.input_shape_, "num_classes": self.num_classes, "widths": self.widths,
+                "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Rebuild from `get_config()` output."""
+        return cls(**config)
+
+
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "lenet5": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="deck"),
     "lenet5_classic": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="classic"),
     "lenet5_relu": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="relu"),
     "cifar_cnn": lambda input_shape, num_classes: CifarCNN(input_shape, num_classes),
+    "cifar_fast": lambda input_shape, num_classes: CifarFast(input_shape, num_classes),
 }
 """Registry: `model.name` -> constructor taking (input_shape, num_classes)."""
 

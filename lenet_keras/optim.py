@@ -83,10 +83,112 @@ def _one_cycle(optimizer: OptimizerConfig, schedule: ScheduleConfig, total_steps
                     schedule.div_factor, schedule.final_div_factor)
 
 
+@keras.saving.register_keras_serializable(package="lenet_keras")
+class Triangular(keras.optimizers.schedules.LearningRateSchedule):
+    """airbench94's `triangle` schedule: `learning_rate` times a piecewise-linear factor.
+
+    The factor goes from `start` at step 0 up to 1 at step int(peak * total_steps), then down to
+    `end` at `total_steps` (airbench: start 0.2, peak 0.23, end 0.07), and stays at `end` after.
+    """
+
+    def __init__(self, learning_rate, total_steps, start=0.2, peak=0.23, end=0.07):
+        self.learning_rate = float(learning_rate)
+        self.total_steps = int(total_steps)
+        self.start, self.peak, self.end = float(start), float(peak), float(end)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        top = float(int(self.peak * self.total_steps))
+        rising = self.start + (1.0 - self.start) * step / max(top, 1e-12)
+        falling = 1.0 + (self.end - 1.0) * (step - top) / max(self.total_steps - top, 1e-12)
+        factor = keras.ops.where(step < top, rising, keras.ops.maximum(falling, self.end))
+        return self.learning_rate * factor
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps, "start": self.start,
+                "peak": self.peak, "end": self.end}
+
+
+@keras.saving.register_keras_serializable(package="lenet_keras")
+class AirbenchSGD(keras.optimizers.Optimizer):
+    """airbench94's optimizer: Nesterov SGD on the summed loss with coupled weight decay, in
+    its batch-size- and momentum-independent ("decoupled") hyperparameters.
+
+    airbench (hyp['opt']) gives lr = 11.5 and weight_decay = 0.0153 per 1024 examples; with
+    kilostep = 1024 * (1 + 1 / (1 - momentum)) it runs PyTorch's SGD(nesterov=True) on the
+    loss SUMMED over the batch, with lr_G = lr / kilostep (x `bias_scaler` for BatchNorm
+    biases) and weight_decay_G = (weight_decay * batch_size / kilostep) / lr_G. This does the
+    same on Keras's batch-MEAN loss (gradients times `batch_size`), per variable:
+
+        g = batch_size * grad + weight_decay_G * w
+        buf = momentum * buf + g
+        w -= s(t) * lr_G * (g + momentum * buf)
+
+    where s(t) * lr is the learning-rate schedule's value. BatchNorm biases (variables named
+    "beta") use lr_G x `bias_scaler`; the bias of the layer named "whiten" is trained for the
+    first `whiten_bias_steps` steps only (airbench: 3 epochs).
+    """
+
+    def __init__(self, learning_rate=11.5, momentum=0.85, weight_decay=0.0153, batch_size=1024, bias_scaler=64.0,
+                 whiten_bias_steps=0, name="airbench_sgd", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.momentum = float(momentum)
+        self.weight_decay_ = float(weight_decay)
+        self.batch_size = int(batch_size)
+        self.bias_scaler = float(bias_scaler)
+        self.whiten_bias_steps = int(whiten_bias_steps)
+        self.kilostep = 1024 * (1 + 1 / (1 - self.momentum))
+
+    def build(self, variables):
+        """One momentum buffer per variable."""
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = self.add_optimizer_variables(variables, "momentum")
+        self._norm_biases = {i for i, v in enumerate(variables) if v.path.split("/")[-1] == "beta"}
+        self._whiten_biases = {i for i, v in enumerate(variables) if v.path.split("/")[-2:] == ["whiten", "bias"]}
+
+    def update_step(self, gradient, variable, learning_rate):
+        """One step of the update in the class docstring."""
+        ops = keras.ops
+        index = self._get_variable_index(variable)
+        scale = self.bias_scaler if index in self._norm_biases else 1.0
+        base_lr = self.learning_rate_base() / self.kilostep * scale
+        decay = self.weight_decay_ * self.batch_size / self.kilostep / base_lr
+        lr = ops.cast(learning_rate, variable.dtype) / self.kilostep * scale
+        buffer = self.momentums[index]
+        g = ops.cast(gradient, variable.dtype) * self.batch_size + decay * variable
+        new_buffer = self.momentum * buffer + g
+        step = lr * (g + self.momentum * new_buffer)
+        if self.whiten_bias_steps and index in self._whiten_biases:
+            live = ops.cast(ops.less(self.iterations, self.whiten_bias_steps), variable.dtype)
+            new_buffer, step = buffer + live * (new_buffer - buffer), live * step
+        self.assign(buffer, new_buffer)
+        self.assign_sub(variable, step)
+
+    @staticmethod
+    def _whiten_prefix(variable) -> str:
+        parts = variable.path.split("/")
+        return "/".join(parts[:-1]) if len(parts) > 1 and parts[-2] == "whiten" else "\0"
+
+    def learning_rate_base(self) -> float:
+        """The unscheduled `learning_rate` (airbench's hyp lr), from which lr_G and weight_decay_G follow."""
+        schedule = self._learning_rate
+        return float(schedule.learning_rate if isinstance(schedule, Triangular) else keras.ops.convert_to_numpy(schedule))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, weight_decay=self.weight_decay_, batch_size=self.batch_size,
+                      bias_scaler=self.bias_scaler, whiten_bias_steps=self.whiten_bias_steps)
+        return config
+
+
 SCHEDULES: dict[str, Callable[[OptimizerConfig, ScheduleConfig, int], object]] = {
     "exponential_decay": lambda optimizer, schedule, total_steps: _exponential_decay(optimizer, schedule),
     "constant": lambda optimizer, schedule, total_steps: optimizer.learning_rate,
     "one_cycle": _one_cycle,
+    "triangular": lambda optimizer, schedule, total_steps: Triangular(
+        optimizer.learning_rate, total_steps, schedule.triangle_start, schedule.triangle_peak, schedule.triangle_end),
 }
 """Registry: `schedule.name` -> builder of a Keras learning rate (a float or a schedule),
 given (optimizer config, schedule config, total optimizer steps of the run)."""
@@ -96,17 +198,23 @@ def _clip(config: OptimizerConfig) -> dict:
     return {"global_clipnorm": config.global_clipnorm} if config.global_clipnorm else {}
 
 
-OPTIMIZERS: dict[str, Callable[[OptimizerConfig, object], keras.optimizers.Optimizer]] = {
-    "sgd": lambda config, lr: keras.optimizers.SGD(
+OPTIMIZERS: dict[str, Callable[[OptimizerConfig, object, Experiment, int], keras.optimizers.Optimizer]] = {
+    "sgd": lambda config, lr, experiment, steps_per_epoch: keras.optimizers.SGD(
         learning_rate=lr, momentum=config.momentum, nesterov=config.nesterov, **_clip(config)
     ),
-    "adam": lambda config, lr: keras.optimizers.Adam(learning_rate=lr, **_clip(config)),
-    "adamw": lambda config, lr: keras.optimizers.AdamW(
+    "adam": lambda config, lr, experiment, steps_per_epoch: keras.optimizers.Adam(learning_rate=lr, **_clip(config)),
+    "adamw": lambda config, lr, experiment, steps_per_epoch: keras.optimizers.AdamW(
         learning_rate=lr, weight_decay=config.weight_decay, **_clip(config)
     ),
+    "airbench_sgd": lambda config, lr, experiment, steps_per_epoch: AirbenchSGD(
+        learning_rate=lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        batch_size=experiment.train.batch_size, bias_scaler=config.bias_scaler,
+        whiten_bias_steps=config.whiten_bias_epochs * steps_per_epoch, **_clip(config)
+    ),
 }
-"""Registry: `optimizer.name` -> builder taking (config, learning rate or schedule).
-`adam` and `adamw` ignore `momentum` and `nesterov`; only `adamw` uses `weight_decay`."""
+"""Registry: `optimizer.name` -> builder taking (config, learning rate or schedule, experiment,
+steps per epoch). `adam` and `adamw` ignore `momentum` and `nesterov`; `adamw` and
+`airbench_sgd` use `weight_decay` (decoupled for AdamW, airbench's units for airbench_sgd)."""
 
 
 def check_names(experiment: Experiment) -> None:
@@ -121,7 +229,7 @@ def check_names(experiment: Experiment) -> None:
         )
     if experiment.schedule.name == "one_cycle" and experiment.schedule.max_learning_rate <= 0:
         raise ConfigError("schedule.max_learning_rate: one_cycle needs the peak learning rate (> 0)")
-    if experiment.optimizer.weight_decay and experiment.optimizer.name != "adamw":
+    if experiment.optimizer.weight_decay and experiment.optimizer.name not in ("adamw", "airbench_sgd"):
         raise ConfigError(f"optimizer.weight_decay: only adamw uses it, not {experiment.optimizer.name!r}")
 
 
@@ -138,4 +246,4 @@ def build(experiment: Experiment, steps_per_epoch: int = 1) -> keras.optimizers.
     check_names(experiment)
     total_steps = max(2, steps_per_epoch * experiment.train.epochs)
     learning_rate = SCHEDULES[experiment.schedule.name](experiment.optimizer, experiment.schedule, total_steps)
-    return OPTIMIZERS[experiment.optimizer.name](experiment.optimizer, learning_rate)
+    return OPTIMIZERS[experiment.optimizer.name](experiment.optimizer, learning_rate, experiment, steps_per_epoch)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenet_keras import airbench
 from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
 from lenet_keras import distribute
@@ -45,6 +46,9 @@ from lenet_keras.errors import RunDirectoryError, TrainingDivergedError
 
 FINAL_WEIGHTS = "final.weights.h5"
 """The model and optimizer variables after the last epoch (`model.load_weights` reads them)."""
+
+WHITENING_IMAGES = 5000
+"""Training images a model's data-dependent initialisation sees (airbench94's whitening conv: 5,000)."""
 
 SAMPLE_IMAGES = 32
 """How many test images `predictions.npz` keeps for the sample-predictions grid."""
@@ -235,6 +239,11 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
+        if hasattr(model, "initialize_from_data"):  # airbench's whitening conv: from 5,000 training images
+            images = dataset.train_images[:WHITENING_IMAGES].astype(np.float32) / 255.0
+            if experiment.data.mean:
+                images = (images - np.float32(experiment.data.mean)) / np.float32(experiment.data.std)
+            model.initialize_from_data(images)
         if experiment.distribution.strategy != "default":  # its variables must exist under the scope, on
             model.optimizer.build(model.trainable_variables)  # every worker, before a restore or broadcast
     if strategy is not None:
@@ -373,7 +382,9 @@ def run(
                 "val_images": len(dataset.val_images),
                 "test_images": len(dataset.test_images),
                 "validation": f"last {len(dataset.val_images)} of the first "
-                f"{len(dataset.train_images) + len(dataset.val_images)} official training images",
+                f"{len(dataset.train_images) + len(dataset.val_images)} official training images"
+                if experiment.data.validation_split else "the test set (validation_split = 0: every training image "
+                "is trained on; nothing is selected by validation, test metrics are of the final weights)",
             },
             "model": {"name": experiment.model.name, "parameters": int(model.count_params())},
             "distribution": {**cluster, "learning_rate_scale": learning_rate_scale},
@@ -392,6 +403,7 @@ def run(
     best_so_far = max((float(row["val_accuracy"]) for row in kept_rows), default=-np.inf)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
+        *([airbench.lookahead_callback(steps_per_epoch * epochs)] if experiment.train.lookahead else []),
         resume_lib.dropout_seeds(experiment.seed),
         _throughput_callback(experiment.train.batch_size, steps_per_epoch, epochs - first_epoch, speed,
                              quiet=verbose == 0),
@@ -421,6 +433,12 @@ def run(
             )
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
         probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
+        tta = {}
+        if experiment.train.test_time_augmentation != "none":
+            tta_probabilities = airbench.tta_probabilities(
+                model, test_ds, airbench.TTA_LEVELS[experiment.train.test_time_augmentation])
+            tta = {"tta_probabilities": tta_probabilities,
+                   "tta_accuracy": float(np.mean(tta_probabilities.argmax(axis=1) == dataset.test_labels))}
     except BaseException as error:
         manifest.update(
             status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
@@ -452,6 +470,7 @@ def run(
             class_names=np.array(dataset.class_names),
             sample_title=np.array(SAMPLE_TITLE),
             **extra,
+            **({"tta_probabilities": tta["tta_probabilities"]} if tta else {}),
         )
     grid = figures.sample_predictions(
         dataset.test_images[samples], dataset.test_labels[samples], probabilities[samples], dataset.class_names,
@@ -471,7 +490,9 @@ def run(
         epochs_completed=len(rows),
         best={"epoch": best_epoch, "val_accuracy": val_accuracy[best_epoch], "checkpoint": "best.keras"},
         final={key: float(last[key]) for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
-        test={"loss": float(test_loss), "accuracy": float(test_accuracy), "weights": "final epoch"},
+        test={"loss": float(test_loss), "accuracy": float(test_accuracy), "weights": "final epoch",
+              **({"tta_accuracy": tta["tta_accuracy"], "test_time_augmentation": experiment.train.test_time_augmentation}
+                 if tta else {})},
         final_weights={"file": FINAL_WEIGHTS, "values_sha256": resume_lib.weights_digest(model)},
         stopped_early=_stop_reason(extra_callbacks),
         ended_utc=manifest_lib.utc_now(),

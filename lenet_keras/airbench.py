@@ -1,0 +1,170 @@
+"""The airbench94 ingredients Keras does not have, each small and tested on its own.
+
+Source: Keller Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU" (2024), code
+`airbench94.py` of PyPI `airbench==0.1.8` (run on the CPU by ../shared/peers/airbench94_cpu.py).
+The model that uses them is `lenet_keras.models.CifarFast`; the optimizer and schedule are
+`lenet_keras.optim.AirbenchSGD` and the "triangular" schedule; everything else (GELU, BatchNorm
+without scale, label smoothing, flips and translations) is Keras or `lenet_keras.augment`.
+
+- `whitening_kernel`: the first conv's 2x2 filters from the eigenvectors of the training
+  images' 2x2-patch covariance (ZCA-like patch whitening), +/- each, 24 filters for RGB.
+- `DiracInit`: identity ("dirac") initialisation of a 3x3 conv's first `in` filters, the rest
+  PyTorch's default uniform init.
+- `Lookahead`: every 5 optimizer steps the weights move to an exponential moving average with
+  decay 0.95**5 * (step / total)**3, and the run ends on the average.
+- `tta_logits`: test-time augmentation: the logits averaged over mirrored and 1-pixel
+  translated views (airbench's `tta_level` 1 and 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TTA_LEVELS = {"none": 0, "mirror": 1, "mirror_translate": 2}
+"""`train.test_time_augmentation` -> airbench's `tta_level`."""
+
+
+def patches(images: np.ndarray, size: int = 2) -> np.ndarray:
+    """All `size` x `size` patches of float images (N, H, W, C) -> (N * (H-size+1) * (W-size+1), size, size, C)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    windows = sliding_window_view(images, (size, size), axis=(1, 2))  # (N, H', W', C, size, size)
+    return np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(-1, size, size, images.shape[-1])
+
+
+def whitening_kernel(images: np.ndarray, size: int = 2, eps: float = 5e-4) -> np.ndarray:
+    """The patch-whitening conv kernel (size, size, C, 2*size*size*C) float32, from normalized images.
+
+    As airbench's `init_whitening_conv`: the second-moment matrix S = P^T P / n of the flattened
+    patches P (not mean-centred), its eigenvectors v_k scaled by 1/sqrt(lambda_k + eps), in
+    decreasing order of eigenvalue, then the same filters negated (so that GELU keeps both
+    signs). A patch x filtered by the k-th kernel gives v_k . x / sqrt(lambda_k + eps).
+
+    Args:
+        images: float (N, H, W, C), normalized as the network sees them (airbench: the first
+            5,000 training images).
+    """
+    flat = patches(np.asarray(images, np.float64), size).reshape(-1, size * size * images.shape[-1])
+    covariance = flat.T @ flat / len(flat)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
+    order = np.argsort(eigenvalues)[::-1]
+    scaled = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)  # (size*size*C, K), columns = filters
+    kernel = scaled.reshape(size, size, images.shape[-1], -1)
+    return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)
+
+
+def dirac_initializer():
+    """A Keras initializer: PyTorch's default conv init, with the first `in` filters set to identity.
+
+    For a kernel (kh, kw, in, out), filters 0..min(in, out)-1 are zero except 1 at the centre tap
+    of their own input channel (torch.nn.init.dirac_ on w[:in] in airbench's `Conv`); the other
+    filters are uniform in +/- 1/sqrt(fan_in) (PyTorch's kaiming_uniform_(a=sqrt(5))).
+    """
+    import keras
+
+    @keras.saving.register_keras_serializable(package="lenet_keras")
+    class DiracInit(keras.initializers.Initializer):
+        """Identity on the first `in` filters, PyTorch's default uniform init on the rest."""
+
+        def __init__(self, seed=None):
+            self.seed = seed
+            self.base = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=seed)
+
+        def __call__(self, shape, dtype=None):
+            kh, kw, channels_in, channels_out = shape
+            values = keras.ops.convert_to_numpy(self.base(shape, dtype="float32"))
+            keep = min(channels_in, channels_out)
+            values[..., :keep] = 0.0
+            values[kh // 2, kw // 2, np.arange(keep), np.arange(keep)] = 1.0
+            return keras.ops.convert_to_tensor(values, dtype=dtype or "float32")
+
+        def get_config(self):
+            return {"seed": self.seed}
+
+    return DiracInit()
+
+
+def lookahead_decay(step, total_steps: int):
+    """airbench's `alpha_schedule`: 0.95**5 * (step / total_steps)**3 (the EMA keeps this much of itself)."""
+    return 0.95 ** 5 * (np.asarray(step, np.float64) / total_steps) ** 3
+
+
+def lookahead_callback(total_steps: int, every: int = 5):
+    """The Keras callback of airbench's `LookaheadState` (`train.lookahead`).
+
+    It keeps an average of every float variable of the model (weights and BatchNorm moving
+    statistics, as airbench's state_dict; not the optimizer's). After every `every`-th optimizer
+    step s: average += (1 - d) * (weights - average), d = `lookahead_decay(s, total_steps)`,
+    then weights := average. When training ends the weights are the average (airbench's final
+    update with d = 1). The average restarts from the current weights when `fit` starts, so a
+    run resumed from a backup is not bit-identical to an uninterrupted one.
+    """
+    import keras
+
+    class Lookahead(keras.callbacks.Callback):
+        """Weights := a slow moving average of themselves every few steps (airbench94)."""
+
+        def on_train_begin(self, logs=None):
+            self.variables = [v for v in self.model.weights if "float" in str(v.dtype)]
+            self.average = [np.array(v.numpy(), np.float32) for v in self.variables]
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy())
+            if step % every == 0 and step <= total_steps:
+                self.update(float(lookahead_decay(step, total_steps)))
+
+        def update(self, decay: float) -> None:
+            """average = lerp(average, weights, 1 - decay); weights := average."""
+            for variable, average in zip(self.variables, self.average):
+                average += (1.0 - decay) * (variable.numpy() - average)
+                variable.assign(average)
+
+        def on_train_end(self, logs=None):
+            self.update(1.0)
+
+    return Lookahead()
+
+
+def tta_views(images, level: int):
+    """The views of a float batch (B, H, W, C) that test-time augmentation averages, with weights.
+
+    Level 0: the images (weight 1). Level 1: images and their mirror (1/2 each). Level 2 (airbench
+    `infer_mirror_translate`): half on level 1, half on level 1 of two translated copies (reflect
+    padding of 1 pixel, crops at offsets (0, 0) and (2, 2)), so 6 views: 1/4, 1/4, 1/8 x 4.
+    Returns a list of (view, weight).
+    """
+    import tensorflow as tf
+
+    mirrored = [(images, 0.5), (tf.reverse(images, axis=[2]), 0.5)]
+    if level == 0:
+        return [(images, 1.0)]
+    if level == 1:
+        return mirrored
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    shifted = [padded[:, 0:height, 0:width], padded[:, 2:height + 2, 2:width + 2]]
+    views = [(view, weight * 0.5) for view, weight in mirrored]
+    for crop in shifted:
+        views += [(crop, 0.125), (tf.reverse(crop, axis=[2]), 0.125)]
+    return views
+
+
+def tta_probabilities(model, dataset, level: int) -> np.ndarray:
+    """Class probabilities float32 (N, classes) of `dataset`'s images with test-time augmentation.
+
+    The logits (the model's input to its final softmax) are averaged over `tta_views`, then
+    softmaxed, as airbench averages logits. `dataset` yields (images, labels) batches; the model
+    must end in a softmax `Activation` layer.
+    """
+    import keras
+    import tensorflow as tf
+
+    logits_model = keras.Sequential(model.layers[:-1])
+
+    @tf.function(reduce_retracing=True)
+    def batch_logits(images):
+        return tf.add_n([weight * tf.cast(logits_model(view, training=False), tf.float32)
+                         for view, weight in tta_views(images, level)])
+
+    logits = [batch_logits(images).numpy() for images, _ in dataset]
+    return keras.ops.convert_to_numpy(keras.ops.softmax(np.concatenate(logits), axis=-1)).astype(np.float32)

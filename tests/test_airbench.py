@@ -1,0 +1,217 @@
+"""airbench94's ingredients (lenet_keras.airbench, optim.AirbenchSGD/Triangular, models.CifarFast,
+alternating flips and reflect translation), each against its closed form or airbench's code,
+on real CIFAR images of the JPEG copy; then a 1-epoch run of experiments/cifar_fast.toml."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lenet_keras import airbench, augment, config, data, models, optim, report, train
+from lenet_keras.config import AugmentConfig
+
+from .conftest import REPO
+
+SMALL = ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=1024", "data.test_subset=256"]
+MEAN, STD = np.float32([0.4914, 0.4822, 0.4465]), np.float32([0.2470, 0.2435, 0.2616])
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    """The first 1,024 training and 256 test images of the JPEG copy of CIFAR-10."""
+    experiment = config.load(REPO / "experiments/cifar_fast.toml", SMALL)
+    try:
+        return data.load(experiment.data, download=False)
+    except Exception as error:  # noqa: BLE001 - the folder is the only thing that can be missing
+        pytest.skip(f"the JPEG copy of CIFAR-10 is not available: {error}")
+
+
+def _normalized(images):
+    return (images.astype(np.float32) / 255.0 - MEAN) / STD
+
+
+def test_whitening_kernel_is_the_closed_form(cifar):
+    images = _normalized(cifar.train_images[:64])
+    kernel = airbench.whitening_kernel(images, eps=5e-4)
+    assert kernel.shape == (2, 2, 3, 24)
+    # closed form, written out: every 2x2 patch by loops, second moments, eigendecomposition
+    rows = [images[n, i:i + 2, j:j + 2, :].reshape(-1) for n in range(len(images)) for i in range(31) for j in range(31)]
+    flat = np.asarray(rows, np.float64)
+    moments = flat.T @ flat / len(flat)
+    values, vectors = np.linalg.eigh(moments)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    filtered = flat @ kernel.reshape(12, 24).astype(np.float64)  # what the 'valid' 2x2 conv computes
+    np.testing.assert_allclose(filtered[:, 12:], -filtered[:, :12], atol=1e-5)
+    # the outputs are decorrelated, each with second moment lambda / (lambda + eps)
+    np.testing.assert_allclose(filtered[:, :12].T @ filtered[:, :12] / len(flat), np.diag(values / (values + 5e-4)),
+                               atol=2e-3)
+    # and each filter is the eigenvector (up to sign) scaled by 1 / sqrt(lambda + eps)
+    for k in range(12):
+        column = kernel.reshape(12, 24)[:, k] * np.sqrt(values[k] + 5e-4)
+        assert abs(abs(column @ vectors[:, k]) - 1) < 1e-3
+
+
+def test_whitening_conv_in_the_model_is_frozen_and_set_from_data(cifar):
+    model = models.CifarFast()
+    images = _normalized(cifar.train_images[:32])
+    model.initialize_from_data(images)
+    whiten = model.get_layer("whiten")
+    np.testing.assert_array_equal(whiten.kernel.numpy(), airbench.whitening_kernel(images))
+    trainable = {id(w) for w in model.trainable_weights}
+    assert id(whiten.kernel) not in trainable and id(whiten.bias) in trainable
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 1_971_352  # airbench94's count
+
+
+def test_dirac_init_passes_the_input_channels_through():
+    kernel = airbench.dirac_initializer()((3, 3, 24, 64)).numpy()
+    identity = np.zeros((3, 3, 24, 24), np.float32)
+    identity[1, 1, np.arange(24), np.arange(24)] = 1
+    np.testing.assert_array_equal(kernel[..., :24], identity)
+    rest = kernel[..., 24:]
+    bound = 1 / np.sqrt(3 * 3 * 24)
+    assert np.abs(rest).max() <= bound and np.abs(rest).max() > 0.9 * bound and abs(rest.mean()) < 0.01
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 24)).astype(np.float32)
+    y = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
+    np.testing.assert_allclose(y[..., :24], x, atol=1e-6)  # the first 24 filters are the identity
+
+
+def test_lookahead_updates_every_fifth_step_and_ends_on_the_average():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    callback = airbench.lookahead_callback(total_steps=20)
+    callback.set_model(model)
+    kernel = model.weights[0]
+    kernel.assign(np.zeros((2, 1), np.float32))
+    callback.on_train_begin()
+    average = np.zeros((2, 1))
+    for step in range(1, 21):
+        weights = kernel.numpy() + 1.0  # a training step moves the weights by 1
+        kernel.assign(weights)
+        model.optimizer.iterations.assign(step)
+        callback.on_train_batch_end(step - 1)
+        if step % 5 == 0:
+            decay = 0.95 ** 5 * (step / 20) ** 3
+            average = average + (1 - decay) * (weights - average)
+            np.testing.assert_allclose(kernel.numpy(), average, rtol=1e-6)  # weights := average
+        else:
+            np.testing.assert_allclose(kernel.numpy(), weights)  # untouched between updates
+    kernel.assign(kernel.numpy() + 3.0)
+    callback.on_train_end()
+    np.testing.assert_allclose(kernel.numpy(), average, rtol=1e-6)
+
+
+def test_alternating_flips_flip_every_image_the_other_way_each_epoch():
+    indices = tf.range(1000, dtype=tf.int64)
+    epochs = [augment.alternating_flips(7, 1000, indices, e).numpy() for e in range(4)]
+    assert 400 < epochs[0].sum() < 600
+    np.testing.assert_array_equal(epochs[1], ~epochs[0])
+    np.testing.assert_array_equal(epochs[2], epochs[0])
+    shuffled = tf.constant([5, 999, 0], tf.int64)  # keyed by the image, not by its batch or position
+    np.testing.assert_array_equal(augment.alternating_flips(7, 1000, shuffled, 3).numpy(), epochs[3][[5, 999, 0]])
+
+
+def test_pipeline_shows_each_image_mirrored_in_consecutive_epochs(cifar):
+    config_ = AugmentConfig(horizontal_flip=True, alternating_flip=True)
+    train_ds, _, _ = data.pipelines(cifar, 256, 3, augment=config_, epochs=2)
+    steps = data.steps_per_epoch(cifar, 256)
+    batches = [images.numpy() for images, _ in train_ds]
+    originals = cifar.train_images.astype(np.float32) / 255.0
+    which = {originals[i].tobytes(): (i, False) for i in range(len(originals))}
+    which.update({originals[i][:, ::-1].tobytes(): (i, True) for i in range(len(originals))})
+    flipped = []
+    for epoch in range(2):
+        seen = [which[image.tobytes()] for batch in batches[epoch * steps:(epoch + 1) * steps] for image in batch]
+        assert sorted(i for i, _ in seen) == list(range(len(originals)))  # each image once, as itself or mirrored
+        flipped.append(dict(seen))
+    assert 400 < sum(flipped[0].values()) < 624
+    assert all(flipped[0][i] != flipped[1][i] for i in range(len(originals)))
+
+
+def test_reflect_crop_pads_with_the_mirrored_border(cifar):
+    images = tf.constant(cifar.train_images[:64])
+    config_ = AugmentConfig(crop_padding=2, crop_mode="reflect")
+    out = augment.crop_flip(images, config_, augment.key(0, augment.CROP_FLIP, 0)).numpy()
+    padded = np.pad(cifar.train_images[:64], [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    for n in range(64):  # each output is one of the 25 crops of the reflect-padded image
+        assert any(np.array_equal(out[n], padded[n, i:i + 32, j:j + 32]) for i in range(5) for j in range(5))
+    assert len({tuple(out[n, 0, 0]) for n in range(64)}) > 1
+
+
+def test_tta_views_are_airbenchs_and_average_the_logits(cifar):
+    images = _normalized(cifar.test_images[:8])
+    views = airbench.tta_views(tf.constant(images), 2)
+    assert [w for _, w in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    expected = [images, images[:, :, ::-1], padded[:, :32, :32], padded[:, :32, :32][:, :, ::-1],
+                padded[:, 2:, 2:], padded[:, 2:, 2:][:, :, ::-1]]
+    for (view, _), want in zip(views, expected):
+        np.testing.assert_array_equal(view.numpy(), want)
+    # a model linear up to its softmax: averaging logits = logits of the weighted average view
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10, use_bias=False),
+                              keras.layers.Activation("softmax")])
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(8))).batch(4)
+    got = airbench.tta_probabilities(model, dataset, 2)
+    mean_view = sum(w * v.numpy() for v, w in views)
+    want = keras.ops.convert_to_numpy(keras.ops.softmax(mean_view.reshape(8, -1) @ model.layers[1].kernel.numpy()))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(airbench.tta_probabilities(model, dataset, 0), model.predict(dataset, verbose=0), atol=1e-6)
+
+
+def test_triangular_schedule_matches_airbench():
+    schedule = optim.Triangular(11.5, total_steps=476)
+    top = int(0.23 * 476)
+    factor = lambda s: float(schedule(s)) / 11.5  # noqa: E731
+    assert factor(0) == pytest.approx(0.2) and factor(top) == pytest.approx(1.0)
+    assert factor(476) == pytest.approx(0.07) and factor(top // 2) == pytest.approx(0.2 + 0.8 * (top // 2) / top)
+    assert factor(300) == pytest.approx(1 + (0.07 - 1) * (300 - top) / (476 - top), rel=1e-5)
+
+
+def test_airbench_sgd_is_pytorchs_nesterov_sgd_on_the_summed_loss():
+    """Three steps against the update written out from airbench's PyTorch SGD parameter groups."""
+    momentum, batch, lr_hyp, wd_hyp = 0.85, 8, 11.5, 0.0153
+    kilostep = 1024 * (1 + 1 / (1 - momentum))
+    optimizer = optim.AirbenchSGD(learning_rate=lr_hyp, momentum=momentum, weight_decay=wd_hyp, batch_size=batch,
+                                  bias_scaler=64.0, whiten_bias_steps=2)
+    weight = keras.Variable(np.float32([0.5, -1.0]), name="kernel")
+    beta = keras.Variable(np.float32([0.1]), name="beta")
+    whiten_bias = keras.Variable(np.float32([0.2]), name="bias")
+    whiten_bias._path = "whiten/bias"  # as a layer named "whiten" names it
+    variables = [weight, beta, whiten_bias]
+    optimizer.build(variables)
+    state = {id(v): (v.numpy().astype(np.float64), np.zeros(v.shape)) for v in variables}
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        grads = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
+        optimizer.apply_gradients(zip(grads, variables))
+        for v, g_mean, scale in zip(variables, grads, (1.0, 64.0, 1.0)):
+            w, buf = state[id(v)]
+            if v is whiten_bias and step >= 2:  # frozen after whiten_bias_steps: PyTorch skips it
+                np.testing.assert_allclose(v.numpy(), w, rtol=1e-6)
+                continue
+            lr_group = lr_hyp / kilostep * scale
+            g = batch * g_mean + (wd_hyp * batch / kilostep / lr_group) * w
+            buf = momentum * buf + g
+            w = w - lr_group * (g + momentum * buf)
+            state[id(v)] = (w, buf)
+            np.testing.assert_allclose(v.numpy(), w, rtol=1e-5, atol=1e-7)
+
+
+def test_cifar_fast_one_epoch_writes_a_normal_run_and_report(tmp_path, cifar):
+    experiment = config.load(REPO / "experiments/cifar_fast.toml", [*SMALL, "train.epochs=1"])
+    run_dir = train.run(experiment, runs_dir=tmp_path / "runs", verbose=0)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["test"]["test_time_augmentation"] == "mirror_translate"
+    assert 0 <= manifest["test"]["tta_accuracy"] <= 1 and 0 <= manifest["test"]["accuracy"] <= 1
+    assert manifest["data"]["train_images"] == 1024 and manifest["data"]["validation"].startswith("the test set")
+    saved = np.load(run_dir / "predictions.npz")
+    assert saved["tta_probabilities"].shape == (256, 10)
+    np.testing.assert_allclose(saved["tta_probabilities"].sum(axis=1), 1, rtol=1e-5)
+    assert abs(manifest["test"]["tta_accuracy"] - np.mean(saved["tta_probabilities"].argmax(1) == saved["labels"])) < 1e-9
+    index = report.build("cifar_fast", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
+    assert "run-001" in index.read_text()

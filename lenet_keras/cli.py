@@ -84,7 +84,7 @@ def _rerun(args: argparse.Namespace) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     from lenet_keras import sweep, sweep_report
 
-    plan = sweep.load(args.sweep, storage=args.storage)
+    plan = sweep.load(args.sweep, storage=args.storage or os.environ.get(sweep.STORAGE_ENV_VAR) or None)
     if not args.report_only:
         csv = sweep.run_sweep(plan, runs_dir=args.runs_dir, data_dir=args.data_dir, workers=args.workers,
                               worker_only=args.worker_only)
@@ -186,8 +186,9 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", type=Path, help="sweep file, e.g. experiments/mnist_lenet5_grid.toml")
     sweep.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default 1)")
     sweep.add_argument("--storage", default=None,
-                       help="database URL of the study, e.g. postgresql://user@host/db (default: the file's, "
-                       "else sqlite in the sweep folder)")
+                       help="database URL of the study, e.g. postgresql://user:password@host/db (default: "
+                       "$LENET_KERAS_SWEEP_STORAGE, else the file's, else sqlite in the sweep folder); passwords "
+                       "are masked in manifests")
     sweep.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of the sweep folder (default: runs)")
     sweep.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
     sweep.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report parent (default: reports)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -136,9 +137,14 @@ def git_state(directory: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
 
 
+def mask_password(text: str) -> str:
+    """`text` with the password of any `scheme://user:password@host` URL replaced by `***`."""
+    return re.sub(r"(://[^/:@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
 def command_line() -> str:
-    """The command that started this process (`python -m lenet_keras ...` for the CLI)."""
+    """The command that started this process (`python -m lenet_keras ...` for the CLI), passwords masked."""
     argv = list(sys.argv)
     if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "lenet_keras":
         argv[0:1] = ["-m", "lenet_keras"]
-    return " ".join(["python", *argv])
+    return mask_password(" ".join(["python", *argv]))

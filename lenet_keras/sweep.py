@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet_keras import config as config_lib
+from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import ConfigError, LenetKerasError
 
 METHODS = ("grid", "optuna")
@@ -244,6 +245,10 @@ def _space(raw: dict, method: str, path: Path) -> tuple[Dimension, ...]:
 # --------------------------------------------------------------------------- the Optuna study
 
 
+STORAGE_ENV_VAR = "LENET_KERAS_SWEEP_STORAGE"
+"""The study's database URL when `--storage` is not given (how `run_sweep` hands it to its workers)."""
+
+
 def storage_url(sweep: Sweep, runs_dir: Path) -> str:
     """The study's database: the sweep's `storage`, else SQLite in `runs/<sweep>/study.db`."""
     if sweep.storage:
@@ -399,7 +404,6 @@ def run_trial(sweep: Sweep, study, trial, runs_dir: Path, data_dir=None) -> str:
     """Train one claimed trial as a normal run and tell the study; returns the final state name."""
     from optuna.trial import TrialState
 
-    from lenet_keras import manifest as manifest_lib
     from lenet_keras import train
 
     stop = threading.Event()
@@ -510,7 +514,6 @@ def trials_table(sweep: Sweep, study, runs_dir: Path):
     best metrics (fractions), epochs run, wall seconds, run directory, command, error."""
     import pandas as pd
 
-    from lenet_keras import manifest as manifest_lib
 
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -596,7 +599,7 @@ def run_sweep(sweep: Sweep, runs_dir: Path = Path("runs"), data_dir=None, worker
     total = len([t for t in study.get_trials(deepcopy=False) if _finished_or_queued(t)])
     already = _done_count(study)
     print(f"sweep {sweep.name}: {sweep.method}, {total} trials ({already} done before, {added} newly queued); "
-          f"study {storage_url(sweep, runs_dir)}", file=sys.stderr)
+          f"study {manifest_lib.mask_password(storage_url(sweep, runs_dir))}", file=sys.stderr)
     bar = _progress(sweep, total)
     bar.update(already)
     bar.set_postfix_str(_best_text(sweep, study))
@@ -611,11 +614,12 @@ def run_sweep(sweep: Sweep, runs_dir: Path = Path("runs"), data_dir=None, worker
     else:
         command = [sys.executable, "-m", "lenet_keras", "sweep", str(sweep.path), "--worker-only",
                    "--runs-dir", str(runs_dir)]
-        if sweep.storage:
-            command += ["--storage", sweep.storage]
+        environment = dict(os.environ)
+        if sweep.storage:  # by environment, not argv: the URL may hold a password (ps, manifests)
+            environment[STORAGE_ENV_VAR] = sweep.storage
         if data_dir:
             command += ["--data-dir", str(data_dir)]
-        processes = [subprocess.Popen(command) for _ in range(workers)]
+        processes = [subprocess.Popen(command, env=environment) for _ in range(workers)]
         while any(p.poll() is None for p in processes):
             time.sleep(2)
             done = _done_count(study)

@@ -45,7 +45,7 @@ def test_round_trip_through_a_manifest_dict():
         ("train.epochs=2.5", r"train.epochs must be an integer, got 2.5"),
         ("train.epochs=true", r"train.epochs must be an integer, got True"),
         ("train.batch_size=0", r"train.batch_size must be an integer > 0"),
-        ("data.validation_split=1.0", r"data.validation_split must be a fraction strictly between 0 and 1"),
+        ("data.validation_split=1.0", r"data.validation_split must be a fraction in \[0, 1\)"),
         ("optimizer.momentum=abc", r"optimizer.momentum must be a number, got 'abc'"),
         ("train.epochs", r"expected KEY=VALUE"),
         ("train.precision=bf16", r"train.precision must be one of 'float32', 'mixed_bfloat16', 'mixed_float16'"),

@@ -8,6 +8,8 @@
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
 #   make bench [ARGS="--peers --repeats 3"]                        speed of both models (+ the seeds' code)
+#   make cifar-fast [DATA=folder] [EPOCHS=..]                       airbench94's recipe in Keras + report
+#   make cifar-fast-bench [SEEDS="0 1 2"] [DATA=folder]              it side by side with airbench94 (PyTorch)
 #   make peers-venv                                                 .venv-peers with PyTorch, for bench --peers
 #   make tensorboard [PORT=6006] [RUNS=runs/<sweep>]                TensorBoard (HParams tab for sweeps)
 #   make test                                                       the test suite
@@ -29,7 +31,7 @@ OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar scratch report sweep bench peers-venv tensorboard test clean-venv
+.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench scratch report sweep bench peers-venv tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -49,6 +51,14 @@ mnist: $(STAMP)
 cifar: $(STAMP)
 	$(PY) -m lenet_keras train experiments/cifar_cnn.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
 
+cifar-fast: $(STAMP)
+	$(PY) -m lenet_keras train experiments/cifar_fast.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
+
+SEEDS ?= 0 1 2
+cifar-fast-bench: $(STAMP)
+	test -x .venv-peers/bin/python || $(MAKE) peers-venv
+	$(PY) -m lenet_keras.airbench_compare --seeds $(SEEDS) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) $(ARGS)
+
 scratch: $(STAMP)
 	$(PY) -m lenet_keras scratch experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) --report --reports-dir $(REPORTS)
 
@@ -64,7 +74,8 @@ bench: $(STAMP)
 # PyTorch 2.13.0 (CPU build) for the peer scripts of ../shared/peers (bench --peers)
 peers-venv:
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 numpy
+	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 numpy pillow
+	.venv-peers/bin/python -m pip install --quiet --no-deps airbench==0.1.8
 
 tensorboard: $(STAMP)
 	@echo "TensorBoard on $(RUNS)/: open http://localhost:$(PORT)/"

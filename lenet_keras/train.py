@@ -435,10 +435,12 @@ def run(
         probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
         tta = {}
         if experiment.train.test_time_augmentation != "none":
+            tta_start = time.perf_counter()
             tta_probabilities = airbench.tta_probabilities(
                 model, test_ds, airbench.TTA_LEVELS[experiment.train.test_time_augmentation])
             tta = {"tta_probabilities": tta_probabilities,
-                   "tta_accuracy": float(np.mean(tta_probabilities.argmax(axis=1) == dataset.test_labels))}
+                   "tta_accuracy": float(np.mean(tta_probabilities.argmax(axis=1) == dataset.test_labels)),
+                   "tta_seconds": round(time.perf_counter() - tta_start, 3)}
     except BaseException as error:
         manifest.update(
             status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
@@ -491,7 +493,8 @@ def run(
         best={"epoch": best_epoch, "val_accuracy": val_accuracy[best_epoch], "checkpoint": "best.keras"},
         final={key: float(last[key]) for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
         test={"loss": float(test_loss), "accuracy": float(test_accuracy), "weights": "final epoch",
-              **({"tta_accuracy": tta["tta_accuracy"], "test_time_augmentation": experiment.train.test_time_augmentation}
+              **({"tta_accuracy": tta["tta_accuracy"], "tta_seconds": tta["tta_seconds"],
+                  "test_time_augmentation": experiment.train.test_time_augmentation}
                  if tta else {})},
         final_weights={"file": FINAL_WEIGHTS, "values_sha256": resume_lib.weights_digest(model)},
         stopped_early=_stop_reason(extra_callbacks),

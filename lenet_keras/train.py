@@ -116,13 +116,14 @@ def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, rec
 
     class Throughput(keras.callbacks.Callback):
         """Prints the device, training images/s over steps 2-11 (after tracing) and the projected
-        wall time of the whole run; stores both in `record` for the manifest."""
+        wall time of the whole run; stores both in `record` for the manifest, with the wall
+        seconds spent in per-epoch validation (`validation_seconds`)."""
 
         FIRST, LAST = 1, 11
 
         def on_train_batch_end(self, batch, logs=None):
             """Time steps FIRST+1..LAST of the first epoch; report once at LAST (or its last step)."""
-            if record:  # measured already, in the first epoch
+            if "images_per_second_first_steps" in record:  # measured already, in the first epoch
                 return
             if batch == self.FIRST:
                 self._start = time.perf_counter()
@@ -135,6 +136,15 @@ def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, rec
                 if not quiet:
                     print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {self.FIRST + 2}-{batch + 1}; "
                           f"projected training time {projected / 60:.1f} min for {epochs} epochs", flush=True)
+
+        def on_test_begin(self, logs=None):
+            """Start timing a validation pass inside `fit`."""
+            self._validation_start = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            """Add the pass's wall seconds to `record["validation_seconds"]` (the epochs' share of validation)."""
+            record["validation_seconds"] = round(
+                record.get("validation_seconds", 0.0) + time.perf_counter() - self._validation_start, 3)
 
     return Throughput()
 

@@ -10,6 +10,8 @@ without scale, label smoothing, flips and translations) is Keras or `lenet_keras
   images' 2x2-patch covariance (ZCA-like patch whitening), +/- each, 24 filters for RGB.
 - `DiracInit`: identity ("dirac") initialisation of a 3x3 conv's first `in` filters, the rest
   PyTorch's default uniform init.
+- `freeze_whiten_bias_callback`: stops computing the whitening bias's gradient after
+  `whiten_bias_epochs`, as airbench's `requires_grad = False`.
 - `Lookahead`: every 5 optimizer steps the weights move to an exponential moving average with
   decay 0.95**5 * (step / total)**3, and the run ends on the average.
 - `tta_logits`: test-time augmentation: the logits averaged over mirrored and 1-pixel
@@ -123,6 +125,33 @@ def lookahead_callback(total_steps: int, every: int = 5):
             self.update(1.0)
 
     return Lookahead()
+
+
+def freeze_whiten_bias_callback(epochs: int, layer_name: str = "whiten"):
+    """A Keras callback: from epoch `epochs` on, the bias of layer `layer_name` is no longer trainable.
+
+    airbench94 sets `model[0].bias.requires_grad = False` after `whiten_bias_epochs` (3)
+    epochs, so PyTorch stops back-propagating into the first conv group's input.
+    `optim.AirbenchSGD` already stops *updating* that bias then (`whiten_bias_steps`); this
+    callback also stops *computing* its gradient: it marks the variable not trainable and
+    rebuilds the training function, so the step skips the first 3x3 conv's input gradient
+    (the 31x31x24 map) and the GELU and bias gradients before it. The result is the same
+    weights; the step is faster. On a resumed run the bias is frozen at the first epoch's start
+    when that epoch is `epochs` or later. A model without such a layer (or bias) is left alone.
+    """
+    import keras
+
+    class FreezeWhitenBias(keras.callbacks.Callback):
+        """Whitening bias trainable for the first `epochs` epochs only (airbench94)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            names = [layer.name for layer in self.model.layers]
+            bias = self.model.get_layer(layer_name).bias if layer_name in names else None
+            if bias is not None and epoch >= epochs and bias.trainable:
+                bias.trainable = False
+                self.model.make_train_function(force=True)
+
+    return FreezeWhitenBias()
 
 
 def tta_views(images, level: int):

@@ -190,8 +190,10 @@ class CifarFast(keras.Sequential):
     Softmax (float32)                     probabilities
     ====================================  ==============================================
 
-    BatchNormalization has no scale (airbench freezes it at 1), a trained bias, epsilon 1e-12
-    and Keras momentum 0.6 (PyTorch momentum 0.4). The softmax is its own `Activation` layer,
+    BatchNorm has no scale (airbench freezes it at 1), a trained bias, epsilon 1e-12, Keras
+    momentum 0.6 (PyTorch momentum 0.4) and PyTorch's unbiased moving variance; it and the exact
+    GELU run as fused kernels (`fast_layers`: 2.62 -> 2.13 s per step of 1024 images on the
+    2-core CPU, bfloat16). The softmax is its own `Activation` layer,
     so test-time augmentation can average the logits (`airbench.tta_probabilities`).
 
     Args:
@@ -207,7 +209,7 @@ class CifarFast(keras.Sequential):
     """airbench's `scaling_factor` on the logits."""
 
     def __init__(self, input_shape=(32, 32, 3), num_classes=10, widths=(64, 256, 256), name="cifar_fast", **kwargs):
-        from lenet_keras import airbench
+        from lenet_keras import airbench, fast_layers
 
         super().__init__(name=name, **kwargs)
         self.input_shape_ = tuple(int(d) for d in input_shape)
@@ -217,16 +219,15 @@ class CifarFast(keras.Sequential):
         whiten_width = 2 * channels * self.WHITEN_SIZE ** 2
         self.add(keras.Input(shape=self.input_shape_))
         self.add(layers.Conv2D(whiten_width, self.WHITEN_SIZE, padding="valid", use_bias=True, name="whiten"))
-        self.add(layers.Activation("gelu"))
+        self.add(layers.Activation(fast_layers.xla_gelu))
         for group, width in enumerate(self.widths, start=1):
             for index in (1, 2):
                 self.add(layers.Conv2D(width, 3, padding="same", use_bias=False,
                                        kernel_initializer=airbench.dirac_initializer(), name=f"group{group}_conv{index}"))
                 if index == 1:
                     self.add(layers.MaxPooling2D(2))
-                self.add(layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False,
-                                                   name=f"group{group}_norm{index}"))
-                self.add(layers.Activation("gelu"))
+                self.add(fast_layers.ScalelessBatchNorm(momentum=0.6, epsilon=1e-12, name=f"group{group}_norm{index}"))
+                self.add(layers.Activation(fast_layers.xla_gelu))
         self.add(layers.MaxPooling2D(3))
         self.add(layers.Flatten())
         self.add(layers.Dense(self.num_classes, use_bias=False, name="head",

@@ -138,6 +138,8 @@ class AirbenchSGD(keras.optimizers.Optimizer):
         self.bias_scaler = float(bias_scaler)
         self.whiten_bias_steps = int(whiten_bias_steps)
         self.kilostep = 1024 * (1 + 1 / (1 - self.momentum))
+        self._base_learning_rate = float(learning_rate.learning_rate if isinstance(learning_rate, Triangular)
+                                         else learning_rate)
 
     def build(self, variables):
         """One momentum buffer per variable."""
@@ -173,8 +175,7 @@ class AirbenchSGD(keras.optimizers.Optimizer):
 
     def learning_rate_base(self) -> float:
         """The unscheduled `learning_rate` (airbench's hyp lr), from which lr_G and weight_decay_G follow."""
-        schedule = self._learning_rate
-        return float(schedule.learning_rate if isinstance(schedule, Triangular) else keras.ops.convert_to_numpy(schedule))
+        return self._base_learning_rate
 
     def get_config(self):
         config = super().get_config()

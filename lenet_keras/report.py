@@ -114,7 +114,9 @@ def summary_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: status, the engine (keras or numpy, when both are present), the config
     keys that differ between runs, and the metrics.
 
-    Accuracies are fractions (0..1); `wall s` is the run's wall-clock seconds.
+    Accuracies are fractions (0..1); `test acc (TTA)` (only when a run used test-time
+    augmentation, `train.test_time_augmentation`) is the accuracy of the averaged views;
+    `wall s` is the run's wall-clock seconds.
     """
     configs = pd.json_normalize([r.manifest.get("config", {}) for r in runs])
     varying = [c for c in configs.columns if c != "name" and configs[c].astype(str).nunique() > 1]
@@ -134,6 +136,8 @@ def summary_table(runs: list[Run]) -> pd.DataFrame:
                 "best epoch": best["epoch"] + 1 if "epoch" in best else None,
                 "final val acc": m.get("final", {}).get("val_accuracy"),
                 "test acc": test.get("accuracy"),
+                **({"test acc (TTA)": test.get("tta_accuracy")} if any("tta_accuracy" in r.manifest.get("test", {})
+                                                                      for r in runs) else {}),
                 "test loss": test.get("loss"),
                 "wall s": m.get("wall_seconds"),
             }

@@ -414,6 +414,8 @@ def run(
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         *([airbench.lookahead_callback(steps_per_epoch * epochs)] if experiment.train.lookahead else []),
+        *([airbench.freeze_whiten_bias_callback(experiment.optimizer.whiten_bias_epochs)]
+          if experiment.optimizer.name == "airbench_sgd" and experiment.optimizer.whiten_bias_epochs else []),
         resume_lib.dropout_seeds(experiment.seed),
         _throughput_callback(experiment.train.batch_size, steps_per_epoch, epochs - first_epoch, speed,
                              quiet=verbose == 0),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lenet_keras import airbench, augment, config, data, models, optim, report, train
+from lenet_keras import airbench, augment, config, data, fast_layers, models, optim, report, train
 from lenet_keras.config import AugmentConfig
 
 from .conftest import REPO
@@ -215,3 +215,67 @@ def test_cifar_fast_one_epoch_writes_a_normal_run_and_report(tmp_path, cifar):
     assert abs(manifest["test"]["tta_accuracy"] - np.mean(saved["tta_probabilities"].argmax(1) == saved["labels"])) < 1e-9
     index = report.build("cifar_fast", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
     assert "run-001" in index.read_text()
+    table = report.summary_table(report.read_runs(tmp_path / "runs" / "cifar_fast"))
+    assert table.loc[0, "test acc (TTA)"] == manifest["test"]["tta_accuracy"]
+
+
+def test_scaleless_batch_norm_is_pytorchs_batchnorm_without_weight(cifar):
+    """Training: batch statistics, biased variance in the output, unbiased in the moving variance
+    (torch.nn.BatchNorm2d); inference: the moving statistics; bfloat16 in, bfloat16 out."""
+    x = _normalized(cifar.train_images[:64]) * 2.0 + 0.5  # (64, 32, 32, 3), not zero-mean
+    layer = fast_layers.ScalelessBatchNorm(momentum=0.6, epsilon=1e-12)
+    layer.build(x.shape)
+    layer.beta.assign(np.float32([0.1, -0.2, 0.3]))
+    y = layer(x, training=True).numpy()
+    mean, variance = x.mean((0, 1, 2), dtype=np.float64), x.var((0, 1, 2), dtype=np.float64)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(variance) + [0.1, -0.2, 0.3], atol=1e-4)
+    n = 64 * 32 * 32
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.4 * mean, rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.6 + 0.4 * variance * n / (n - 1), rtol=1e-4)
+    inference = layer(x, training=False).numpy()
+    expected = (x - layer.moving_mean.numpy()) / np.sqrt(layer.moving_variance.numpy()) + [0.1, -0.2, 0.3]
+    np.testing.assert_allclose(inference, expected, atol=1e-4)
+    mixed = fast_layers.ScalelessBatchNorm(dtype="mixed_bfloat16")
+    mixed.build(x.shape)
+    mixed.set_weights(layer.get_weights())
+    low = mixed(tf.cast(x, tf.bfloat16), training=False)
+    assert low.dtype == tf.bfloat16 and mixed.beta.dtype == "float32"
+    np.testing.assert_allclose(tf.cast(low, tf.float32).numpy(), expected, atol=0.05)
+
+
+def test_xla_gelu_is_the_exact_gelu_with_its_gradient():
+    x = tf.constant(np.linspace(-6, 6, 1001, dtype=np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        fused, reference = fast_layers.xla_gelu(x), keras.activations.gelu(x, approximate=False)
+    np.testing.assert_allclose(fused.numpy(), reference.numpy(), atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(fused, x).numpy(), tape.gradient(reference, x).numpy(), atol=1e-5)
+    assert not np.allclose(fused.numpy(), keras.activations.gelu(x, approximate=True).numpy(), atol=1e-5)
+
+
+def test_freezing_the_whitening_bias_skips_its_gradient_and_keeps_the_weights(cifar):
+    """Two epochs, whitening bias trained in the first only: with the callback (no gradient
+    computed after epoch 1) the weights equal those of the optimizer's own freeze alone."""
+    x = _normalized(cifar.train_images[:256])
+    y = keras.utils.to_categorical(cifar.train_labels[:256], 10)
+
+    def train_two_epochs(callbacks):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 2, name="whiten"),
+                                  keras.layers.Activation("gelu"), keras.layers.Flatten(),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=optim.AirbenchSGD(learning_rate=1.0, batch_size=64, whiten_bias_steps=4),
+                      loss="categorical_crossentropy")
+        biases = []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: biases.append(model.get_layer("whiten").bias.numpy().copy()))
+        model.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0, callbacks=[*callbacks, record])
+        return model, biases
+
+    frozen, frozen_biases = train_two_epochs([airbench.freeze_whiten_bias_callback(1)])
+    plain, plain_biases = train_two_epochs([])
+    assert not frozen.get_layer("whiten").bias.trainable and plain.get_layer("whiten").bias.trainable
+    assert len(frozen.trainable_weights) == len(plain.trainable_weights) - 1
+    assert not np.allclose(frozen_biases[0], 0) and np.array_equal(frozen_biases[0], frozen_biases[1])
+    for a, b in zip(frozen.weights, plain.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

@@ -93,8 +93,11 @@ def forward_flops(model, image_shape) -> int:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    from lenet_keras import fast_layers
+
     forward = tf.function(lambda x: model(x, training=False))
-    concrete = forward.get_concrete_function(tf.TensorSpec([1, *image_shape], tf.float32))
+    with fast_layers.without_xla():  # an XLA-compiled call hides the shapes after it from the profiler
+        concrete = forward.get_concrete_function(tf.TensorSpec([1, *image_shape], tf.float32))
     graph = convert_variables_to_constants_v2(concrete).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder(
         tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()

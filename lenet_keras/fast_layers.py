@@ -2,9 +2,10 @@
 
 Keras 3 builds `BatchNormalization` from separate moment and normalization ops and runs GELU
 as several elementwise kernels; on a CPU both are memory-bound passes over every activation.
-Measured on this project's 2-core CPU (`python -m lenet_keras.bench --measure cifar_fast`,
-batch 1024, mixed_bfloat16): one CifarFast training step took 2.62 s with the Keras layers and
-2.13 s with these two (PyTorch's airbench94 step in bfloat16 on the same machine: 2.05 s).
+Measured on this project's 2-core CPU, batch 1024, mixed_bfloat16, a training step on one
+batch held in memory: 2.62 s with Keras's BatchNormalization and GELU, 2.13 s with these two
+(`python -m lenet_keras.bench --measure cifar_fast --precision bf16` then reports 483 compute
+images/s, 2.12 s a step); a step of PyTorch's airbench94 in bfloat16 on the same machine: 2.05 s.
 
 - `ScalelessBatchNorm`: TensorFlow's fused batch normalization (`FusedBatchNormV3`, a oneDNN
   kernel on the CPU, cuDNN on a GPU) with the scale fixed at 1 (airbench's BatchNorm has no
@@ -19,6 +20,8 @@ Both are TensorFlow-backend only, as this whole package is.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -28,6 +31,20 @@ def _gelu(x):
     return tf.nn.gelu(x, approximate=False)
 
 
+_XLA = [True]
+
+
+@contextlib.contextmanager
+def without_xla():
+    """Within this block, `xla_gelu` traces as plain TensorFlow ops (same values), e.g. so that
+    TensorFlow's profiler can count the FLOPs of a graph (`bench.forward_flops`)."""
+    _XLA[0] = False
+    try:
+        yield
+    finally:
+        _XLA[0] = True
+
+
 @keras.saving.register_keras_serializable(package="lenet_keras")
 def xla_gelu(x):
     """Exact GELU of a tensor of any shape and float dtype (same shape and dtype out), XLA-fused.
@@ -35,7 +52,7 @@ def xla_gelu(x):
     Equals `keras.activations.gelu(x, approximate=False)` (0.5 x (1 + erf(x / sqrt 2))) up to
     rounding; use it as `layers.Activation(xla_gelu)`.
     """
-    return _gelu(x)
+    return _gelu(x) if _XLA[0] else tf.nn.gelu(x, approximate=False)
 
 
 @keras.saving.register_keras_serializable(package="lenet_keras")

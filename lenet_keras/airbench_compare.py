@@ -16,7 +16,7 @@ count the same work for both: the peer's `total_time_seconds` (whitening init, t
 TTA evaluation; not its per-epoch evaluation), ours the sum of `epoch_seconds` less the
 per-epoch validation (`speed.validation_seconds` in the manifest), plus the TTA evaluation
 (whitening init is outside ours: about 0.1 s). Wall seconds are whole commands, data loading
-included. Results go to `runs/bench/airbench-NNN.json`/`.csv`.
+included; peak RSS is each process's peak resident memory (MiB). Results go to `runs/bench/airbench-NNN.json`/`.csv`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ PEER_REFERENCE = {"tta_accuracy": 89.68, "accuracy": 88.59, "training_seconds": 
 """The issue's measurement of the peer on the JPEG copy, 2 cores (percent and seconds)."""
 
 SEED_WRAPPER = (
-    "import runpy, sys, torch\n"
+    "import atexit, resource, runpy, sys, torch\n"
+    "atexit.register(lambda: print(f'peak_rss_mib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}'))\n"
     "seed = int(sys.argv.pop(1)); real = torch.manual_seed\n"
     "torch.manual_seed = lambda _: real(seed)\n"
     "sys.argv[0] = sys.argv[1]; del sys.argv[1]\n"
@@ -60,11 +61,13 @@ def parse_peer(output: str) -> dict:
     if not final or not epochs:
         raise ValueError("no final 'eval' row in the peer's output:\n" + output[-2000:])
     wall = re.search(r"wall_s=([0-9.]+)", output)
+    rss = re.search(r"peak_rss_mib=([0-9.]+)", output)
     return {
         "accuracy": 100 * float(epochs[-1]["val_acc"]),
         "tta_accuracy": 100 * float(final[-1]["tta_val_acc"]),
         "training_seconds": float(final[-1]["total_time_seconds"]),
         "wall_seconds": float(wall.group(1)) if wall else None,
+        "peak_rss_mib": float(rss.group(1)) if rss else None,
         "epochs": len(epochs),
     }
 
@@ -105,6 +108,7 @@ def run_ours(folder: Path, seed: int, runs_dir: Path, overrides: list[str]) -> d
                                   + test.get("tta_seconds", 0.0), 1),
         "validation_seconds": manifest["speed"].get("validation_seconds"),
         "wall_seconds": manifest["wall_seconds"],
+        "peak_rss_mib": manifest["speed"].get("peak_rss_mib"),
         "epochs": manifest["epochs_completed"],
         "run_dir": str(run_dir),
         "command": " ".join(["python"] + command[1:]),
@@ -129,18 +133,21 @@ def compare(seeds: list[int], folder: Path, peer_python: str | None, runs_dir: P
         print(f"seed {seed}: cifar_fast (ours) ...", flush=True)
         results["ours"].append({"seed": seed, **run_ours(folder, seed, runs_dir / "airbench_compare", overrides)})
         print("  ", {k: results["ours"][-1][k] for k in ("accuracy", "tta_accuracy", "training_seconds")}, flush=True)
-    lines = ["| who | seed | test accuracy % | with TTA % | training s | wall s |", "|---|---|---|---|---|---|"]
+    lines = ["| who | seed | test accuracy % | with TTA % | training s | wall s | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|"]
     for who in ("peer", "ours"):
         for row in results[who]:
             lines.append(f"| {who} | {row['seed']} | {row['accuracy']:.2f} | {row['tta_accuracy']:.2f} | "
-                         f"{row['training_seconds']:.1f} | {row['wall_seconds'] or float('nan'):.1f} |")
+                         f"{row['training_seconds']:.1f} | {row['wall_seconds'] or float('nan'):.1f} | "
+                         f"{row.get('peak_rss_mib') or float('nan'):.0f} |")
     for who in ("peer", "ours"):
         rows = results[who]
         if rows:
             lines.append(f"| {who} median (min-max) | {len(rows)} seeds | {_summary([r['accuracy'] for r in rows])} | "
                          f"{_summary([r['tta_accuracy'] for r in rows])} | "
                          f"{_summary([r['training_seconds'] for r in rows])} | "
-                         f"{_summary([r['wall_seconds'] or 0 for r in rows])} |")
+                         f"{_summary([r['wall_seconds'] or 0 for r in rows])} | "
+                         f"{max((r.get('peak_rss_mib') or 0) for r in rows):.0f} (max) |")
     peer = results["peer"] or None
     reference = [PEER_REFERENCE] if peer is None else peer
     ratio = statistics.median(r["training_seconds"] for r in results["ours"]) / statistics.median(

@@ -110,6 +110,13 @@ def _epoch_logs_callback():
     return EpochLogs()
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux `ru_maxrss` is in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, record: dict, quiet: bool = False):
     import keras
     import tensorflow as tf
@@ -498,6 +505,7 @@ def run(
     val_accuracy = [float(row["val_accuracy"]) for row in rows]
     best_epoch = int(np.argmax(val_accuracy))
     last = rows[-1]
+    speed["peak_rss_mib"] = _peak_rss_mib()
     manifest.update(
         status="completed",
         speed=speed,

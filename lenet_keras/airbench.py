@@ -81,6 +81,7 @@ def dirac_initializer():
             return keras.ops.convert_to_tensor(values, dtype=dtype or "float32")
 
         def get_config(self):
+            """Constructor arguments, for saving."""
             return {"seed": self.seed}
 
     return DiracInit()
@@ -107,10 +108,12 @@ def lookahead_callback(total_steps: int, every: int = 5):
         """Weights := a slow moving average of themselves every few steps (airbench94)."""
 
         def on_train_begin(self, logs=None):
+            """Start the average from the current float variables."""
             self.variables = [v for v in self.model.weights if "float" in str(v.dtype)]
             self.average = [np.array(v.numpy(), np.float32) for v in self.variables]
 
         def on_train_batch_end(self, batch, logs=None):
+            """Update the average every `every`-th optimizer step and load it into the weights."""
             step = int(self.model.optimizer.iterations.numpy())
             if step % every == 0 and step <= total_steps:
                 self.update(float(lookahead_decay(step, total_steps)))
@@ -122,6 +125,7 @@ def lookahead_callback(total_steps: int, every: int = 5):
                 variable.assign(average)
 
         def on_train_end(self, logs=None):
+            """End on the average (airbench's final update with decay 1)."""
             self.update(1.0)
 
     return Lookahead()
@@ -145,6 +149,7 @@ def freeze_whiten_bias_callback(epochs: int, layer_name: str = "whiten"):
         """Whitening bias trainable for the first `epochs` epochs only (airbench94)."""
 
         def on_epoch_begin(self, epoch, logs=None):
+            """Freeze the bias (and rebuild the train function) once `epoch` >= `epochs`."""
             names = [layer.name for layer in self.model.layers]
             bias = self.model.get_layer(layer_name).bias if layer_name in names else None
             if bias is not None and epoch >= epochs and bias.trainable:
@@ -192,6 +197,7 @@ def tta_probabilities(model, dataset, level: int) -> np.ndarray:
 
     @tf.function(reduce_retracing=True)
     def batch_logits(images):
+        """Weighted sum of float32 logits (B, classes) over the TTA views of images (B, H, W, C)."""
         return tf.add_n([weight * tf.cast(logits_model(view, training=False), tf.float32)
                          for view, weight in tta_views(images, level)])
 

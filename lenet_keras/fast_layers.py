@@ -82,6 +82,7 @@ class ScalelessBatchNorm(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
+        """Create `beta`, `moving_mean`, `moving_variance`: (channels,) float32, never autocast."""
         channels = int(input_shape[-1])
         float32 = {"dtype": "float32", "autocast": False}
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta", **float32)
@@ -91,9 +92,11 @@ class ScalelessBatchNorm(keras.layers.Layer):
                                                name="moving_variance", **float32)
 
     def compute_output_shape(self, input_shape):
+        """Same shape as the input."""
         return input_shape
 
     def call(self, inputs, training=False):
+        """Normalize `inputs` (B, H, W, C): batch statistics when `training`, else the moving ones."""
         x = tf.convert_to_tensor(inputs)
         if x.dtype != tf.dtypes.as_dtype(self.compute_dtype):
             x = tf.cast(x, self.compute_dtype)
@@ -115,4 +118,5 @@ class ScalelessBatchNorm(keras.layers.Layer):
         return y
 
     def get_config(self):
+        """Constructor arguments, for saving."""
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}

@@ -105,6 +105,7 @@ class Triangular(keras.optimizers.schedules.LearningRateSchedule):
         return self.learning_rate * factor
 
     def get_config(self):
+        """Constructor arguments, for saving."""
         return {"learning_rate": self.learning_rate, "total_steps": self.total_steps, "start": self.start,
                 "peak": self.peak, "end": self.end}
 
@@ -178,6 +179,7 @@ class AirbenchSGD(keras.optimizers.Optimizer):
         return self._base_learning_rate
 
     def get_config(self):
+        """Constructor arguments, for saving."""
         config = super().get_config()
         config.update(momentum=self.momentum, weight_decay=self.weight_decay_, batch_size=self.batch_size,
                       bias_scaler=self.bias_scaler, whiten_bias_steps=self.whiten_bias_steps)

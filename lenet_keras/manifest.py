@@ -5,6 +5,7 @@ Also the atomic JSON writer every run file that others read goes through.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -26,10 +27,17 @@ PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "tensorboard", "pa
 def atomic_path(path: Path):
     """Yield a temporary path beside `path`; when the block ends without error, it replaces `path`.
 
-    The temporary name ends with `path`'s name (so `.keras`, `.weights.h5`, `.npz` writers accept
-    it); its content is flushed to disk (fsync) before the rename, so after a crash or power loss
-    `path` holds either its old or its new content, never a partial one. On error the temporary
-    file is removed and `path` is untouched.
+    The temporary name (`.tmp-PID-NAME`) ends with `path`'s name (so `.keras`, `.weights.h5`,
+    `.npz` writers accept it). Its content is flushed to disk (fsync) before the rename, and the
+    directory is fsynced after the rename (so the rename itself is on disk): after a crash or power
+    loss `path` holds either its old or its new content, never a partial one. On platforms where a
+    directory cannot be opened (Windows), the directory fsync is skipped, and the rename may be lost
+    on power loss (the file then holds its old content). On error the temporary file is removed and
+    `path` is untouched.
+
+    Raises:
+        OSError: writing, the file fsync or the rename failed (whatever the block raised is
+            re-raised as well); `path` is then untouched.
     """
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
@@ -38,8 +46,33 @@ def atomic_path(path: Path):
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flush `directory`'s entries (a rename in it) to disk; a no-op where a directory cannot be opened.
+
+    POSIX needs this for a rename to survive power loss; Windows cannot open a directory with
+    `os.open` (PermissionError) and has no directory fsync, so there it is skipped, as it is on
+    file systems that refuse fsync on a directory (EINVAL, ENOTSUP).
+
+    Raises:
+        OSError: the fsync itself failed (e.g. EIO), on a platform and file system that support it.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        descriptor = os.open(directory, flags)
+    except (PermissionError, IsADirectoryError):
+        return  # Windows: directories cannot be opened or fsynced
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, getattr(errno, "ENOTSUP", errno.EINVAL)):
+            raise
+    finally:
+        os.close(descriptor)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -1,7 +1,17 @@
 """The side-by-side tool reads airbench94's own printed table (the format of
-airbench==0.1.8's `print_training_details`) and the peer wrapper's last lines."""
+airbench==0.1.8's `print_training_details`) and the peer wrapper's last lines, times both sides'
+whole commands the same way (decoding included) and writes its notes into the table and files.
+
+PEER_OUTPUT is the peer's real output of seed 0 on the JPEG copy (README's table: 88.59 / 89.68,
+1002.6 s of training, wall_s 1069.0), epochs 2-8 left out."""
 
 from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import types
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +34,89 @@ peak_rss_mib=2871.5
 def test_parse_peer_reads_the_last_epoch_the_tta_row_and_the_wrappers_lines():
     parsed = airbench_compare.parse_peer(PEER_OUTPUT)
     assert parsed == {"accuracy": pytest.approx(88.59), "tta_accuracy": pytest.approx(89.68),
-                      "training_seconds": 1002.5853, "wall_seconds": 1069.0, "peak_rss_mib": 2871.5, "epochs": 3}
+                      "training_seconds": 1002.5853, "wall_seconds_after_decoding": 1069.0, "peak_rss_mib": 2871.5, "epochs": 3}
 
 
 def test_parse_peer_refuses_output_without_the_final_eval_row():
     truncated = "\n".join(line for line in PEER_OUTPUT.splitlines() if "eval" not in line)
     with pytest.raises(ValueError, match="no final 'eval' row"):
         airbench_compare.parse_peer(truncated)
+
+
+PEER_DECODING_SECONDS = 51.0
+"""Start to the peer's own timer: imports and decoding the JPEGs into its (fresh) cache."""
+PEER_WHOLE_SECONDS = PEER_DECODING_SECONDS + 1069.0
+OURS_WHOLE_SECONDS = 1010.0
+OURS_MANIFEST_WALL_SECONDS = 999.9
+
+
+@pytest.fixture()
+def fake_world(tmp_path, monkeypatch):
+    """Both commands replaced by fakes on a fake clock; the peer's cache directory is checked to start empty."""
+    clock = {"now": 1000.0, "caches": []}
+    monkeypatch.setattr(airbench_compare, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+
+    def fake_run(command, capture_output, text):
+        if command[1] == "-c":  # the peer, through the seed wrapper
+            cache = Path(command[-1])
+            clock["caches"].append((cache, cache.is_dir() and not any(cache.iterdir())))
+            clock["now"] += PEER_WHOLE_SECONDS
+            return subprocess.CompletedProcess(command, 0, PEER_OUTPUT, "")
+        run_dir = tmp_path / "runs" / f"run-{len(clock['caches']):03d}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "manifest.json").write_text(json.dumps({
+            "config": {"train": {"precision": "mixed_bfloat16", "epochs": 8}},
+            "test": {"accuracy": 0.8957, "tta_accuracy": 0.9007, "tta_seconds": 20.0},
+            "speed": {"validation_seconds": 40.0, "peak_rss_mib": 3010.0},
+            "wall_seconds": OURS_MANIFEST_WALL_SECONDS, "epochs_completed": 8}))
+        (run_dir / "history.csv").write_text("epoch,epoch_seconds\n" + "".join(f"{e},118.0\n" for e in range(1, 9)))
+        clock["now"] += OURS_WHOLE_SECONDS
+        return subprocess.CompletedProcess(command, 0, f"run directory: {run_dir}\n", "")
+
+    monkeypatch.setattr(airbench_compare.subprocess, "run", fake_run)
+    return clock
+
+
+def test_run_peer_counts_the_whole_command_decoding_included(fake_world, tmp_path):
+    result = airbench_compare.run_peer("python", tmp_path, seed=0, precision="bf16")
+
+    (cache, was_empty), = fake_world["caches"]
+    assert was_empty, "the peer must get a fresh cache directory, so that it decodes the images as ours does"
+    assert not cache.exists(), "the fresh cache is removed afterwards"
+    assert result["wall_seconds"] == PEER_WHOLE_SECONDS  # start to exit, decoding included
+    assert result["peer_wall_seconds_after_decoding"] == 1069.0  # kept apart, not compared
+    assert (result["weights"], result["compute"]) == ("bfloat16", "bfloat16")
+
+
+def test_run_ours_counts_the_whole_command_as_the_peer_is(fake_world, tmp_path):
+    result = airbench_compare.run_ours(tmp_path, seed=0, runs_dir=tmp_path / "runs", overrides=[])
+
+    assert result["wall_seconds"] == OURS_WHOLE_SECONDS
+    assert result["manifest_wall_seconds"] == OURS_MANIFEST_WALL_SECONDS
+    assert result["training_seconds"] == pytest.approx(8 * 118.0 - 40.0 + 20.0)
+    assert (result["weights"], result["compute"]) == ("float32", "bfloat16")
+
+
+def test_table_and_files_carry_the_notes_and_like_for_like_wall_seconds(fake_world, tmp_path, capsys):
+    results = airbench_compare.compare([0, 1], tmp_path, "python", tmp_path / "runs", [])
+    path = airbench_compare.write_results(results, tmp_path / "bench")
+
+    printed = capsys.readouterr().out
+    for text in (printed, path.read_text(), path.with_suffix(".csv").read_text()):
+        assert "the peer trains bfloat16 weights" in text
+        assert "ours keeps float32 master weights" in text and "mixed_bfloat16" in text
+        assert "train.epochs = 8 in experiments/cifar_fast.toml was chosen by looking at test accuracy" in text
+        assert "re-chooses it on a held-out split and re-runs on fresh seeds" in text
+        assert "wall s incl. decoding" in text
+    assert "| peer | 0 | bfloat16 / bfloat16 |" in printed and "| ours | 0 | float32 / bfloat16 |" in printed
+    assert f"| {PEER_WHOLE_SECONDS:.1f} |" in printed and f"| {OURS_WHOLE_SECONDS:.1f} |" in printed
+    assert results["wall_seconds_ratio_ours_over_peer"] == round(OURS_WHOLE_SECONDS / PEER_WHOLE_SECONDS, 3)
+    assert results["training_seconds_ratio_ours_over_peer"] == round((8 * 118.0 - 40.0 + 20.0) / 1002.5853, 3)
+
+    with open(path.with_suffix(".csv"), newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["who"], float(row["wall_seconds"])) for row in rows] == [
+        ("peer", PEER_WHOLE_SECONDS), ("peer", PEER_WHOLE_SECONDS), ("ours", OURS_WHOLE_SECONDS), ("ours", OURS_WHOLE_SECONDS)]
+    assert float(rows[0]["peer_wall_seconds_after_decoding"]) == 1069.0
+    assert float(rows[-1]["manifest_wall_seconds"]) == OURS_MANIFEST_WALL_SECONDS
+    assert json.loads(path.read_text())["notes"] == results["notes"]

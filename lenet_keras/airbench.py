@@ -12,10 +12,11 @@ without scale, label smoothing, flips and translations) is Keras or `lenet_keras
   PyTorch's default uniform init.
 - `freeze_whiten_bias_callback`: stops computing the whitening bias's gradient after
   `whiten_bias_epochs`, as airbench's `requires_grad = False`.
-- `Lookahead`: every 5 optimizer steps the weights move to an exponential moving average with
-  decay 0.95**5 * (step / total)**3, and the run ends on the average.
-- `tta_logits`: test-time augmentation: the logits averaged over mirrored and 1-pixel
-  translated views (airbench's `tta_level` 1 and 2).
+- `lookahead_callback`: every 5 optimizer steps the weights move to an exponential moving
+  average with decay 0.95**5 * (step / total)**3, and the run ends on the average; the average
+  is saved with every crash-safe backup.
+- `tta_probabilities`: test-time augmentation: the logits averaged over mirrored and 1-pixel
+  translated views (airbench's `tta_level` 1 and 2), as probabilities.
 """
 
 from __future__ import annotations
@@ -99,18 +100,45 @@ def lookahead_callback(total_steps: int, every: int = 5):
     statistics, as airbench's state_dict; not the optimizer's). After every `every`-th optimizer
     step s: average += (1 - d) * (weights - average), d = `lookahead_decay(s, total_steps)`,
     then weights := average. When training ends the weights are the average (airbench's final
-    update with d = 1). The average restarts from the current weights when `fit` starts, so a
-    run resumed from a backup is not bit-identical to an uninterrupted one.
+    update with d = 1). The average starts from the weights when a new run's `fit` starts; it
+    is a `resume.StatefulCallback` (key "lookahead"), so the crash-safe backup saves it after
+    every epoch and a resumed run continues from it, bit-identical to an uninterrupted run.
     """
     import keras
+
+    from lenet_keras.errors import RunDirectoryError
 
     class Lookahead(keras.callbacks.Callback):
         """Weights := a slow moving average of themselves every few steps (airbench94)."""
 
+        backup_key = "lookahead"
+
+        def __init__(self):
+            super().__init__()
+            self.restored: list[np.ndarray] | None = None
+
         def on_train_begin(self, logs=None):
-            """Start the average from the current float variables."""
+            """Start the average from the current float variables, or from the restored average."""
             self.variables = [v for v in self.model.weights if "float" in str(v.dtype)]
-            self.average = [np.array(v.numpy(), np.float32) for v in self.variables]
+            if self.restored is None:
+                self.average = [np.array(v.numpy(), np.float32) for v in self.variables]
+                return
+            shapes = [tuple(v.shape) for v in self.variables]
+            if [a.shape for a in self.restored] != shapes:
+                raise RunDirectoryError(f"the backup's lookahead average has shapes {[a.shape for a in self.restored]}, "
+                                        f"the model's float variables {shapes}; cannot resume this run")
+            self.average = [np.array(a, np.float32) for a in self.restored]
+
+        def backup_state(self) -> dict[str, np.ndarray]:
+            """The average, one float32 array per float variable: {"average_000": ..., ...}."""
+            return {f"average_{i:03d}": a for i, a in enumerate(self.average)}
+
+        def restore_state(self, state: dict[str, np.ndarray] | None) -> None:
+            """Continue from a backup's average (raises `RunDirectoryError` if it has none)."""
+            if state is None:
+                raise RunDirectoryError("the backup holds no lookahead average (written before lenet-keras saved "
+                                        "it); a resumed run would differ from an uninterrupted one")
+            self.restored = [state[name] for name in sorted(state, key=lambda name: int(name.rsplit("_", 1)[1]))]
 
         def on_train_batch_end(self, batch, logs=None):
             """Update the average every `every`-th optimizer step and load it into the weights."""

@@ -5,18 +5,21 @@ What a run writes while it trains, and how each survives SIGKILL or power loss:
     history.csv              rewritten whole after every epoch via temp file + rename (`HistoryCSV`)
     best.keras               saved to a temp file, then renamed (`BestCheckpoint`)
     backup/                  `CrashSafeBackup` (a `keras.callbacks.BackupAndRestore`): after every
-                             epoch, epoch-NNNN.weights.h5 (model and optimizer state) is written
-                             and renamed, then training_metadata.json (the epoch count, the file's
-                             name and SHA-256) replaces the previous one; it always names a
-                             complete file. Removed when the run completes.
+                             epoch, epoch-NNNN.weights.h5 (model and optimizer state) and
+                             epoch-NNNN.state.npz (what callbacks accumulate: the lookahead
+                             average, validation seconds; `StatefulCallback`) are written and
+                             renamed, then training_metadata.json (the epoch count, the files'
+                             names and SHA-256) replaces the previous one; it always names
+                             complete files. Removed when the run completes.
     tensorboard/             append-only event files; a record cut short by a kill is skipped by
                              TensorBoard, and on resume the events of epochs after the backup are
                              dropped (`trim_tensorboard`) so the curves have no doubled points.
     manifest.json            written via temp file + rename (`manifest.write_json_atomic`).
 
 `lenet_keras.train.run(..., resume=RUN_DIR)` continues a run from its last completed epoch:
-weights, optimizer state (momentum, iteration count, hence the learning-rate schedule) and the
-history come from the backup, and the input pipeline is a pure function of (seed, epoch)
+weights, optimizer state (momentum, iteration count, hence the learning-rate schedule), the
+state of the callbacks that accumulate any (`StatefulCallback`: airbench's lookahead average)
+and the history come from the backup, and the input pipeline is a pure function of (seed, epoch)
 (`lenet_keras.data.pipelines`), as are the dropout masks (`DropoutSeeds`). So the resumed run
 ends with the same final weights and metrics as one never interrupted.
 """
@@ -31,7 +34,7 @@ import shutil
 import socket
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -43,6 +46,23 @@ BACKUP_DIR = "backup"
 METADATA = "training_metadata.json"
 UNFINISHED = ("running", "interrupted", "failed")
 """Statuses a run can be resumed from (a completed run has nothing left to do)."""
+
+
+@runtime_checkable
+class StatefulCallback(Protocol):
+    """A Keras callback whose accumulated state must survive a kill (saved with every backup).
+
+    `backup_key` names its arrays in the backup's `epoch-NNNN.state.npz` (`<key>/<name>`);
+    `backup_state()` returns them (name -> NumPy array) at an epoch's end; `restore_state(state)`
+    gets them back before `fit` on a resumed run (None when the backup holds none for this key:
+    the callback raises `RunDirectoryError` if it cannot resume identically without them).
+    """
+
+    backup_key: str
+
+    def backup_state(self) -> dict[str, np.ndarray]: ...
+
+    def restore_state(self, state: dict[str, np.ndarray] | None) -> None: ...
 
 
 def read_history(path: Path) -> list[dict[str, str]]:
@@ -71,16 +91,36 @@ def backup_epoch(run_dir: Path) -> int:
         return 0
     try:
         metadata = manifest_lib.read_json(metadata_path)
-        epoch, weights, digest = int(metadata["epoch"]), metadata["weights"], metadata["sha256"]
+        epoch, files = int(metadata["epoch"]), {metadata["weights"]: metadata["sha256"]}
+        if "state" in metadata:
+            files[metadata["state"]] = metadata["state_sha256"]
     except (ValueError, KeyError, TypeError) as error:
         raise RunDirectoryError(f"{metadata_path}: broken backup metadata ({error}); cannot resume this run") from None
-    weights_path = metadata_path.parent / weights
-    if not weights_path.is_file():
-        raise RunDirectoryError(f"{weights_path}: missing, but {metadata_path} names it; cannot resume this run")
-    if data_lib.sha256_of_file(weights_path) != digest:
-        raise RunDirectoryError(f"{weights_path}: SHA-256 differs from the one recorded in {metadata_path} "
-                                "(the file changed after it was written); cannot resume this run")
+    for name, digest in files.items():
+        path = metadata_path.parent / name
+        if not path.is_file():
+            raise RunDirectoryError(f"{path}: missing, but {metadata_path} names it; cannot resume this run")
+        if data_lib.sha256_of_file(path) != digest:
+            raise RunDirectoryError(f"{path}: SHA-256 differs from the one recorded in {metadata_path} "
+                                    "(the file changed after it was written); cannot resume this run")
     return epoch
+
+
+def read_backup_state(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The callbacks' state in the backup of `run_dir`: backup_key -> {name: array} ({} if none).
+
+    Call `backup_epoch` first: it checks the file's SHA-256.
+    """
+    folder = Path(run_dir) / BACKUP_DIR
+    metadata = manifest_lib.read_json(folder / METADATA) if (folder / METADATA).exists() else {}
+    if "state" not in metadata:
+        return {}
+    state: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(folder / metadata["state"], allow_pickle=False) as arrays:
+        for name in arrays.files:
+            key, _, array_name = name.partition("/")
+            state.setdefault(key, {})[array_name] = arrays[name]
+    return state
 
 
 def crash_safe_backup(run_dir: Path):
@@ -92,7 +132,9 @@ def crash_safe_backup(run_dir: Path):
     and rename, then atomically replaces `training_metadata.json` ({"epoch", "weights",
     "sha256"}), then deletes older weight files. It also saves nothing at batch level and keeps the
     backup when training ends (the run removes it once its manifest says completed).
-    `restore()` loads the backup before `fit` and returns the epoch to start from.
+    `restore()` loads the backup before `fit` and returns the epoch to start from;
+    `track(callbacks)` names the `StatefulCallback`s whose state is saved in
+    `epoch-NNNN.state.npz` with every backup, and hands them their restored state.
 
     Raises (from `restore`):
         RunDirectoryError: broken metadata or weights (`backup_epoch`), or weights that do not fit
@@ -106,6 +148,19 @@ def crash_safe_backup(run_dir: Path):
         def __init__(self):
             super().__init__(str(Path(run_dir) / BACKUP_DIR), save_freq="epoch", delete_checkpoint=False)
             self.restored = False
+            self.stateful: list[StatefulCallback] = []
+            self.restored_state: dict[str, dict[str, np.ndarray]] = {}
+
+        def track(self, callbacks) -> None:
+            """Save the state of each `StatefulCallback` in `callbacks` with every backup; on a
+            resumed run, give each its saved state now (None if the backup has none for it)."""
+            self.stateful = [c for c in callbacks if isinstance(c, StatefulCallback)]
+            keys = [c.backup_key for c in self.stateful]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"two stateful callbacks share a backup_key: {keys}")
+            if self.restored and self.model._initial_epoch:
+                for callback in self.stateful:
+                    callback.restore_state(self.restored_state.get(callback.backup_key))
 
         def restore(self) -> int:
             """Load the backup's weights into the (compiled, built) model; return its epoch count."""
@@ -131,6 +186,7 @@ def crash_safe_backup(run_dir: Path):
                         f"{weights}: does not fit model {type(self.model).__name__} "
                         f"({self.model.count_params()} parameters) and its optimizer: {problem}"
                     )
+                self.restored_state = read_backup_state(Path(run_dir))
             self.model._initial_epoch = epoch
             self.restored = True
             return epoch
@@ -149,12 +205,16 @@ def crash_safe_backup(run_dir: Path):
             name = f"epoch-{self._current_epoch:04d}.weights.h5"
             with manifest_lib.atomic_path(folder / name) as tmp:
                 self.model.save_weights(str(tmp))
-            digest = data_lib.sha256_of_file(folder / name)
-            manifest_lib.write_json_atomic(
-                folder / METADATA, {"epoch": self._current_epoch, "weights": name, "sha256": digest}
-            )
-            for old in sorted(folder.glob("epoch-*.weights.h5")):
-                if old.name != name:
+            state_name = f"epoch-{self._current_epoch:04d}.state.npz"
+            arrays = {f"{c.backup_key}/{key}": value for c in self.stateful for key, value in c.backup_state().items()}
+            with manifest_lib.atomic_path(folder / state_name) as tmp:
+                with open(tmp, "wb") as file:
+                    np.savez(file, **arrays)
+            metadata = {"epoch": self._current_epoch, "weights": name, "sha256": data_lib.sha256_of_file(folder / name),
+                        "state": state_name, "state_sha256": data_lib.sha256_of_file(folder / state_name)}
+            manifest_lib.write_json_atomic(folder / METADATA, metadata)
+            for old in sorted([*folder.glob("epoch-*.weights.h5"), *folder.glob("epoch-*.state.npz")]):
+                if old.name not in (name, state_name):
                     old.unlink(missing_ok=True)
 
     return CrashSafeBackup()

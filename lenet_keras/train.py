@@ -124,9 +124,21 @@ def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, rec
     class Throughput(keras.callbacks.Callback):
         """Prints the device, training images/s over steps 2-11 (after tracing) and the projected
         wall time of the whole run; stores both in `record` for the manifest, with the wall
-        seconds spent in per-epoch validation (`validation_seconds`)."""
+        seconds spent in per-epoch validation (`validation_seconds`, all epochs of the run: a
+        `resume.StatefulCallback`, so a resumed run adds to the seconds of the epochs before
+        its backup; a backup written before lenet-keras saved them restarts the count at 0)."""
 
         FIRST, LAST = 1, 11
+        backup_key = "speed"
+
+        def backup_state(self) -> dict[str, np.ndarray]:
+            """{"validation_seconds": float64 scalar array} of the epochs so far."""
+            return {"validation_seconds": np.float64(record.get("validation_seconds", 0.0))}
+
+        def restore_state(self, state: dict[str, np.ndarray] | None) -> None:
+            """Continue the count of validation seconds from the backup."""
+            if state is not None:
+                record["validation_seconds"] = float(state["validation_seconds"])
 
         def on_train_batch_end(self, batch, logs=None):
             """Time steps FIRST+1..LAST of the first epoch; report once at LAST (or its last step)."""
@@ -436,6 +448,7 @@ def run(
         *extra_callbacks,
         backup,  # last: an epoch counts as done only once everything above has written it
     ]
+    backup.track(callbacks)
     try:
         model.fit(
             train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first_epoch,

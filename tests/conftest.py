@@ -1,4 +1,8 @@
-"""Shared fixtures: the real MNIST files (via $LENET_KERAS_DATA or the repository's data/)."""
+"""Shared fixtures: the real MNIST files (via $LENET_KERAS_DATA or the repository's data/) and the
+JPEG copy of CIFAR-10 (shared/datasets/cifar10-jpeg via $LENET_KERAS_DATA).
+
+Shared data that is missing skips a test on a developer's machine, and fails it in CI
+(`CI=true`), where `.ci/run` provides it."""
 
 from __future__ import annotations
 
@@ -31,3 +35,22 @@ def no_mnist_anywhere(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo_data")
     monkeypatch.setattr(data, "MNIST_NPZ_URL", "http://127.0.0.1:9/mnist.npz")  # port 9: refused
     return tmp_path
+
+
+def missing_shared(what: str) -> None:
+    """Skip the calling test because `what` (shared data or a service) is absent; in CI, fail it."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is missing in CI (CI=true), where .ci/run provides it")
+    pytest.skip(f"{what} is not available here")
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    """The data root holding cifar10-jpeg/ (the JPEG copy of CIFAR-10), from $LENET_KERAS_DATA."""
+    from lenet_keras import data
+
+    value = os.environ.get(data.DATA_ENV_VAR)
+    root = Path(value) if value else None
+    if root is None or not (root / "cifar10-jpeg" / "train").is_dir():
+        missing_shared(f"cifar10-jpeg/train under ${data.DATA_ENV_VAR} ({value or 'unset'})")
+    return root

@@ -21,13 +21,11 @@ MEAN, STD = np.float32([0.4914, 0.4822, 0.4465]), np.float32([0.2470, 0.2435, 0.
 
 
 @pytest.fixture(scope="module")
-def cifar():
-    """The first 1,024 training and 256 test images of the JPEG copy of CIFAR-10."""
+def cifar(cifar_root):
+    """The first 1,024 training and 256 test images of the JPEG copy of CIFAR-10 (skips, or
+    fails in CI, only when the folder is absent: `conftest.cifar_root`)."""
     experiment = config.load(REPO / "experiments/cifar_fast.toml", SMALL)
-    try:
-        return data.load(experiment.data, download=False)
-    except Exception as error:  # noqa: BLE001 - the folder is the only thing that can be missing
-        pytest.skip(f"the JPEG copy of CIFAR-10 is not available: {error}")
+    return data.load(experiment.data, data_dir=cifar_root, download=False)
 
 
 def _normalized(images):

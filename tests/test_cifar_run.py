@@ -11,15 +11,6 @@ from .conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def cifar_root():
-    """The data folder holding cifar10-jpeg/ (the JPEG copy of CIFAR-10), else skip."""
-    root = next((r for r in data.search_dirs() if (r / "cifar10-jpeg" / "train").is_dir()), None)
-    if root is None:
-        pytest.skip("shared/datasets/cifar10-jpeg not available (set LENET_KERAS_DATA)")
-    return root
-
-
-@pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory, cifar_root):
     root = cifar_root
     experiment = config.load(REPO / "experiments/cifar_cnn_notebook.toml", [

@@ -81,9 +81,11 @@ KILLER = textwrap.dedent(
     import keras
     from lenet_keras import config, train
 
+    KILL_EPOCH, KILL_BATCH = int(os.environ.get("KILL_EPOCH", 1)), int(os.environ.get("KILL_BATCH", 6))
+
     class KillMidEpoch(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if self._epoch == 1 and batch == 6:
+            if self._epoch == KILL_EPOCH and batch == KILL_BATCH:
                 os.kill(os.getpid(), signal.SIGKILL)
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch
@@ -214,3 +216,56 @@ def test_cli_resume_without_a_run_starts_a_new_one_and_names_bad_dirs(tmp_path, 
     assert "nowhere is not a run directory" in capsys.readouterr().err
     assert cli.main(["train"]) == 2
     assert "--resume RUN_DIR" in capsys.readouterr().err
+
+
+CIFAR_FAST = REPO / "experiments/cifar_fast.toml"
+CIFAR_SMALL = ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=512",
+               "data.test_subset=128", "train.batch_size=128", "train.epochs=4"]  # 4 steps per epoch
+
+
+def test_cifar_fast_killed_after_lookahead_started_resumes_bit_identically(tmp_path, cifar_root):
+    """cifar_fast keeps a lookahead average (every 5th step) outside the weights: the backup saves
+    it, so a run killed in epoch 2 (step 10, after two lookahead updates) and resumed ends with the
+    uninterrupted run's weights, history and test metrics; the whitening bias freezes at epoch 3
+    after the resume. Validation seconds count the killed attempt's epochs too."""
+    experiment = config.load(CIFAR_FAST, CIFAR_SMALL)
+    first = train.run(experiment, tmp_path, data_dir=cifar_root, run_id="first", verbose=0)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KILL_EPOCH": "2", "KILL_BATCH": "1"}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(CIFAR_FAST), str(tmp_path), str(cifar_root), *CIFAR_SMALL],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    run_dir = tmp_path / "cifar_fast" / "killed"
+    assert resume.backup_epoch(run_dir) == 2
+    state = resume.read_backup_state(run_dir)
+    assert len(state["lookahead"]) > 10  # one average per float variable of the model
+    seconds_before = float(state["speed"]["validation_seconds"])
+    assert seconds_before > 0
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lenet_keras", "train", "--resume", str(run_dir), "--data-dir", str(cifar_root)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _history_without_timing(run_dir) == _history_without_timing(first)
+    a, b = _weights(first), _weights(run_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    first_manifest = json.loads((first / "manifest.json").read_text())
+    timing = ("tta_seconds",)
+    assert {k: v for k, v in manifest["test"].items() if k not in timing} == \
+        {k: v for k, v in first_manifest["test"].items() if k not in timing}
+    assert manifest["final_weights"] == first_manifest["final_weights"]
+    assert manifest["speed"]["validation_seconds"] > seconds_before
+
+
+def test_throughput_callback_adds_to_the_restored_validation_seconds():
+    record = {}
+    callback = train._throughput_callback(32, 10, 2, record, quiet=True)
+    callback.restore_state({"validation_seconds": np.float64(7.5)})
+    callback.on_test_begin()
+    callback.on_test_end()
+    assert 7.5 <= record["validation_seconds"] < 8.5
+    assert float(callback.backup_state()["validation_seconds"]) == record["validation_seconds"]

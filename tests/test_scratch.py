@@ -170,3 +170,29 @@ def test_short_training_on_real_mnist_lowers_the_loss_and_writes_a_run(mnist_dir
     assert "numpy-001" in index.read_text()
     with pytest.raises(ConfigError, match="model.name = 'lenet5_relu'"):
         train.run(config.load(REPO / "experiments/mnist_lenet5_fast.toml"), tmp_path, data_dir=mnist_dir)
+
+
+def test_nan_loss_is_training_diverged_exit_2_and_manifest_failed(mnist_dir, tmp_path, capsys):
+    import json
+
+    from lenet_keras import cli, config
+    from lenet_keras.errors import TrainingDivergedError
+    from lenet_keras.scratch import train
+
+    from .conftest import REPO
+
+    tiny = ["train.epochs=1", "data.train_subset=300", "data.test_subset=100", "train.batch_size=32",
+            "optimizer.learning_rate=1e38"]  # overflows within a few batches (1e30 stays finite: loss ~1e31)
+    experiment = config.load(REPO / "experiments/mnist_lenet5.toml", tiny)
+    with np.errstate(all="ignore"), pytest.raises(TrainingDivergedError, match=r"loss became (nan|inf) in epoch 1, batch [2-9] .*numpy-001"):
+        train.run(experiment, tmp_path / "api", data_dir=mnist_dir, verbose=False)
+    manifest = json.loads((tmp_path / "api" / "mnist_lenet5" / "numpy-001" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "TrainingDivergedError" in manifest["error"]
+
+    with np.errstate(all="ignore"):
+        code = cli.main(["scratch", str(REPO / "experiments/mnist_lenet5.toml"), *tiny, "--data-dir", str(mnist_dir),
+                         "--runs-dir", str(tmp_path / "cli")])
+    assert code == 2
+    assert "error: training loss became" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "cli" / "mnist_lenet5" / "numpy-001" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"

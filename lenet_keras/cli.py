@@ -21,6 +21,37 @@ LATEST = "latest"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info banners
 
 
+def _resume_experiment(args: argparse.Namespace) -> None:
+    """`train --resume EXPERIMENT.toml [KEY=VALUE ...]` means EXPERIMENT with a bare `--resume`.
+
+    `--resume` takes an optional RUN_DIR, so argparse gives it the experiment file that follows it
+    (and the next word, the first override, to `experiment`): put them back in place. A value
+    ending in `.toml` is an experiment file (run directories are `run-NNN` folders).
+
+    Raises:
+        LenetKerasError: `--resume EXPERIMENT` together with another experiment file.
+    """
+    if args.command != "train" or args.resume in (None, LATEST) or Path(args.resume).suffix != ".toml":
+        return
+    if args.experiment is not None and "=" not in str(args.experiment):
+        raise LenetKerasError(f"train: two experiment files ({args.resume}, {args.experiment}); --resume takes "
+                              "a run directory, or nothing (the last unfinished run of the experiment)")
+    args.overrides = ([str(args.experiment)] if args.experiment is not None else []) + args.overrides
+    args.experiment, args.resume = Path(args.resume), LATEST
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """`parser().parse_args(argv)`, with `train --resume EXPERIMENT.toml` read as EXPERIMENT + `--resume`.
+
+    Raises:
+        SystemExit: argparse's usage errors (exit code 2).
+        LenetKerasError: `--resume EXPERIMENT` together with another experiment file.
+    """
+    args = parser().parse_args(argv)
+    _resume_experiment(args)
+    return args
+
+
 def _train(args: argparse.Namespace) -> None:
     from lenet_keras import config, train
 
@@ -130,7 +161,9 @@ def parser() -> argparse.ArgumentParser:
         "--resume", nargs="?", const=LATEST, default=None, metavar="RUN_DIR",
         help="continue a killed or interrupted run from its last completed epoch (same final weights as an "
         "uninterrupted run); with no RUN_DIR: the last unfinished run of EXPERIMENT with the same config, "
-        "else a new run. Put RUN_DIR before or after the experiment, e.g. train --resume runs/mnist_lenet5/run-003",
+        "else a new run. Forms: train EXPERIMENT --resume; train --resume EXPERIMENT (the same: a .toml "
+        "after --resume is the experiment, not a run directory); train --resume RUN_DIR (config from its "
+        "manifest); train EXPERIMENT --resume RUN_DIR",
     )
     train.set_defaults(handler=_train)
 
@@ -207,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         from lenet_keras import bench
 
         return bench.main(argv[1:])
-    args = parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except LenetKerasError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as "interrupted", resumable
     try:
         args.handler(args)

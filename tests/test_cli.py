@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,33 @@ def test_bad_usage_is_argparse_exit_2():
     with pytest.raises(SystemExit) as info:
         cli.main(["train", "experiments/mnist_lenet5.toml", "--runs-dir"])  # option without its value
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv,experiment,overrides,resume", [
+    (["train", "--resume", "experiments/mnist_lenet5.toml"], "experiments/mnist_lenet5.toml", [], cli.LATEST),
+    (["train", "--resume", "experiments/mnist_lenet5.toml", "train.epochs=3", "seed=7"],
+     "experiments/mnist_lenet5.toml", ["train.epochs=3", "seed=7"], cli.LATEST),
+    (["train", "experiments/mnist_lenet5.toml", "--resume"], "experiments/mnist_lenet5.toml", [], cli.LATEST),
+    (["train", "experiments/mnist_lenet5.toml", "train.epochs=3", "--runs-dir", "r", "--resume", "--report"],  # make mnist
+     "experiments/mnist_lenet5.toml", ["train.epochs=3"], cli.LATEST),
+    (["train", "experiments/mnist_lenet5.toml", "--resume", "runs/mnist_lenet5/run-003"],
+     "experiments/mnist_lenet5.toml", [], "runs/mnist_lenet5/run-003"),
+    (["train", "--resume", "runs/mnist_lenet5/run-003"], None, [], "runs/mnist_lenet5/run-003"),
+    (["train", "experiments/mnist_lenet5.toml"], "experiments/mnist_lenet5.toml", [], None),
+])
+def test_resume_parses_an_experiment_file_as_the_experiment_and_a_run_dir_as_the_run(argv, experiment, overrides, resume):
+    args = cli.parse_args(argv)
+    assert (args.experiment, args.overrides, args.resume) == (
+        None if experiment is None else Path(experiment), overrides, resume)
+
+
+def test_resume_experiment_file_reaches_train_as_resume_latest(monkeypatch, capsys):
+    from lenet_keras import train
+
+    calls = []
+    monkeypatch.setattr(train, "run", lambda experiment, **kwargs: calls.append((experiment, kwargs)))  # returns None
+    assert cli.main(["train", "--resume", EXPERIMENT, "train.epochs=2"]) == 0
+    (experiment, kwargs), = calls
+    assert experiment.name == "mnist_lenet5" and experiment.train.epochs == 2 and kwargs["resume"] is True
+    assert cli.main(["train", "--resume", EXPERIMENT, EXPERIMENT]) == 2
+    assert "two experiment files" in capsys.readouterr().err

@@ -2,16 +2,25 @@
 
 MNIST is read from the four official IDX files (gzip-compressed or raw), each verified by the
 SHA-256 of its decompressed content (the checksums of `shared/datasets/README.md`, recorded in
-`MNIST_FILES`). Where the files are looked for, in order:
+`MNIST_FILES`). Exactly ONE data folder is searched (`search_dirs`):
 
-1. the `--data-dir` given on the command line,
-2. `$LENET_KERAS_DATA`,
-3. `data/` in the repository (MNIST ships there, so a fresh clone works offline),
+1. `--data-dir DIR` when given (then `$LENET_KERAS_DATA` and `data/` are not looked at);
+2. else `$LENET_KERAS_DATA` when set and not empty (then `data/` is not looked at);
+3. else `data/` of the repository (MNIST ships there, so a fresh clone works offline).
 
-each either holding the files directly or in a `mnist/` sub-folder. If none has them, Keras's
-`mnist.npz` is downloaded into `data/mnist/` (its own SHA-256 checked), converted to the
-official IDX files and checked against the same content checksums. With no network this
-fails with `DataNotFoundError`, which lists the places searched and how to provide the files.
+The folder holds the files directly or in a sub-folder named after the dataset (`mnist/`,
+`cifar10/`). A folder the user named (1 or 2) is used or refused: if it is not a folder, or
+lacks a file, `DataNotFoundError` names it and the expected files it lacks; nothing is taken
+from another place and nothing is downloaded. Only when nothing was named (3) and the files are
+not in `data/`, Keras's `mnist.npz` (or the official CIFAR-10 archive) is downloaded into
+`data/mnist/` (`data/cifar10/`), its own SHA-256 checked, and MNIST converted to the official
+IDX files and checked against the same content checksums; offline this fails with
+`DataNotFoundError`, which lists the folders searched and how to provide the files.
+
+An image folder (`data.dataset = "image_folder"`) is `data.path` as given when that folder
+exists (absolute, or relative to the working directory), else `data.path` under the one data
+folder above. `ImageData.source` names the folder (or archive) actually read, and
+`ImageData.validation` says in one line how the validation split was made.
 
 This module knows nothing of models: it hands out arrays and `tf.data.Dataset`s.
 """
@@ -34,7 +43,7 @@ from lenet_keras.config import AugmentConfig, DataConfig
 from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-"""`data/` of the repository: the last place searched, and where downloads go."""
+"""`data/` of the repository: the data folder when none is named, and where downloads go."""
 
 DATA_ENV_VAR = "LENET_KERAS_DATA"
 
@@ -58,7 +67,9 @@ class ImageData:
     Images are uint8 arrays of shape (N, height, width, channels), values 0..255; labels are
     int64 arrays of shape (N,) holding class indices 0..num_classes-1.
     `checksums` maps each source file to the SHA-256 of its content; `source` is the folder read;
-    `description` says in words what the data are (reports quote it).
+    `description` says in words what the data are (reports quote it); `validation` says in one
+    line how the validation split was made, e.g. "the last 12000 of all 60000 official training
+    images, in file order" (reports and manifests quote it).
     """
 
     name: str
@@ -72,6 +83,7 @@ class ImageData:
     test_labels: np.ndarray
     checksums: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    validation: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -85,19 +97,34 @@ class ImageData:
 
 
 def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    """The data roots searched, in order: `data_dir`, `$LENET_KERAS_DATA`, the repository's `data/`.
+    """The one data folder searched, as a list: `[data_dir]`, else `[$LENET_KERAS_DATA]`, else `[data/]`.
 
     Raises:
-        DataNotFoundError: `data_dir` is given but is not a folder (a typo must not silently
-            fall through to other data).
+        DataNotFoundError: the folder named by `data_dir` or `$LENET_KERAS_DATA` is not a
+            folder (a typo must not silently fall through to other data).
     """
-    if data_dir and not Path(data_dir).is_dir():
-        raise DataNotFoundError(f"--data-dir {data_dir}: no such folder")
-    roots = [Path(data_dir)] if data_dir else []
+    named = named_data_dir(data_dir)
+    if named is None:
+        return [REPO_DATA_DIR]
+    origin, folder = named
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{_named_text(origin, folder)}: no such folder (a data folder named there is used or "
+                                f"refused; no other place is searched)")
+    return [folder]
+
+
+def named_data_dir(data_dir: str | Path | None = None) -> tuple[str, Path] | None:
+    """(`"--data-dir"` or `"$LENET_KERAS_DATA"`, the folder) the user named, or None if neither."""
+    if data_dir:
+        return "--data-dir", Path(data_dir)
     if os.environ.get(DATA_ENV_VAR):
-        roots.append(Path(os.environ[DATA_ENV_VAR]))
-    roots.append(REPO_DATA_DIR)
-    return roots
+        return f"${DATA_ENV_VAR}", Path(os.environ[DATA_ENV_VAR])
+    return None
+
+
+def _named_text(origin: str, folder: Path) -> str:
+    """`--data-dir DIR` or `$LENET_KERAS_DATA=DIR`, as the user wrote it."""
+    return f"{origin} {folder}" if origin == "--data-dir" else f"{origin}={folder}"
 
 
 def sha256_of_bytes(content: bytes) -> str:
@@ -193,11 +220,16 @@ def _idx_path(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _missing_mnist(folder: Path) -> list[str]:
+    """The official MNIST file names (`name[.gz]`) not in `folder`, in `MNIST_FILES` order."""
+    return [f"{name}[.gz]" for name, _ in MNIST_FILES.values() if _idx_path(folder, name) is None]
+
+
 def find_mnist(roots: Sequence[Path]) -> Path | None:
     """The first folder among `root/mnist` and `root` (for each root in order) with all four files."""
     for root in roots:
         for folder in (root / "mnist", root):
-            if all(_idx_path(folder, name) for name, _ in MNIST_FILES.values()):
+            if not _missing_mnist(folder):
                 return folder
     return None
 
@@ -240,13 +272,15 @@ def load_mnist(
 
     Raises:
         DataNotFoundError: in none of `roots`, and the download into `download_to` failed or
-            `download_to` is None; the message lists the places searched and what to do.
+            `download_to` is None; the message lists each folder searched with the files it
+            lacks, the four expected file names and what to do.
         ChecksumError: a file's content differs from the official checksums.
     """
     folder, problem = _find_or_download(find_mnist(roots), download_to, lambda target: download_mnist(target, url))
     if folder is None:
         names = ", ".join(f"{name}[.gz]" for name, _ in MNIST_FILES.values())
-        raise _not_found("MNIST", "mnist", roots, problem, f"the four official IDX files ({names})", download_to)
+        raise _not_found("MNIST", "mnist", roots, problem, f"the four official IDX files ({names})", download_to,
+                         _missing_mnist)
     arrays, checksums = {}, {}
     for role, (name, sha256) in MNIST_FILES.items():
         path = _idx_path(folder, name)
@@ -255,7 +289,7 @@ def load_mnist(
         "mnist", str(folder), tuple(str(d) for d in range(10)), config, checksums,
         arrays["train_images"][..., None], arrays["train_labels"],
         arrays["test_images"][..., None], arrays["test_labels"],
-        description="MNIST (the official IDX files)",
+        description="MNIST (the official IDX files)", order="official training images, in file order",
     )
 
 
@@ -271,42 +305,60 @@ def _find_or_download(found: Path | None, download_to: Path | None, fetch: Calla
         return None, str(error)
 
 
-def _not_found(title: str, subdir: str, roots: Sequence[Path], problem: str, what: str, download_to) -> DataNotFoundError:
-    searched = "\n".join(f"  - {root / subdir}  (or {root})" for root in roots)
+def _not_found(title: str, subdir: str, roots: Sequence[Path], problem: str, what: str, download_to,
+               missing: Callable[[Path], list[str]]) -> DataNotFoundError:
+    """The error for `title` in none of `roots`: each folder searched and the files it lacks (`missing`)."""
+    searched = []
+    for root in roots:
+        for folder in (root / subdir, root):
+            lacks = missing(folder) if folder.is_dir() else []
+            searched.append(f"  - {folder}: " + (f"lacks {', '.join(lacks)}" if lacks else "no such folder"))
     online = f"or connect to the internet and run again to download them into {download_to}." if download_to else ""
     return DataNotFoundError(
-        f"{title} not found. Searched, in order:\n{searched}\nand {problem}.\n"
+        f"{title} not found. Searched, in order:\n" + "\n".join(searched) + f"\nand {problem}.\n"
         f"Provide {what} in one of those folders, e.g.\n"
         f"  python -m lenet_keras train EXPERIMENT --data-dir /path/to/folder\n"
         f"  export {DATA_ENV_VAR}=/path/to/folder\n{online}"
     )
 
 
-def _split(name, source, class_names, config: DataConfig, checksums, train_x, train_y, test_x, test_y, description="") -> ImageData:
+def _split(name, source, class_names, config: DataConfig, checksums, train_x, train_y, test_x, test_y,
+           description: str = "", order: str = "training images, in file order", available: int | None = None) -> ImageData:
+    """Subsets, then the validation split: the LAST `config.validation_split` of the training images.
+
+    `order` says what the training images are and in which order they come (it goes into
+    `ImageData.validation`); `available` is how many training images the source holds when the
+    caller has already taken `config.train_subset` of them (default: `len(train_x)`).
+
+    Raises:
+        ConfigError: the split leaves no image for training or none for validation (naming
+            `data.validation_split`, the image count and both parts).
+    """
+    available = available or len(train_x)
     if config.train_subset:
         train_x, train_y = train_x[: config.train_subset], train_y[: config.train_subset]
     if config.test_subset:
         test_x, test_y = test_x[: config.test_subset], test_y[: config.test_subset]
     n_train = len(train_x) - int(round(len(train_x) * config.validation_split))
     if config.validation_split == 0:  # train on everything; the test set is the per-epoch validation data
-        return ImageData(
-            name=name, source=source, class_names=class_names,
-            train_images=train_x, train_labels=train_y.astype(np.int64),
-            val_images=test_x, val_labels=test_y.astype(np.int64),
-            test_images=test_x, test_labels=test_y.astype(np.int64), checksums=checksums,
-            description=description or name,
-        )
-    if n_train < 1 or n_train == len(train_x):
+        n_train = len(train_x)
+        validation = (f"the test set ({len(test_x)} images; validation_split = 0: all {n_train} training images "
+                      f"are trained on)")
+    elif n_train < 1 or n_train == len(train_x):
         raise ConfigError(
             f"data.validation_split={config.validation_split} of {len(train_x)} images leaves "
             f"{n_train} for training and {len(train_x) - n_train} for validation; both must be > 0"
         )
+    else:
+        taken = f"the first {len(train_x)} of the {available}" if len(train_x) < available else f"all {len(train_x)}"
+        validation = f"the last {len(train_x) - n_train} of {taken} {order}"
+    val_x, val_y = (test_x, test_y) if config.validation_split == 0 else (train_x[n_train:], train_y[n_train:])
     return ImageData(
         name=name, source=source, class_names=class_names,
         train_images=train_x[:n_train], train_labels=train_y[:n_train].astype(np.int64),
-        val_images=train_x[n_train:], val_labels=train_y[n_train:].astype(np.int64),
+        val_images=val_x, val_labels=val_y.astype(np.int64),
         test_images=test_x, test_labels=test_y.astype(np.int64), checksums=checksums,
-        description=description or name,
+        description=description or name, validation=validation,
     )
 
 
@@ -374,8 +426,8 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
     the official order (0.1 -> the last 5,000 images of `data_batch_5`).
 
     Raises:
-        DataNotFoundError: no archive and no download; the message says how to provide one or
-            how to use an image folder instead.
+        DataNotFoundError: no archive and no download; the message names each folder searched,
+            the archive expected there, and how to provide one or use an image folder instead.
         ChecksumError: the archive's SHA-256 differs or its content is not the official layout.
     """
     path, problem = _find_or_download(
@@ -383,7 +435,8 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
         lambda target: download(url or CIFAR10_URL, target / CIFAR10_ARCHIVE, CIFAR10_SHA256),
     )
     if path is None:
-        error = _not_found("CIFAR-10", "cifar10", roots, problem, f"the official archive {CIFAR10_ARCHIVE}", download_to)
+        error = _not_found("CIFAR-10", "cifar10", roots, problem, f"the official archive {CIFAR10_ARCHIVE}", download_to,
+                           lambda folder: [] if (folder / CIFAR10_ARCHIVE).is_file() else [CIFAR10_ARCHIVE])
         raise DataNotFoundError(
             f"{error}\nOr train on a folder of images laid out as train/<class>/* and test/<class>/*:\n"
             f"  make cifar DATA=/path/to/folder\n"
@@ -394,7 +447,13 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
         raise ChecksumError(f"{path}: SHA-256 mismatch\n  expected {CIFAR10_SHA256}\n  actual   {actual}")
     train_x, train_y, test_x, test_y, names = read_cifar10_archive(path)
     return _split("cifar10", str(path), config.class_names or names, config, {CIFAR10_ARCHIVE: actual},
-                  train_x, train_y, test_x, test_y, description="CIFAR-10 (the official python archive)")
+                  train_x, train_y, test_x, test_y, description="CIFAR-10 (the official python archive)",
+                  order="official training images, in file order (data_batch_1 .. data_batch_5)")
+
+
+IMAGE_FOLDER_SEED = 0
+"""Seed of the fixed shuffle of an image folder's files (`_read_split`): it decides which
+images a subset takes and which training images become the validation split."""
 
 
 def folder_digest(folder: Path) -> str:
@@ -410,6 +469,12 @@ def folder_digest(folder: Path) -> str:
 
 
 def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
+    """`data.path` as given if it has train/ and test/, else (if relative) `root / data.path` for each root.
+
+    Raises:
+        ConfigError: no `data.path`.
+        DataNotFoundError: no candidate has both train/ and test/ (each candidate is named).
+    """
     if not config.path:
         raise ConfigError("data.path: image_folder needs the folder holding train/<class>/ and test/<class>/")
     candidates = [Path(config.path)] + ([] if Path(config.path).is_absolute() else [r / config.path for r in roots])
@@ -422,11 +487,14 @@ def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
     )
 
 
-def _read_split(folder: Path, class_names: tuple[str, ...], subset: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(folder: Path, class_names: tuple[str, ...], subset: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Decode the images of one split with `keras.utils.image_dataset_from_directory`.
 
-    The files are put in a fixed pseudo-random order (shuffle seed 0) so that classes mix and a
-    subset of the first N is balanced in expectation; only those N are decoded.
+    The files are put in a fixed pseudo-random order (shuffle seed `IMAGE_FOLDER_SEED`) so that
+    classes mix and a subset of the first N is balanced in expectation; only those N are decoded.
+
+    Returns:
+        (images uint8 (N, H, W, 3), labels int64 (N,), number of image files in the split).
     """
     import keras
     import tensorflow as tf
@@ -435,15 +503,16 @@ def _read_split(folder: Path, class_names: tuple[str, ...], subset: int) -> tupl
     height, width = tf.io.decode_image(tf.io.read_file(str(first)), channels=3, expand_animations=False).shape[:2]
     dataset = keras.utils.image_dataset_from_directory(
         folder, labels="inferred", label_mode="int", class_names=list(class_names), color_mode="rgb",
-        batch_size=None, image_size=(height, width), shuffle=True, seed=0, verbose=False,
+        batch_size=None, image_size=(height, width), shuffle=True, seed=IMAGE_FOLDER_SEED, verbose=False,
     )
+    total = len(dataset.file_paths)
     if subset:
         dataset = dataset.take(subset)
     images, labels = [], []
     for image, label in dataset.batch(1024):
         images.append(np.asarray(image).round().astype(np.uint8))
         labels.append(np.asarray(label, np.int64))
-    return np.concatenate(images), np.concatenate(labels)
+    return np.concatenate(images), np.concatenate(labels), total
 
 
 def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Path | None = None, url: str | None = None) -> ImageData:
@@ -453,6 +522,9 @@ def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Pa
     finds `$LENET_KERAS_DATA/cifar10-jpeg`). Class order: `config.class_names`, else the sorted
     sub-folder names of `train/`. The folder's `folder_digest` is recorded as its checksum, and
     a known digest (`KNOWN_IMAGE_FOLDERS`) names the dataset in the description.
+    Each split's files are shuffled with seed `IMAGE_FOLDER_SEED`; subsets are the first images
+    of that order, and the validation split is the last `config.validation_split` of the
+    training images taken (`ImageData.validation` says so, with the seed and the counts).
 
     Raises:
         ConfigError: no `data.path`, or a listed class with no folder.
@@ -465,12 +537,14 @@ def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Pa
         if missing:
             raise ConfigError(f"data.class_names: {folder / split} has no folder for {', '.join(missing)}")
     digest = folder_digest(folder)
-    train_x, train_y = _read_split(folder / "train", class_names, config.train_subset)
-    test_x, test_y = _read_split(folder / "test", class_names, config.test_subset)
+    train_x, train_y, available = _read_split(folder / "train", class_names, config.train_subset)
+    test_x, test_y, _ = _read_split(folder / "test", class_names, config.test_subset)
     known = KNOWN_IMAGE_FOLDERS.get(digest)
     description = f"the image folder {folder}" + (f", {known}" if known else "")
+    order = (f"training images of the folder, in the order of a seeded shuffle of its files "
+             f"(seed {IMAGE_FOLDER_SEED}, keras.utils.image_dataset_from_directory)")
     return _split("image_folder", str(folder), class_names, config, {"folder_digest": digest},
-                  train_x, train_y, test_x, test_y, description=description)
+                  train_x, train_y, test_x, test_y, description=description, order=order, available=available)
 
 
 DATASETS: dict[str, Callable[..., ImageData]] = {
@@ -488,18 +562,38 @@ def check_name(config: DataConfig) -> None:
 
 
 def load(config: DataConfig, data_dir: str | Path | None = None, download: bool = True) -> ImageData:
-    """Load the dataset `config.dataset` via the look-up order of this module's docstring.
+    """Load the dataset `config.dataset` from the one data folder of this module's docstring.
+
+    `data_dir` (`--data-dir`), else `$LENET_KERAS_DATA`, is the only folder searched, and then
+    nothing is downloaded; with neither, the repository's `data/` is searched and, if
+    `download`, a missing dataset is downloaded into `data/<dataset>/`.
 
     Returns:
         `ImageData`: uint8 images (N, H, W, C) and int64 labels (N,) per split.
 
     Raises:
         ConfigError: unknown dataset name or an impossible split.
-        DataNotFoundError, ChecksumError: as `load_mnist`.
+        DataNotFoundError: the named folder is not a folder or lacks the dataset (the message
+            says which folder was named and how, and each file it lacks); or, with nothing
+            named, not in `data/` and the download failed.
+        ChecksumError: as `load_mnist`.
     """
     check_name(config)
-    download_to = REPO_DATA_DIR / config.dataset if download else None
-    return DATASETS[config.dataset](config, search_dirs(data_dir), download_to=download_to)
+    roots, named = search_dirs(data_dir), named_data_dir(data_dir)
+    download_to = REPO_DATA_DIR / config.dataset if download and named is None else None
+    try:
+        return DATASETS[config.dataset](config, roots, download_to=download_to)
+    except DataNotFoundError as error:
+        if named is None:
+            raise
+        origin, folder = named
+        not_searched = (f"not ${DATA_ENV_VAR}, not the repository's data/" if origin == "--data-dir"
+                        else f"not the repository's data/; unset {DATA_ENV_VAR} to use data/ and the download")
+        raise DataNotFoundError(
+            f"{_named_text(origin, folder)} {'was given' if origin == '--data-dir' else 'is set'}, so only that folder "
+            f"is searched ({not_searched}) "
+            f"and nothing is downloaded.\n{error}"
+        ) from None
 
 
 def steps_per_epoch(data: ImageData, batch_size: int) -> int:

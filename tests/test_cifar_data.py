@@ -46,6 +46,8 @@ def test_official_layout_reads_channels_last_in_official_order(tmp_path, monkeyp
     assert d.class_names[:2] == ("airplane", "automobile") and d.image_shape == (32, 32, 3)
     np.testing.assert_array_equal(np.concatenate([d.train_images, d.val_images]), train_images)
     np.testing.assert_array_equal(d.val_images, train_images[16:])  # the last 20%: batch 5
+    assert d.validation == ("the last 4 of all 20 official training images, in file order "
+                            "(data_batch_1 .. data_batch_5)")
     np.testing.assert_array_equal(d.test_labels, expected["test"][0][1])
     assert d.checksums == {data.CIFAR10_ARCHIVE: data.CIFAR10_SHA256}
 
@@ -70,6 +72,7 @@ def test_missing_archive_offline_says_how_to_use_an_image_folder(tmp_path):
                           url="http://127.0.0.1:9/cifar-10-python.tar.gz")
     message = str(info.value)
     assert "CIFAR-10 not found" in message and str(tmp_path / "cifar10") in message
+    assert f"{tmp_path}: lacks {data.CIFAR10_ARCHIVE}" in message
     assert "make cifar DATA=" in message and "data.dataset=image_folder" in message
 
 
@@ -90,6 +93,8 @@ def test_image_folder_subset_of_the_jpeg_copy(jpeg_root):
     assert len(set(d.train_labels.tolist())) == 10  # the fixed shuffle mixes the classes
     assert "JPEG copy of CIFAR-10" in d.description and "not the official CIFAR-10" in d.description
     assert d.checksums["folder_digest"] == "c217601eebcfee757a51b381539a30bc3b0a89cac54850a81d992750b4fa8352"
+    assert d.validation.startswith("the last 30 of the first 300 of the 50000 training images of the folder, "
+                                   "in the order of a seeded shuffle of its files (seed 0")
     again = data.load_image_folder(cfg, [jpeg_root])
     np.testing.assert_array_equal(again.train_images, d.train_images)  # same fixed order every time
 

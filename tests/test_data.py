@@ -71,12 +71,16 @@ def test_truncated_gzip_is_refused(mnist_dir, tmp_path):
         data.load_mnist(DataConfig(), [folder])
 
 
-def test_lookup_order_data_dir_then_env_then_repo(tmp_path, monkeypatch):
+def test_one_data_folder_data_dir_else_env_else_repo(tmp_path, monkeypatch):
     (tmp_path / "cli").mkdir()
+    (tmp_path / "env").mkdir()
     monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path / "env"))
-    assert data.search_dirs(tmp_path / "cli") == [tmp_path / "cli", tmp_path / "env", data.REPO_DATA_DIR]
+    assert data.search_dirs(tmp_path / "cli") == [tmp_path / "cli"]
+    assert data.search_dirs() == [tmp_path / "env"]
     monkeypatch.delenv(data.DATA_ENV_VAR)
     assert data.search_dirs() == [data.REPO_DATA_DIR]
+    with pytest.raises(DataNotFoundError, match=f"--data-dir {tmp_path / 'typo'}: no such folder"):
+        data.search_dirs(tmp_path / "typo")
 
 
 def test_files_directly_in_data_dir_or_in_mnist_subfolder(mnist_dir, tmp_path):
@@ -158,6 +162,11 @@ def test_validation_is_the_last_fraction_of_training_images(mnist_dir):
     np.testing.assert_array_equal(small.val_images, full.train_images[750:1000])
     official_labels, _ = data.read_idx(data._idx_path(mnist_dir, "train-labels-idx1-ubyte"))
     np.testing.assert_array_equal(full.val_labels, official_labels[48000:60000])
+    assert full.validation == "the last 12000 of all 60000 official training images, in file order"
+    assert small.validation == "the last 250 of the first 1000 of the 60000 official training images, in file order"
+    no_split = data.load_mnist(DataConfig(validation_split=0, test_subset=100), [mnist_dir])
+    assert no_split.validation.startswith("the test set (100 images; validation_split = 0")
+    np.testing.assert_array_equal(no_split.val_images, no_split.test_images)
     with pytest.raises(ConfigError, match="data.validation_split"):
         data.load_mnist(DataConfig(train_subset=2, validation_split=0.1), [mnist_dir])
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
@@ -43,6 +44,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lenet_keras import manifest as manifest_lib
 
 REPO = Path(__file__).resolve().parent.parent
 PEER = REPO.parent / "shared" / "peers" / "airbench94_cpu.py"
@@ -271,7 +274,8 @@ def compare(seeds: list[int], folder: Path, peer_python: str | None, runs_dir: P
 
 
 def write_results(results: dict, out: Path) -> Path:
-    """Write `results` to OUT/airbench-NNN.json (notes included) and .csv (one row a run, the notes in a column).
+    """Write `results` to OUT/airbench-NNN.json (notes included) and .csv (one row a run, the notes in a
+    column), each through `manifest.write_text_atomic` (never half-written).
 
     Raises:
         OSError: OUT cannot be created or written.
@@ -279,13 +283,13 @@ def write_results(results: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     number = 1 + max((int(p.stem.split("-")[1]) for p in out.glob("airbench-*.json")), default=0)
     path = out / f"airbench-{number:03d}.json"
-    path.write_text(json.dumps(results, indent=2))
     rows = [{"who": who, **row, "notes": " ".join(results["notes"])} for who in ("peer", "ours") for row in results[who]]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path.with_suffix(".csv"), "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    manifest_lib.write_text_atomic(path.with_suffix(".csv"), text.getvalue())
+    manifest_lib.write_json_atomic(path, results)  # last: its number is taken once both files are whole
     return path
 
 

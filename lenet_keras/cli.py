@@ -136,14 +136,8 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser of `python -m lenet_keras`."""
-    top = argparse.ArgumentParser(
-        prog="python -m lenet_keras",
-        description="Reproducible LeNet-5 / CIFAR CNN experiments: train runs, then report on them.",
-    )
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_train(commands) -> None:
+    """The `train` command."""
     train = commands.add_parser(
         "train",
         help="train one run of an experiment file",
@@ -166,6 +160,43 @@ def parser() -> argparse.ArgumentParser:
         "manifest); train EXPERIMENT --resume RUN_DIR",
     )
     train.set_defaults(handler=_train)
+
+
+def _add_sweep(commands) -> None:
+    """The `sweep` command."""
+    sweep = commands.add_parser(
+        "sweep",
+        help="run (or continue) a grid or Optuna hyperparameter sweep",
+        description="Run every trial of SWEEP (a sweep file: base experiment, fixed overrides, search "
+        "space) as a normal run in RUNS_DIR/<sweep>/trial-NNN/, with the Optuna study in "
+        "RUNS_DIR/<sweep>/study.db (or --storage), then write trials.csv, TensorBoard HParams "
+        "summaries and REPORTS_DIR/<sweep>/. Running it again continues: finished trials are kept.",
+    )
+    sweep.add_argument("sweep", type=Path, help="sweep file, e.g. experiments/mnist_lenet5_grid.toml")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default 1)")
+    sweep.add_argument("--storage", default=None,
+                       help="database URL of the study, e.g. postgresql://user:password@host/db (default: "
+                       "$LENET_KERAS_SWEEP_STORAGE, else the file's, else sqlite in the sweep folder); passwords "
+                       "are masked in manifests")
+    sweep.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of the sweep folder (default: runs)")
+    sweep.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
+    sweep.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report parent (default: reports)")
+    sweep.add_argument("--report-only", action="store_true", help="only re-render the report from trials.csv")
+    sweep.add_argument("--worker-only", action="store_true",
+                       help="only claim and run queued trials (an extra worker, e.g. on another machine "
+                       "with the same --storage); no report")
+    sweep.set_defaults(handler=_sweep)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m lenet_keras`."""
+    top = argparse.ArgumentParser(
+        prog="python -m lenet_keras",
+        description="Reproducible LeNet-5 / CIFAR CNN experiments: train runs, then report on them.",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_train(commands)
 
     report = commands.add_parser(
         "report",
@@ -208,28 +239,7 @@ def parser() -> argparse.ArgumentParser:
         description="See python -m lenet_keras bench --help.",
     ).set_defaults(handler=None)
 
-    sweep = commands.add_parser(
-        "sweep",
-        help="run (or continue) a grid or Optuna hyperparameter sweep",
-        description="Run every trial of SWEEP (a sweep file: base experiment, fixed overrides, search "
-        "space) as a normal run in RUNS_DIR/<sweep>/trial-NNN/, with the Optuna study in "
-        "RUNS_DIR/<sweep>/study.db (or --storage), then write trials.csv, TensorBoard HParams "
-        "summaries and REPORTS_DIR/<sweep>/. Running it again continues: finished trials are kept.",
-    )
-    sweep.add_argument("sweep", type=Path, help="sweep file, e.g. experiments/mnist_lenet5_grid.toml")
-    sweep.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default 1)")
-    sweep.add_argument("--storage", default=None,
-                       help="database URL of the study, e.g. postgresql://user:password@host/db (default: "
-                       "$LENET_KERAS_SWEEP_STORAGE, else the file's, else sqlite in the sweep folder); passwords "
-                       "are masked in manifests")
-    sweep.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of the sweep folder (default: runs)")
-    sweep.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
-    sweep.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report parent (default: reports)")
-    sweep.add_argument("--report-only", action="store_true", help="only re-render the report from trials.csv")
-    sweep.add_argument("--worker-only", action="store_true",
-                       help="only claim and run queued trials (an extra worker, e.g. on another machine "
-                       "with the same --storage); no report")
-    sweep.set_defaults(handler=_sweep)
+    _add_sweep(commands)
     return top
 
 

@@ -35,12 +35,15 @@ plt.rcParams.update(
 
 
 def save_png(figure: plt.Figure, path: Path) -> Path:
-    """Write `figure` as PNG to `path` (temp file + rename) and close it."""
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    """Write `figure` as PNG to `path` (`manifest.atomic_path`: temp file + rename) and close it."""
+    from lenet_keras.manifest import atomic_path
+
+    try:
+        with atomic_path(Path(path)) as tmp:
+            figure.savefig(tmp, format="png", bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return Path(path)
 
 
 def png_bytes(figure: plt.Figure) -> bytes:

@@ -129,7 +129,7 @@ def summary_table(runs: list[Run]) -> pd.DataFrame:
             {
                 "run": run.run_id,
                 **({"engine": engine} if len(set(engines)) > 1 else {}),
-                "status": m.get("status", "unknown"),
+                "status": m.get("status", "unknown") + (" (warning)" if m.get("warnings") else ""),
                 **{key: config[key] for key in varying},
                 "epochs": m.get("epochs_completed", len(run.history) if run.history is not None else 0),
                 "best val acc": best.get("val_accuracy"),
@@ -234,7 +234,7 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
     out.mkdir(parents=True)
 
     table = summary_table(runs)
-    drawn = [r for r in runs if r.history is not None and len(r.history)]
+    drawn = [r for r in runs if r.completed and r.history is not None and len(r.history)]
     if drawn:
         figures.save_png(figures.overlaid_curves({r.run_id: r.history for r in drawn}), out / "all_runs_curves.png")
     sections = [(run, _run_figures(run, out)) for run in runs if run.completed and run.history is not None]
@@ -255,6 +255,11 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
         )
         md += [note, ""]
         page.append(f"<p class='warn'>{html.escape(note)}</p>")
+    warned = [(r.run_id, message) for r in runs for message in r.manifest.get("warnings") or []]
+    if warned:
+        md += ["## Warnings", "", *[f"- {run_id}: {message}" for run_id, message in warned], ""]
+        page += ["<h2>Warnings</h2>", "<ul class='warn'>",
+                 *[f"<li>{html.escape(run_id)}: {html.escape(message)}</li>" for run_id, message in warned], "</ul>"]
     if drawn:
         md += ["## All runs compared", "", "![all runs](all_runs_curves.png)", ""]
         page += ["<h2>All runs compared</h2>", "<img src='all_runs_curves.png' alt='all runs'>"]

@@ -168,6 +168,60 @@ def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, rec
     return Throughput()
 
 
+CHANCE_FACTOR = 2.0
+"""A training accuracy below CHANCE_FACTOR / num_classes (0.2 for 10 classes) is "at chance level"."""
+
+
+def chance_level_message(epoch: int, accuracy: float, loss: float, num_classes: int) -> str | None:
+    """The warning for an epoch (0-based) whose training accuracy (fraction) is at chance level, else None.
+
+    At chance level means below `CHANCE_FACTOR / num_classes`. The likely cause is named from the
+    loss: far above ln(num_classes) (the cross-entropy of guessing uniformly) means the weights
+    were thrown far off, usually by a learning rate far too high; otherwise too small a learning
+    rate or too few steps.
+    """
+    if not accuracy < CHANCE_FACTOR / num_classes:
+        return None
+    uniform = float(np.log(num_classes))
+    cause = (f"the loss {loss:.4g} is far above ln({num_classes}) = {uniform:.2f} of uniform guessing: the learning "
+             "rate is most likely far too high" if loss > 3 * uniform else
+             "the learning rate may be too low, or the run too short to leave chance level")
+    return (f"epoch {epoch + 1}: training accuracy {accuracy:.4f} is at chance level (below {CHANCE_FACTOR:g}/"
+            f"{num_classes} classes); {cause}")
+
+
+def _chance_level_callback(num_classes: int, record: list):
+    import keras
+
+    class ChanceLevel(keras.callbacks.Callback):
+        """Warns (stderr, once) and appends to `record` each epoch whose training accuracy is at
+        chance level (`chance_level_message`): a run that trains to nothing with a finite loss,
+        which `TerminateOnNaN` cannot see. The manifest's `warnings` and the report show them."""
+
+        backup_key = "chance_level"
+
+        def on_epoch_end(self, epoch, logs=None):
+            """Check the epoch's training accuracy and loss."""
+            logs = logs or {}
+            if "accuracy" not in logs:
+                return
+            message = chance_level_message(epoch, float(logs["accuracy"]), float(logs.get("loss", np.nan)), num_classes)
+            if message:
+                if not record:
+                    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+                record.append(message)
+
+        def backup_state(self) -> dict[str, np.ndarray]:
+            """{"messages": the warnings so far, a str array}."""
+            return {"messages": np.array(record, dtype=str)}
+
+        def restore_state(self, state: dict[str, np.ndarray] | None) -> None:
+            """Continue from the warnings of the epochs before the backup."""
+            record[:] = [str(m) for m in state["messages"]] if state is not None else []
+
+    return ChanceLevel()
+
+
 def _graph_callback(log_dir: Path):
     import keras
     import tensorflow as tf
@@ -309,7 +363,8 @@ def run(
     Args:
         experiment: the validated experiment (`lenet_keras.config.load`).
         runs_dir: the parent of `<experiment.name>/<run_id>/`.
-        data_dir: the first place to look for the dataset (see `lenet_keras.data`).
+        data_dir: the only folder searched for the dataset; None: $LENET_KERAS_DATA if set, else data/
+            (see `lenet_keras.data`).
         run_id: the run directory's name; default `run-NNN`.
         verbose: Keras progress output: 1 = progress bar, 2 = one line per epoch, 0 = none;
             default 1 in a terminal, else 2.
@@ -410,10 +465,8 @@ def run(
                 "train_images": len(dataset.train_images),
                 "val_images": len(dataset.val_images),
                 "test_images": len(dataset.test_images),
-                "validation": f"last {len(dataset.val_images)} of the first "
-                f"{len(dataset.train_images) + len(dataset.val_images)} official training images"
-                if experiment.data.validation_split else "the test set (validation_split = 0: every training image "
-                "is trained on; nothing is selected by validation, test metrics are of the final weights)",
+                "validation": dataset.validation + ("" if experiment.data.validation_split else
+                                                    "; nothing is selected by validation, test metrics are of the final weights"),
             },
             "model": {"name": experiment.model.name, "parameters": int(model.count_params())},
             "distribution": {**cluster, "learning_rate_scale": learning_rate_scale},
@@ -425,6 +478,7 @@ def run(
     manifest_path = run_dir / "manifest.json"
     manifest_lib.write_json_atomic(manifest_path, manifest)
     speed: dict = {}
+    run_warnings: list[str] = []
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     extra_callbacks = list(callbacks)
@@ -439,6 +493,7 @@ def run(
         _throughput_callback(experiment.train.batch_size, steps_per_epoch, epochs - first_epoch, speed,
                              quiet=verbose == 0),
         _epoch_logs_callback(),
+        _chance_level_callback(dataset.num_classes, run_warnings),
         *([_graph_callback(log_dir)] if first_epoch == 0 else []),
         history,
         keras.callbacks.TensorBoard(
@@ -475,6 +530,7 @@ def run(
                    "tta_seconds": round(time.perf_counter() - tta_start, 3)}
     except BaseException as error:
         manifest.update(
+            warnings=run_warnings,
             status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
             error="".join(traceback.format_exception_only(type(error), error)).strip(),
             ended_utc=manifest_lib.utc_now(),
@@ -531,6 +587,7 @@ def run(
                  if tta else {})},
         final_weights={"file": FINAL_WEIGHTS, "values_sha256": resume_lib.weights_digest(model)},
         stopped_early=_stop_reason(extra_callbacks),
+        warnings=run_warnings,
         ended_utc=manifest_lib.utc_now(),
         wall_seconds=round(time.perf_counter() - t0, 3),
     )

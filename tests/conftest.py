@@ -54,3 +54,17 @@ def cifar_root() -> Path:
     if root is None or not (root / "cifar10-jpeg" / "train").is_dir():
         missing_shared(f"cifar10-jpeg/train under ${data.DATA_ENV_VAR} ({value or 'unset'})")
     return root
+
+
+def assert_png(path: Path, figsize: tuple[float, float], dpi: float = 110) -> None:
+    """`path` is a PNG that decodes to about `figsize` inches x `dpi` (saved with bbox_inches="tight",
+    so within 75-110% of each side) and is not blank."""
+    import matplotlib.image
+
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path}: not a PNG"
+    pixels = matplotlib.image.imread(path)
+    height, width = pixels.shape[:2]
+    want_width, want_height = figsize[0] * dpi, figsize[1] * dpi
+    assert 0.75 * want_width <= width <= 1.1 * want_width, f"{path}: {width} px wide, expected about {want_width:.0f}"
+    assert 0.75 * want_height <= height <= 1.1 * want_height, f"{path}: {height} px high, expected about {want_height:.0f}"
+    assert pixels.std() > 0.01, f"{path}: blank image"

@@ -71,3 +71,9 @@ def test_nothing_switched_on_is_the_plain_pipeline(small):
     plain = _epoch(data.pipelines(small, 64, seed=2)[0])
     off = _epoch(data.pipelines(small, 64, seed=2, augment=AugmentConfig())[0])
     np.testing.assert_array_equal(plain[0][0], off[0][0])
+    # and every image of the epoch is a training image itself, only scaled to [0, 1] (no mean/std
+    # given): the seeded shuffle reorders them, nothing changes a pixel
+    originals = {(image.tobytes(), int(label)) for image, label in zip(small.train_images, small.train_labels)}
+    seen = [(np.rint(x * 255).astype(np.uint8).tobytes(), int(np.argmax(y)) if np.ndim(y) else int(y))
+            for images, labels in off for x, y in zip(images, labels)]
+    assert len(seen) == len(small.train_images) and set(seen) == originals

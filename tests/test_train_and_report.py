@@ -9,7 +9,7 @@ import pytest
 from lenet_keras import config, report, train
 from lenet_keras.errors import RunDirectoryError
 
-from .conftest import REPO
+from .conftest import REPO, assert_png
 
 SMALL = ["train.epochs=1", "data.train_subset=3000", "data.test_subset=500", "train.batch_size=128"]
 
@@ -28,9 +28,10 @@ def runs(tmp_path_factory, mnist_dir):
 def test_run_directory_has_every_file(runs):
     runs_dir, first, second = runs
     assert first == runs_dir / "mnist_lenet5" / "run-001" and second.name == "run-002"
-    for name in ("manifest.json", "history.csv", "best.keras", "predictions.npz", "tensorboard"):
-        assert (first / name).exists(), name
-    assert not list(first.glob("*.tmp"))
+    for name in ("manifest.json", "history.csv", "best.keras", "predictions.npz"):
+        assert (first / name).is_file() and (first / name).stat().st_size > 0, name
+    assert list((first / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert not list(first.rglob(".tmp-*")) and not list(first.rglob("*.tmp"))  # manifest.atomic_path's temp names
 
 
 def test_best_checkpoint_loads_back_as_lenet5(runs):
@@ -117,11 +118,13 @@ def test_report_renders_from_run_directories(runs, tmp_path):
     index = report.build(REPO / "experiments/mnist_lenet5.toml", runs_dir=runs_dir, reports_dir=tmp_path)
     out = index.parent
     assert index == tmp_path / "mnist_lenet5" / "index.html"
+    sizes = {"curves": (9, 3.4), "confusion_matrix": (5.5, 5.5 * 0.9), "per_class_accuracy": (7, 0.28 * 10 + 1.2),
+             "sample_predictions": (8 * 1.15, 4 * 1.6)}
     for run_id in ("run-001", "run-002"):
-        for figure in ("curves", "confusion_matrix", "per_class_accuracy", "sample_predictions"):
-            png = out / f"{run_id}_{figure}.png"
-            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert (out / "all_runs_curves.png").is_file()
+        for figure, size in sizes.items():
+            assert_png(out / f"{run_id}_{figure}.png", size)
+    assert_png(out / "all_runs_curves.png", (9, 3.6))
+    assert not list(out.rglob(".tmp-*"))
     html, md = index.read_text(), (out / "index.md").read_text()
     for text in (html, md):
         assert "run-001" in text and "run-002" in text and "Most confused pairs" in text
@@ -130,7 +133,7 @@ def test_report_renders_from_run_directories(runs, tmp_path):
     assert "| seed |" in md  # the config key that differs between the two runs is a column
 
 
-def test_report_lists_unfinished_runs_without_drawing_them(runs, tmp_path):
+def test_report_lists_unfinished_runs_without_drawing_them(runs, tmp_path, monkeypatch):
     import shutil
 
     runs_dir = tmp_path / "runs"
@@ -140,7 +143,12 @@ def test_report_lists_unfinished_runs_without_drawing_them(runs, tmp_path):
     m.update(status="failed", error="RuntimeError: boom")
     (broken / "manifest.json").write_text(json.dumps(m))
     (broken / "predictions.npz").unlink()
+    drawn = []
+    real_overlay = report.figures.overlaid_curves
+    monkeypatch.setattr(report.figures, "overlaid_curves", lambda histories: drawn.append(list(histories))
+                        or real_overlay(histories))
     index = report.build("mnist_lenet5", runs_dir=runs_dir, reports_dir=tmp_path / "reports")
+    assert drawn == [["run-001"]]  # the failed run has a history row but is not in the overlay
     assert "run-002 (failed)" in index.read_text()
     assert not (index.parent / "run-002_confusion_matrix.png").exists()
     assert (index.parent / "run-001_confusion_matrix.png").exists()
@@ -191,3 +199,28 @@ def test_a_diverging_run_ends_failed_and_the_report_still_renders(mnist_dir, tmp
     assert manifest["status"] == "failed" and "TrainingDivergedError" in manifest["error"]
     index = report.build("mnist_lenet5", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
     assert "run-001 (failed)" in (index.parent / "index.md").read_text()
+
+
+@pytest.mark.parametrize("accuracy, loss, expected", [
+    (0.1397, 6.1e7, "far too high"),      # measured: deck recipe, optimizer.learning_rate=1e6, epoch 1
+    (0.15, 2.29, "too low"),              # chance level with a loss near ln(10): no blow-up
+    (0.21, 2.1, None),                    # above 2/10: learning
+])
+def test_chance_level_message_names_the_likely_cause(accuracy, loss, expected):
+    message = train.chance_level_message(0, accuracy, loss, 10)
+    assert (message is None) if expected is None else (expected in message and "epoch 1" in message)
+
+
+def test_a_run_that_trains_to_nothing_warns_records_and_reports_it(mnist_dir, tmp_path, capsys):
+    experiment = config.load(REPO / "experiments/mnist_lenet5.toml", [
+        "train.epochs=1", "data.train_subset=1200", "data.test_subset=100", "train.batch_size=32",
+        "train.histogram_freq=0", "optimizer.learning_rate=1e6",  # finite loss, chance-level accuracy
+    ])
+    run_dir = train.run(experiment, tmp_path / "runs", data_dir=mnist_dir, verbose=0)
+    assert "WARNING: epoch 1: training accuracy" in capsys.readouterr().err
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and len(manifest["warnings"]) == 1
+    assert "learning rate is most likely far too high" in manifest["warnings"][0]
+    index = report.build("mnist_lenet5", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
+    md = (index.parent / "index.md").read_text()
+    assert "## Warnings" in md and manifest["warnings"][0] in md and "completed (warning)" in md

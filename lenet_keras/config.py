@@ -78,12 +78,15 @@ class OptimizerConfig:
     """`[optimizer]`: by registry name (see `lenet_keras.optim`); the deck uses SGD, momentum 0.9.
 
     `learning_rate` is the initial learning rate the schedule starts from (the deck: 1e-2).
-    `weight_decay` is AdamW's decoupled weight decay (`adamw` only); `global_clipnorm` clips the
+    `weight_decay` is AdamW's decoupled weight decay (`adamw`; `airbench_sgd` reads it in its own
+    units, below; any other optimizer refuses a nonzero one); `global_clipnorm` clips the
     gradients' global L2 norm, as PyTorch's `clip_grad_norm_` (0 = off).
     `airbench_sgd` (`lenet_keras.optim.AirbenchSGD`) reads `learning_rate`, `momentum` and
     `weight_decay` in airbench94's units (11.5, 0.85, 0.0153 per 1024 images), multiplies the
     BatchNorm biases' learning rate by `bias_scaler` (64) and trains the whitening conv's bias
-    for the first `whiten_bias_epochs` (3) epochs only.
+    for the first `whiten_bias_epochs` (3) epochs only (the optimizer stops updating it, and
+    `lenet_keras.callbacks.FreezeWhitenBias`, from `optim.callbacks_for`, stops computing its
+    gradient); it takes only the `triangular` schedule.
     """
 
     name: str = "sgd"
@@ -106,6 +109,9 @@ class ScheduleConfig:
     `one_cycle` is PyTorch's `OneCycleLR` (two phases, cosine annealing) over all training
     steps: from max_learning_rate / div_factor up to `max_learning_rate` during the first
     `warmup_fraction` of the steps, then down to that start / final_div_factor.
+    `triangular` is airbench94's (`lenet_keras.optim.Triangular`): `optimizer.learning_rate` times
+    a factor rising linearly from `triangle_start` to 1 at `triangle_peak` of the steps, then
+    falling to `triangle_end` at the last step (the only schedule `airbench_sgd` takes).
     """
 
     name: str = "exponential_decay"
@@ -139,7 +145,7 @@ class TrainConfig:
     AMX and on recent GPUs: `make bench` measures it) or "mixed_float16" (older GPUs). The
     output layer always computes in float32.
     `lookahead` (airbench94): every 5 steps the weights move to a moving average of themselves
-    and the run ends on it (`lenet_keras.airbench.lookahead_callback`).
+    and the run ends on it (`lenet_keras.callbacks.Lookahead`).
     `test_time_augmentation`: also evaluate the test set with the logits averaged over mirrored
     ("mirror") and also 1-pixel translated ("mirror_translate") views; the manifest records
     test accuracy with and without it.

@@ -3,17 +3,21 @@
 - `lenet5`: the deck's `MyLeNet` (seed 002, "LeNet Keras TensorFlow"), 28x28 input, conv1 'same'.
 - `lenet5_classic`: the LeNet paper seed's table (seed 000, "Architecture details"): input
   zero-padded to 32x32, conv1 'valid' (28x28x6 feature maps), as LeCun et al. (1998).
-
+- `lenet5_relu`: the deck's shapes with ReLU and max-pooling.
 - `cifar_cnn`: the CIFAR-10 notebook's 6-block CNN (seed 004, section "Model architecture"),
   4,079,429 trainable parameters.
+- `cifar_fast`: airbench94's network (`CifarFast`), whose first conv is set from the data.
 
-Both LeNet-5 variants have 61,706 parameters on MNIST. Models never read files and never compile themselves:
+The LeNet-5 variants have 61,706 parameters on MNIST. Models never read files and never compile themselves:
 the optimizer, loss and metrics are chosen by the experiment (`lenet_keras.optim`, `train`).
+A model that needs data-dependent initialization says so through one protocol,
+`InitializedFromData`: the runner checks `isinstance(model, InitializedFromData)` and hands it
+`initialization_images` normalized training images.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import keras
 import numpy as np
@@ -21,6 +25,26 @@ from keras import layers
 
 from lenet_keras.config import ModelConfig
 from lenet_keras.errors import ConfigError
+
+
+@runtime_checkable
+class InitializedFromData(Protocol):
+    """A model whose initial weights depend on the training data (e.g. airbench94's whitening conv).
+
+    The runner, after building (and compiling) such a model and before training it, calls
+    `model.initialize_from_data(images)` with the first `model.initialization_images`
+    training images, normalized as the input pipeline normalizes them. A model that is not an
+    instance of this protocol (`isinstance` checks both members) gets no such call.
+    """
+
+    initialization_images: int
+    """How many training images `initialize_from_data` wants (fewer when the training set is smaller)."""
+
+    def initialize_from_data(self, images: np.ndarray) -> None:
+        """Set the data-dependent weights from `images`: float32 (N, height, width, channels),
+        normalized as the pipeline does (pixels / 255, then (x - mean) / std when the experiment
+        has a mean and std)."""
+
 
 LENET5_PARAMETERS = 61_706
 """Parameter count of LeNet-5 on 28x28x1 inputs with 10 classes (the deck's model summary)."""
@@ -192,9 +216,11 @@ class CifarFast(keras.Sequential):
 
     BatchNorm has no scale (airbench freezes it at 1), a trained bias, epsilon 1e-12, Keras
     momentum 0.6 (PyTorch momentum 0.4) and PyTorch's unbiased moving variance; it and the exact
-    GELU run as fused kernels (`fast_layers`: 2.62 -> 2.13 s per step of 1024 images on the
-    2-core CPU, bfloat16). The softmax is its own `Activation` layer,
+    GELU run as fused kernels (`fast_layers`). The softmax is its own `Activation` layer,
     so test-time augmentation can average the logits (`airbench.tta_probabilities`).
+
+    It is an `InitializedFromData` model: the whitening kernel comes from the 2x2 patches of
+    `initialization_images` (5,000) normalized training images, as airbench94's.
 
     Args:
         input_shape: (height, width, channels); default (32, 32, 3).
@@ -205,6 +231,8 @@ class CifarFast(keras.Sequential):
     """
 
     WHITEN_SIZE = 2
+    initialization_images: int = 5000
+    """Training images the whitening kernel is computed from (airbench94: 5,000)."""
     LOGIT_SCALE = 1 / 9
     """airbench's `scaling_factor` on the logits."""
 
@@ -237,7 +265,8 @@ class CifarFast(keras.Sequential):
         self.get_layer("whiten").kernel.trainable = False
 
     def initialize_from_data(self, images: np.ndarray) -> None:
-        """Set the frozen whitening kernel from normalized float images (N, H, W, C) (airbench: 5,000)."""
+        """Set the frozen whitening kernel from normalized float32 images (N, H, W, C) (airbench: the
+        first `initialization_images`, 5,000, of the training set)."""
         from lenet_keras import airbench
 
         layer = self.get_layer("whiten")

@@ -3,6 +3,11 @@
 The default is the deck's (seed 002): `keras.optimizers.SGD(momentum=0.9)` driven by
 `keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=10000, decay_rate=0.98)`.
 Schedules count optimizer steps (batches), not epochs.
+
+A new optimizer plugs in through the registries below, without touching the runner: its builder
+in `OPTIMIZERS`, the schedules it is restricted to (if any) in `OPTIMIZER_SCHEDULES`, and the
+Keras callbacks it needs during training (if any) in `OPTIMIZER_CALLBACKS`, which the runner
+collects through `callbacks_for`.
 """
 
 from __future__ import annotations
@@ -169,11 +174,6 @@ class AirbenchSGD(keras.optimizers.Optimizer):
         self.assign(buffer, new_buffer)
         self.assign_sub(variable, step)
 
-    @staticmethod
-    def _whiten_prefix(variable) -> str:
-        parts = variable.path.split("/")
-        return "/".join(parts[:-1]) if len(parts) > 1 and parts[-2] == "whiten" else "\0"
-
     def learning_rate_base(self) -> float:
         """The unscheduled `learning_rate` (airbench's hyp lr), from which lr_G and weight_decay_G follow."""
         return self._base_learning_rate
@@ -219,21 +219,61 @@ OPTIMIZERS: dict[str, Callable[[OptimizerConfig, object, Experiment, int], keras
 steps per epoch). `adam` and `adamw` ignore `momentum` and `nesterov`; `adamw` and
 `airbench_sgd` use `weight_decay` (decoupled for AdamW, airbench's units for airbench_sgd)."""
 
+WEIGHT_DECAY_OPTIMIZERS = ("adamw", "airbench_sgd")
+"""The optimizers that read `optimizer.weight_decay`; any other refuses a nonzero one."""
+
+OPTIMIZER_SCHEDULES: dict[str, tuple[str, ...]] = {
+    "airbench_sgd": ("triangular",),  # AirbenchSGD derives lr_G and weight_decay_G from Triangular's base lr
+}
+"""Registry: `optimizer.name` -> the only `schedule.name` values it works with (absent: any)."""
+
+
+def _freeze_whiten_bias(experiment: Experiment) -> list:
+    epochs = experiment.optimizer.whiten_bias_epochs
+    if epochs <= 0:
+        return []
+    from lenet_keras import callbacks
+
+    return [callbacks.FreezeWhitenBias(epochs)]
+
+
+OPTIMIZER_CALLBACKS: dict[str, Callable[[Experiment], list]] = {
+    "airbench_sgd": _freeze_whiten_bias,
+}
+"""Registry: `optimizer.name` -> function(experiment) -> the Keras callbacks that optimizer needs
+during `fit` (absent: none). `airbench_sgd`: `callbacks.FreezeWhitenBias` after
+`optimizer.whiten_bias_epochs` epochs (none when that is 0)."""
+
+
+def callbacks_for(experiment: Experiment) -> list:
+    """The Keras callbacks `experiment`'s optimizer needs (`OPTIMIZER_CALLBACKS`); [] for most.
+
+    Returns:
+        A new list of `keras.callbacks.Callback`, for the runner to put among its own.
+    """
+    make = OPTIMIZER_CALLBACKS.get(experiment.optimizer.name)
+    return list(make(experiment)) if make is not None else []
+
 
 def check_names(experiment: Experiment) -> None:
-    """Raise `ConfigError` if `optimizer.name` or `schedule.name` is not registered."""
-    if experiment.optimizer.name not in OPTIMIZERS:
-        raise ConfigError(
-            f"optimizer.name: unknown optimizer {experiment.optimizer.name!r}; known: {', '.join(OPTIMIZERS)}"
-        )
-    if experiment.schedule.name not in SCHEDULES:
-        raise ConfigError(
-            f"schedule.name: unknown schedule {experiment.schedule.name!r}; known: {', '.join(SCHEDULES)}"
-        )
-    if experiment.schedule.name == "one_cycle" and experiment.schedule.max_learning_rate <= 0:
+    """Raise `ConfigError` if `optimizer.name` or `schedule.name` is not registered, or the
+    options do not fit them: `one_cycle` without `max_learning_rate`, `weight_decay` for an
+    optimizer outside `WEIGHT_DECAY_OPTIMIZERS`, a schedule its optimizer does not take
+    (`OPTIMIZER_SCHEDULES`: `airbench_sgd` needs `triangular`)."""
+    optimizer, schedule = experiment.optimizer.name, experiment.schedule.name
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule.name: unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    allowed = OPTIMIZER_SCHEDULES.get(optimizer)
+    if allowed is not None and schedule not in allowed:
+        raise ConfigError(f"schedule.name: optimizer {optimizer!r} needs schedule.name = "
+                          f"{' or '.join(map(repr, allowed))}, got {schedule!r}")
+    if schedule == "one_cycle" and experiment.schedule.max_learning_rate <= 0:
         raise ConfigError("schedule.max_learning_rate: one_cycle needs the peak learning rate (> 0)")
-    if experiment.optimizer.weight_decay and experiment.optimizer.name not in ("adamw", "airbench_sgd"):
-        raise ConfigError(f"optimizer.weight_decay: only adamw uses it, not {experiment.optimizer.name!r}")
+    if experiment.optimizer.weight_decay and optimizer not in WEIGHT_DECAY_OPTIMIZERS:
+        raise ConfigError(f"optimizer.weight_decay: only {' and '.join(WEIGHT_DECAY_OPTIMIZERS)} use it, "
+                          f"not {optimizer!r}")
 
 
 def build(experiment: Experiment, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
@@ -244,7 +284,8 @@ def build(experiment: Experiment, steps_per_epoch: int = 1) -> keras.optimizers.
             (`one_cycle`) need it.
 
     Raises:
-        ConfigError: unknown optimizer or schedule name, or options that do not fit them.
+        ConfigError: unknown optimizer or schedule name, or options that do not fit them
+            (`check_names`).
     """
     check_names(experiment)
     total_steps = max(2, steps_per_epoch * experiment.train.epochs)

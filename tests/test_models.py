@@ -92,3 +92,15 @@ def test_relu_variant_and_mixed_precision_keep_a_float32_output():
     assert model.layers[0].compute_dtype == "bfloat16" and model.layers[0].kernel.dtype == "float32"
     assert model(np.zeros((2, 28, 28, 1), np.float32)).dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever comes next
+
+
+def test_data_dependent_initialization_is_declared_through_one_protocol():
+    fast = models.build(ModelConfig(name="cifar_fast"), (32, 32, 3), 10)
+    assert isinstance(fast, models.InitializedFromData)
+    assert fast.initialization_images == models.CifarFast.initialization_images == 5000  # airbench94's
+    for name, shape in (("lenet5", (28, 28, 1)), ("lenet5_classic", (28, 28, 1)), ("cifar_cnn", (32, 32, 3))):
+        assert not isinstance(models.build(ModelConfig(name=name), shape, 10), models.InitializedFromData), name
+    images = np.random.default_rng(0).standard_normal((64, 32, 32, 3)).astype(np.float32)
+    fast.initialize_from_data(images)  # what the runner calls: float32 (N, H, W, C), normalized
+    kernel = np.asarray(fast.get_layer("whiten").kernel)
+    assert kernel.shape == (2, 2, 3, 24) and np.isfinite(kernel).all() and np.abs(kernel).max() > 0

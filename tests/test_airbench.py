@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lenet_keras import airbench, augment, config, data, fast_layers, models, optim, report, train
+from lenet_keras import airbench, augment, config, data, fast_layers, models, optim, pipeline, report, train
 from lenet_keras.config import AugmentConfig
 
 from .conftest import REPO
@@ -115,8 +115,8 @@ def test_alternating_flips_flip_every_image_the_other_way_each_epoch():
 
 def test_pipeline_shows_each_image_mirrored_in_consecutive_epochs(cifar):
     config_ = AugmentConfig(horizontal_flip=True, alternating_flip=True)
-    train_ds, _, _ = data.pipelines(cifar, 256, 3, augment=config_, epochs=2)
-    steps = data.steps_per_epoch(cifar, 256)
+    train_ds, _, _ = pipeline.pipelines(cifar, 256, 3, augment=config_, epochs=2)
+    steps = pipeline.steps_per_epoch(cifar, 256)
     batches = [images.numpy() for images, _ in train_ds]
     originals = cifar.train_images.astype(np.float32) / 255.0
     which = {originals[i].tobytes(): (i, False) for i in range(len(originals))}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lenet_keras import augment, data
+from lenet_keras import augment, data, pipeline
 from lenet_keras.config import AugmentConfig, DataConfig
 
 tf = pytest.importorskip("tensorflow")
@@ -21,9 +21,9 @@ def _epoch(dataset):
 
 
 def test_same_seed_same_augmented_batches_other_seed_differs(small):
-    first = _epoch(data.pipelines(small, 64, seed=5, augment=FULL)[0])
-    again = _epoch(data.pipelines(small, 64, seed=5, augment=FULL)[0])
-    other = _epoch(data.pipelines(small, 64, seed=6, augment=FULL)[0])
+    first = _epoch(pipeline.pipelines(small, 64, seed=5, augment=FULL)[0])
+    again = _epoch(pipeline.pipelines(small, 64, seed=5, augment=FULL)[0])
+    other = _epoch(pipeline.pipelines(small, 64, seed=6, augment=FULL)[0])
     for (x1, y1), (x2, y2) in zip(first, again):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
@@ -31,9 +31,9 @@ def test_same_seed_same_augmented_batches_other_seed_differs(small):
 
 
 def test_each_epoch_draws_new_augmentations_and_is_a_function_of_seed_and_epoch(small):
-    steps = data.steps_per_epoch(small, 64)
-    both = _epoch(data.pipelines(small, 64, seed=3, augment=FULL, epochs=2)[0])
-    second_only = _epoch(data.pipelines(small, 64, seed=3, augment=FULL, first_epoch=1, epochs=2)[0])
+    steps = pipeline.steps_per_epoch(small, 64)
+    both = _epoch(pipeline.pipelines(small, 64, seed=3, augment=FULL, epochs=2)[0])
+    second_only = _epoch(pipeline.pipelines(small, 64, seed=3, augment=FULL, first_epoch=1, epochs=2)[0])
     assert len(both) == 2 * steps and len(second_only) == steps
     assert not np.array_equal(both[0][0], both[steps][0])  # epoch 1 differs from epoch 0
     for (x1, y1), (x2, y2) in zip(both[steps:], second_only):  # epoch 1 alone = epoch 1 after epoch 0
@@ -42,7 +42,7 @@ def test_each_epoch_draws_new_augmentations_and_is_a_function_of_seed_and_epoch(
 
 
 def test_shapes_dtypes_and_ranges_are_kept(small):
-    x, y = next(iter(data.pipelines(small, 64, seed=1, augment=FULL)[0]))
+    x, y = next(iter(pipeline.pipelines(small, 64, seed=1, augment=FULL)[0]))
     assert x.shape == (64, 28, 28, 1) and x.dtype == tf.float32 and y.shape == (64, 10)
     assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
     np.testing.assert_allclose(tf.reduce_sum(y, axis=1), np.ones(64), rtol=1e-6)  # mixed targets sum to 1
@@ -68,8 +68,8 @@ def test_flip_is_left_right_mirror_or_identity(small):
 
 
 def test_nothing_switched_on_is_the_plain_pipeline(small):
-    plain = _epoch(data.pipelines(small, 64, seed=2)[0])
-    off = _epoch(data.pipelines(small, 64, seed=2, augment=AugmentConfig())[0])
+    plain = _epoch(pipeline.pipelines(small, 64, seed=2)[0])
+    off = _epoch(pipeline.pipelines(small, 64, seed=2, augment=AugmentConfig())[0])
     np.testing.assert_array_equal(plain[0][0], off[0][0])
     # and every image of the epoch is a training image itself, only scaled to [0, 1] (no mean/std
     # given): the seeded shuffle reorders them, nothing changes a pixel

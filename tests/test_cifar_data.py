@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from lenet_keras import data
+from lenet_keras import data, dataformats, pipeline
 from lenet_keras.config import DataConfig
 from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
 
@@ -37,10 +37,10 @@ def _tiny_archive(path, per_batch=4, corrupt=False):
 
 
 def test_official_layout_reads_channels_last_in_official_order(tmp_path, monkeypatch):
-    archive = tmp_path / "cifar10" / data.CIFAR10_ARCHIVE
+    archive = tmp_path / "cifar10" / dataformats.CIFAR10_ARCHIVE
     archive.parent.mkdir()
     expected = _tiny_archive(archive)
-    monkeypatch.setattr(data, "CIFAR10_SHA256", data.sha256_of_file(archive))
+    monkeypatch.setattr(dataformats, "CIFAR10_SHA256", dataformats.sha256_of_file(archive))
     d = data.load_cifar10(DataConfig(dataset="cifar10", validation_split=0.2), [tmp_path])
     train_images = np.concatenate([images for images, _ in expected["train"]])
     assert d.class_names[:2] == ("airplane", "automobile") and d.image_shape == (32, 32, 3)
@@ -49,19 +49,19 @@ def test_official_layout_reads_channels_last_in_official_order(tmp_path, monkeyp
     assert d.validation == ("the last 4 of all 20 official training images, in file order "
                             "(data_batch_1 .. data_batch_5)")
     np.testing.assert_array_equal(d.test_labels, expected["test"][0][1])
-    assert d.checksums == {data.CIFAR10_ARCHIVE: data.CIFAR10_SHA256}
+    assert d.checksums == {dataformats.CIFAR10_ARCHIVE: dataformats.CIFAR10_SHA256}
 
 
 def test_archive_with_other_checksum_is_refused(tmp_path):
-    _tiny_archive(tmp_path / data.CIFAR10_ARCHIVE)
-    with pytest.raises(ChecksumError, match=f"expected {data.CIFAR10_SHA256}"):
+    _tiny_archive(tmp_path / dataformats.CIFAR10_ARCHIVE)
+    with pytest.raises(ChecksumError, match=f"expected {dataformats.CIFAR10_SHA256}"):
         data.load_cifar10(DataConfig(dataset="cifar10"), [tmp_path])
 
 
 def test_corrupted_archive_content_is_refused(tmp_path, monkeypatch):
-    archive = tmp_path / data.CIFAR10_ARCHIVE
+    archive = tmp_path / dataformats.CIFAR10_ARCHIVE
     _tiny_archive(archive, corrupt=True)
-    monkeypatch.setattr(data, "CIFAR10_SHA256", data.sha256_of_file(archive))
+    monkeypatch.setattr(dataformats, "CIFAR10_SHA256", dataformats.sha256_of_file(archive))
     with pytest.raises(ChecksumError, match="not the official CIFAR-10 python archive layout"):
         data.load_cifar10(DataConfig(dataset="cifar10"), [tmp_path])
 
@@ -72,7 +72,7 @@ def test_missing_archive_offline_says_how_to_use_an_image_folder(tmp_path):
                           url="http://127.0.0.1:9/cifar-10-python.tar.gz")
     message = str(info.value)
     assert "CIFAR-10 not found" in message and str(tmp_path / "cifar10") in message
-    assert f"{tmp_path}: lacks {data.CIFAR10_ARCHIVE}" in message
+    assert f"{tmp_path}: lacks {dataformats.CIFAR10_ARCHIVE}" in message
     assert "make cifar DATA=" in message and "data.dataset=image_folder" in message
 
 
@@ -114,9 +114,9 @@ def test_normalization_uses_mean_and_std_per_channel(jpeg_root):
     cfg = DataConfig(dataset="image_folder", path="cifar10-jpeg", train_subset=64, test_subset=16, validation_split=0.25)
     d = data.load_image_folder(cfg, [jpeg_root])
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-    _, _, test = data.pipelines(d, 16, seed=0, mean=mean, std=std)
+    _, _, test = pipeline.pipelines(d, 16, seed=0, mean=mean, std=std)
     images, _ = next(iter(test))
     expected = (d.test_images.astype(np.float32) / 255 - np.array(mean, np.float32)) / np.array(std, np.float32)
     np.testing.assert_allclose(images.numpy(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="one value per channel"):
-        data.pipelines(d, 16, seed=0, mean=(0.5,), std=(0.2,))
+        pipeline.pipelines(d, 16, seed=0, mean=(0.5,), std=(0.2,))

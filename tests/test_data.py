@@ -2,13 +2,17 @@
 
 import gzip
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from lenet_keras import data
+from lenet_keras import data, dataformats, pipeline
 from lenet_keras.config import DataConfig
 from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
+
+from .conftest import REPO
 
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -16,8 +20,8 @@ TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 def _copy_all(mnist_dir, target, decompress=()):
     """Copy the four files to `target`, decompressing those named in `decompress`."""
     target.mkdir(parents=True)
-    for name, _ in data.MNIST_FILES.values():
-        source = data._idx_path(mnist_dir, name)
+    for name, _ in dataformats.MNIST_FILES.values():
+        source = data.idx_path(mnist_dir, name)
         if name in decompress and source.suffix == ".gz":
             (target / name).write_bytes(gzip.decompress(source.read_bytes()))
         else:
@@ -36,7 +40,7 @@ def test_full_load_matches_the_dataset_readme(mnist_dir):
     all_train = np.concatenate([d.train_labels, d.val_labels])
     assert list(np.bincount(all_train)) == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.concatenate([d.train_images, d.val_images]).mean() == pytest.approx(33.3184, abs=1e-3)
-    assert d.checksums == {name: sha for name, sha in data.MNIST_FILES.values()}
+    assert d.checksums == {name: sha for name, sha in dataformats.MNIST_FILES.values()}
 
 
 def test_raw_and_gzip_files_read_the_same(mnist_dir, tmp_path):
@@ -59,8 +63,8 @@ def test_changed_byte_is_refused_naming_file_and_both_checksums(mnist_dir, tmp_p
         data.load_mnist(DataConfig(), [folder])
     message = str(info.value)
     assert str(path) in message
-    assert data.MNIST_FILES["test_labels"][1] in message  # expected
-    assert data.sha256_of_bytes(bytes(content)) in message  # actual
+    assert dataformats.MNIST_FILES["test_labels"][1] in message  # expected
+    assert dataformats.sha256_of_bytes(bytes(content)) in message  # actual
 
 
 def test_truncated_gzip_is_refused(mnist_dir, tmp_path):
@@ -114,11 +118,11 @@ def test_download_converts_npz_to_the_official_idx_files(mnist_dir, tmp_path, mo
         x_test=full.test_images[..., 0],
         y_test=full.test_labels.astype(np.uint8),
     )
-    monkeypatch.setattr(data, "MNIST_NPZ_SHA256", data.sha256_of_bytes(npz.read_bytes()))
+    monkeypatch.setattr(data, "MNIST_NPZ_SHA256", dataformats.sha256_of_bytes(npz.read_bytes()))
     target = tmp_path / "download"
     loaded = data.load_mnist(DataConfig(test_subset=10), [tmp_path / "empty"], download_to=target, url=npz.as_uri())
     assert loaded.source == str(target)
-    assert sorted(p.name for p in target.iterdir()) == sorted(name for name, _ in data.MNIST_FILES.values())
+    assert sorted(p.name for p in target.iterdir()) == sorted(name for name, _ in dataformats.MNIST_FILES.values())
     np.testing.assert_array_equal(loaded.test_labels, full.test_labels[:10])
 
 
@@ -127,7 +131,7 @@ def test_download_with_wrong_checksum_is_refused_and_deleted(tmp_path):
     bogus.write_bytes(b"not mnist")
     with pytest.raises(ChecksumError) as info:
         data.download_mnist(tmp_path / "download", url=bogus.as_uri())
-    assert data.MNIST_NPZ_SHA256 in str(info.value) and data.sha256_of_bytes(b"not mnist") in str(info.value)
+    assert data.MNIST_NPZ_SHA256 in str(info.value) and dataformats.sha256_of_bytes(b"not mnist") in str(info.value)
     assert not any((tmp_path / "download").iterdir())
 
 
@@ -160,7 +164,7 @@ def test_validation_is_the_last_fraction_of_training_images(mnist_dir):
     small = data.load_mnist(DataConfig(train_subset=1000, test_subset=200, validation_split=0.25), [mnist_dir])
     assert (len(small.train_images), len(small.val_images), len(small.test_images)) == (750, 250, 200)
     np.testing.assert_array_equal(small.val_images, full.train_images[750:1000])
-    official_labels, _ = data.read_idx(data._idx_path(mnist_dir, "train-labels-idx1-ubyte"))
+    official_labels, _ = dataformats.read_idx(data.idx_path(mnist_dir, "train-labels-idx1-ubyte"))
     np.testing.assert_array_equal(full.val_labels, official_labels[48000:60000])
     assert full.validation == "the last 12000 of all 60000 official training images, in file order"
     assert small.validation == "the last 250 of the first 1000 of the 60000 official training images, in file order"
@@ -174,18 +178,39 @@ def test_validation_is_the_last_fraction_of_training_images(mnist_dir):
 def test_pipelines_scale_one_hot_and_shuffle_by_seed(mnist_dir):
     tf = pytest.importorskip("tensorflow")
     d = data.load_mnist(DataConfig(train_subset=600, test_subset=100), [mnist_dir])
-    train, val, test = data.pipelines(d, batch_size=64, seed=3)
+    train, val, test = pipeline.pipelines(d, batch_size=64, seed=3)
     images, labels = next(iter(train))
     assert images.shape == (64, 28, 28, 1) and images.dtype == tf.float32
     assert labels.shape == (64, 10) and labels.dtype == tf.float32
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) == 1.0
     np.testing.assert_array_equal(tf.reduce_sum(labels, axis=1), np.ones(64))
-    two_epochs = [np.argmax(y, 1) for _, y in data.pipelines(d, batch_size=64, seed=3, epochs=2)[0]]
-    steps = data.steps_per_epoch(d, 64)
+    two_epochs = [np.argmax(y, 1) for _, y in pipeline.pipelines(d, batch_size=64, seed=3, epochs=2)[0]]
+    steps = pipeline.steps_per_epoch(d, 64)
     assert steps == 8 and len(two_epochs) == 2 * steps
     first_epoch, second_epoch = np.concatenate(two_epochs[:steps]), np.concatenate(two_epochs[steps:])
-    again = np.concatenate([np.argmax(y, 1) for _, y in data.pipelines(d, 64, seed=3)[0]])
+    again = np.concatenate([np.argmax(y, 1) for _, y in pipeline.pipelines(d, 64, seed=3)[0]])
     assert sorted(first_epoch) == sorted(d.train_labels)  # every image once per epoch
     assert not np.array_equal(first_epoch, second_epoch)  # reshuffled each epoch
     np.testing.assert_array_equal(first_epoch, again)  # same seed, same order
     np.testing.assert_array_equal(np.concatenate([np.argmax(y, 1) for _, y in test]), d.test_labels)
+
+
+def test_normalize_is_the_pipelines_scaling_in_numpy(mnist_dir):
+    pytest.importorskip("tensorflow")
+    d = data.load_mnist(DataConfig(train_subset=600, test_subset=100), [mnist_dir])
+    plain = pipeline.normalize(d.test_images)
+    assert plain.dtype == np.float32 and plain.shape == d.test_images.shape
+    np.testing.assert_array_equal(plain, d.test_images.astype(np.float32) / 255.0)
+    mean, std = (0.1307,), (0.3081,)
+    whitened = pipeline.normalize(d.test_images, mean, std)
+    np.testing.assert_array_equal(whitened, (plain - np.float32(mean)) / np.float32(std))
+    _, _, test = pipeline.pipelines(d, 64, seed=0, mean=mean, std=std)
+    np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in test]), whitened)  # bit for bit
+
+
+def test_data_look_up_and_formats_load_no_tensorflow():
+    code = ("import sys, lenet_keras.data, lenet_keras.dataformats, lenet_keras.pipeline; "
+            "loaded = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
+            "assert not loaded, loaded[:5]")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

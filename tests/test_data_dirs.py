@@ -6,11 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from lenet_keras import data
+from lenet_keras import data, dataformats
 from lenet_keras.config import DataConfig
 from lenet_keras.errors import DataNotFoundError
 
-ALL_FILES = [f"{name}[.gz]" for name, _ in data.MNIST_FILES.values()]
+ALL_FILES = [f"{name}[.gz]" for name, _ in dataformats.MNIST_FILES.values()]
 SMALL = DataConfig(train_subset=100, test_subset=10)
 
 
@@ -29,9 +29,9 @@ def no_download(monkeypatch):
 
 def _copy(mnist_dir, target, names=None):
     target.mkdir(parents=True)
-    for name, _ in data.MNIST_FILES.values():
+    for name, _ in dataformats.MNIST_FILES.values():
         if names is None or name in names:
-            source = data._idx_path(mnist_dir, name)
+            source = data.idx_path(mnist_dir, name)
             shutil.copy(source, target / source.name)
     return target
 
@@ -129,7 +129,7 @@ def test_image_folder_validation_says_seeded_shuffle_with_seed_and_counts(tmp_pa
     folder = _tiny_image_folder(tmp_path / "tiny")
     d = data.load_image_folder(DataConfig(dataset="image_folder", path=str(folder), validation_split=0.25), [])
     assert d.validation == (f"the last 3 of all 12 training images of the folder, in the order of a seeded shuffle of "
-                            f"its files (seed {data.IMAGE_FOLDER_SEED}, keras.utils.image_dataset_from_directory)")
+                            f"its files (seed {dataformats.IMAGE_FOLDER_SEED}, keras.utils.image_dataset_from_directory)")
     assert "official" not in d.validation
     order = np.concatenate([d.train_images, d.val_images])[:, 0, 0, 0].tolist()
     assert sorted(order) == list(range(12)) and order != list(range(12))  # all of them, shuffled

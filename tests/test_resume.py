@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from lenet_keras import config, resume, train
+from lenet_keras import config, dataformats, resume, train
 from lenet_keras.errors import RunDirectoryError
 
 from .conftest import REPO
@@ -186,7 +186,7 @@ def test_changed_or_foreign_backup_is_a_clear_error(uninterrupted, mnist_dir, tm
     other.save_weights(str(weights))  # a checkpoint of another model, recorded as if ours
     metadata = copy / resume.BACKUP_DIR / resume.METADATA
     record = json.loads(metadata.read_text())
-    record["sha256"] = resume.data_lib.sha256_of_file(weights)
+    record["sha256"] = dataformats.sha256_of_file(weights)
     metadata.write_text(json.dumps(record))
     with pytest.raises(RunDirectoryError, match="does not fit model LeNet5"):
         train.run(experiment, data_dir=mnist_dir, resume=copy, verbose=0)
@@ -196,7 +196,7 @@ def test_changed_or_foreign_backup_is_a_clear_error(uninterrupted, mnist_dir, tm
     same_model.compile(optimizer="adam", loss="mse")  # same layers, other optimizer variables
     same_model.optimizer.build(same_model.trainable_variables)
     same_model.save_weights(str(weights))
-    record["sha256"] = resume.data_lib.sha256_of_file(weights)
+    record["sha256"] = dataformats.sha256_of_file(weights)
     metadata.write_text(json.dumps(record))
     with pytest.raises(RunDirectoryError, match="and its optimizer: Skipping variable loading"):
         train.run(experiment, data_dir=mnist_dir, resume=copy, verbose=0)

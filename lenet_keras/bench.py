@@ -8,11 +8,13 @@ Each measurement runs in a fresh Python process (so thread pools, the mixed-prec
 and peak memory are its own) and reports, for one workload and precision:
 
 - `train_images_per_s`: training images/s through our real `tf.data` pipeline (augmentation
-  included), timed from the 3rd step on (after tracing);
-- `compute_images_per_s`: the same steps on one batch held in memory (the model's compute
+  included) over the timed steps: steps 4 to the last of the (last) epoch, i.e. all but the
+  first `WARMUP_STEPS` = 3 (tracing). Images are the ones those steps really had: the last
+  batch of an epoch is partial (`batch_images`); `timed_steps`, `timed_images` say how many;
+- `compute_images_per_s`: as many steps on one full batch held in memory (the model's compute
   alone; the peer CIFAR script times exactly this), and `input_wait_fraction` =
-  1 - pipeline step time / in-memory step time, floored at 0: the share of a step spent
-  waiting for input;
+  1 - train images/s / compute images/s: the share of a step spent waiting for input (not
+  floored: slightly negative when the pipeline's steps happened to run faster, i.e. noise);
 - `epoch_seconds`: LeNet-5: the wall time of a whole second epoch (training + validation,
   as the deck's script prints it); CIFAR CNN: projected from the measured rates for 45,000
   training and 5,000 validation images (marked `epoch_seconds_projected`);
@@ -20,8 +22,17 @@ and peak memory are its own) and reports, for one workload and precision:
 - `train_gflop_per_s`: training FLOPs per image x training images/s, with training FLOPs =
   3 x the forward FLOPs counted by TensorFlow's profiler on the inference graph (backward
   costs about twice the forward); `peak_fraction` divides it by a 4096x4096 matmul's GFLOP/s
-  measured in the same process at the same precision;
+  measured in the same process at the same precision (a ratio per measurement);
 - `peak_rss_mib`: the process's peak resident memory, MiB.
+
+The models run as `train.run` runs them (`TRAIN_DIFFERENCES` says what is not the same): same
+seed, TensorFlow op determinism on, `train.compiled_model` under the experiment's distribution
+strategy, `pipeline.pipelines`, and the callbacks that change what training computes.
+
+Ratios are taken per measurement, then summarised (min / median / max over the repeats): the
+median of the ratios, never the ratio of two medians. Printed and in the JSON
+(`per_measurement_ratios`): train GFLOP/s / matmul GFLOP/s per workload and precision, and bf16 /
+fp32 train and compute images/s per workload (same repeat).
 
 With `--peers`, each repeat runs ours and the peers one after another (A B A B ...):
 `seed002_keras_lenet.py` (the deck's Keras code) and `seed000_torch_lenet.py` against our
@@ -60,10 +71,15 @@ WORKLOADS = {
                       "data.test_subset=1024"],
     },
 }
-"""What each workload trains: LeNet-5 with the deck's recipe (batch 512) on all of MNIST, and the
-CIFAR notebook's recipe (AdamW, clipping, AutoAugment, MixUp; batch 128 as the peer) on the first
-1,664 images of the JPEG copy of CIFAR-10 (enough for 11 timed steps), and airbench94's recipe
-(`experiments/cifar_fast.toml`, batch 1024) on the first 7,168 (4 timed steps)."""
+"""What each workload trains, and how many of its steps are timed (`timed_window`):
+
+- LeNet-5 with the deck's recipe (batch 512) on all of MNIST: 48,000 training images = 94
+  steps, 91 timed steps (46,464 images; the last batch has 384);
+- the CIFAR notebook's recipe (AdamW, clipping, AutoAugment, MixUp; batch 128 as the peer) on
+  the first 1,664 images of the JPEG copy of CIFAR-10: 1,498 training images after its 10%
+  validation split = 12 steps, 9 timed steps (1,114 images; the last batch has 90);
+- airbench94's recipe (`experiments/cifar_fast.toml`, batch 1024, no validation split) on the
+  first 7,168: 7 steps, 4 timed steps (4,096 images)."""
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 """Bench precision names -> `train.precision` (Keras dtype policies)."""
@@ -71,12 +87,47 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 CIFAR_EPOCH = (45_000, 5_000)
 """Training and validation images of a CIFAR-10 epoch (the 90/10 split of the 50,000)."""
 
+WARMUP_STEPS = 3
+"""Training steps at the start of each epoch left out of the timing (tracing, first allocations)."""
+
+LEFT_OUT_CALLBACKS = ("Throughput", "EpochLogs", "ChanceLevel", "ModelGraph", "HistoryCSV", "TensorBoard",
+                      "BestCheckpoint", "CrashSafeBackup")
+"""The callbacks of `train.run` (class names) that the bench leaves out: they log, warn and save,
+and change nothing that training computes. `train_callbacks` builds the others."""
+
+TRAIN_DIFFERENCES = (
+    "differs from `train`: its logging and checkpoint callbacks are left out (history.csv, "
+    "TensorBoard with weight histograms, graph, best.keras, backup, throughput and epoch-time logs, "
+    "chance-level warning), "
+    "so no per-epoch file writes are timed; verbose=0")
+"""One line, printed and in the results: how the bench's training differs from `train.run`'s."""
+
+
+def batch_images(n_images: int, batch_size: int, batch: int) -> int:
+    """Images in batch `batch` (0-based) of an epoch over `n_images` at `batch_size`: `batch_size`,
+    or the remainder in the last batch.
+
+    Raises:
+        ValueError: `batch` is not one of the epoch's ceil(n_images / batch_size) batches.
+    """
+    steps = -(-n_images // batch_size)
+    if not 0 <= batch < steps:
+        raise ValueError(f"batch {batch} is not in 0..{steps - 1} ({n_images} images at batch size {batch_size})")
+    return min(batch_size, n_images - batch * batch_size)
+
+
+def timed_window(n_images: int, batch_size: int, warmup: int = WARMUP_STEPS) -> tuple[int, int]:
+    """(timed steps, timed images) of one epoch over `n_images` at `batch_size`: every step but the
+    first `warmup`, with the images each step really has."""
+    steps = -(-n_images // batch_size)
+    return steps - warmup, sum(batch_images(n_images, batch_size, b) for b in range(warmup, steps))
+
 
 def matmul_gflops(dtype: str = "float32", size: int = 4096, repeats: int = 5) -> float:
     """GFLOP/s of a `size` x `size` matmul in TensorFlow at `dtype` (median of `repeats`)."""
     import tensorflow as tf
 
-    a = tf.random.uniform((size, size), dtype=tf.float32)
+    a = tf.random.uniform((size, size), dtype=tf.float32, seed=0)
     a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
     tf.linalg.matmul(a, b).numpy()
     times = []
@@ -104,51 +155,73 @@ def forward_flops(model, image_shape) -> int:
     return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
 
 
-def _step_timer(first: int, record: list):
+def _step_timer(images_of, record: dict, warmup: int = WARMUP_STEPS, clock=time.perf_counter):
     import keras
 
     class StepTimer(keras.callbacks.Callback):
-        """Records (steps, seconds) of the training steps after step `first`."""
+        """Times each epoch's steps after the first `warmup`; `record` holds the last epoch's:
+        `steps`, `images` (`images_of(batch)` summed over the timed batches) and `seconds` (wall)."""
 
         def on_train_batch_end(self, batch, logs=None):
-            """Start the clock after step `first`; afterwards record steps and seconds since."""
-            if batch == first:
-                self.start = time.perf_counter()
-            elif batch > first:
-                record[:] = [batch - first, time.perf_counter() - self.start]
+            """Start the clock when step `warmup` ends; afterwards count steps, images and seconds."""
+            if batch == warmup - 1:
+                self.start, self.steps, self.images = clock(), 0, 0
+            elif batch >= warmup:
+                self.steps += 1
+                self.images += images_of(batch)
+                record.update(steps=self.steps, images=self.images, seconds=clock() - self.start)
 
     return StepTimer()
 
 
-def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
-    """One workload at one precision ("fp32" or "bf16" = `train.precision = "mixed_bfloat16"`), in this process.
+def rates(train_flops_per_image: float, pipeline: dict, in_memory: dict, inference_images_per_s: float,
+          peak_gflop_per_s: float) -> dict:
+    """The reported rates of one measurement (module docstring) from its timings.
 
-    Returns the figures described in the module docstring (a JSON-able dict).
+    `pipeline` and `in_memory` are `_step_timer` records: images (count) and seconds (wall) of
+    the timed steps; `train_flops_per_image` in FLOPs; `peak_gflop_per_s` the matmul's GFLOP/s.
     """
-    import resource
+    train = pipeline["images"] / pipeline["seconds"]
+    compute = in_memory["images"] / in_memory["seconds"]
+    gflop_per_s = train_flops_per_image * train / 1e9
+    return {
+        "timed_steps": pipeline["steps"], "timed_images": pipeline["images"],
+        "train_images_per_s": round(train, 1),
+        "compute_images_per_s": round(compute, 1),
+        "input_wait_fraction": round(1 - train / compute, 3),
+        "inference_images_per_s": round(inference_images_per_s, 1),
+        "train_mflop_per_image": round(train_flops_per_image / 1e6, 2),
+        "train_gflop_per_s": round(gflop_per_s, 1),
+        "matmul_peak_gflop_per_s": round(peak_gflop_per_s, 1),
+        "peak_fraction": round(gflop_per_s / peak_gflop_per_s, 3),
+    }
 
+
+def train_callbacks(experiment, steps_per_epoch: int) -> list:
+    """The callbacks of `train.run` that change what training computes (TerminateOnNaN, lookahead,
+    the optimizer's own such as the whitening-bias freeze, dropout seeds), built as `train.run`
+    builds them; those it leaves out are `LEFT_OUT_CALLBACKS`."""
     import keras
-    import tensorflow as tf
 
-    from lenet_keras import config, data, train
+    from lenet_keras import optim
 
-    spec = WORKLOADS[workload]
-    overrides = [*spec["overrides"], f"train.precision={POLICIES[precision]}"]
-    experiment = config.load(REPO / spec["experiment"], overrides)
-    dataset = data.load(experiment.data, data_dir)
-    peak = matmul_gflops("bfloat16" if precision == "bf16" else "float32")
-    keras.utils.set_random_seed(experiment.seed)
-    model = train.compiled_model(experiment, dataset)
-    batch_size = experiment.train.batch_size
-    steps = data.steps_per_epoch(dataset, batch_size)
-    pipeline, validation, _ = data.pipelines(dataset, batch_size, experiment.seed, experiment.data.mean,
-                                             experiment.data.std, experiment.augment, epochs=2)
-    first = 2
-    result = {"workload": workload, "precision": precision, "batch_size": batch_size,
-              "experiment": spec["experiment"], "overrides": overrides, "train_images": len(dataset.train_images)}
+    total_steps = steps_per_epoch * experiment.train.epochs
+    try:
+        from lenet_keras import callbacks as cb
+    except ImportError:  # the layout before `lenet_keras.callbacks` (remove once that module is committed)
+        from lenet_keras import airbench, resume
 
-    timed: list = []
-    epoch_times: list = []
+        return [keras.callbacks.TerminateOnNaN(),
+                *([airbench.lookahead_callback(total_steps)] if experiment.train.lookahead else []),
+                *([airbench.freeze_whiten_bias_callback(experiment.optimizer.whiten_bias_epochs)]
+                  if experiment.optimizer.name == "airbench_sgd" and experiment.optimizer.whiten_bias_epochs else []),
+                resume.dropout_seeds(experiment.seed)]
+    return [keras.callbacks.TerminateOnNaN(), *([cb.Lookahead(total_steps)] if experiment.train.lookahead else []),
+            *optim.callbacks_for(experiment), cb.DropoutSeeds(experiment.seed)]
+
+
+def _epoch_timer(epoch_times: list):
+    import keras
 
     class EpochTimer(keras.callbacks.Callback):
         """Appends each epoch's wall seconds (training + validation) to `epoch_times`."""
@@ -161,41 +234,65 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
             """Record the epoch's wall seconds."""
             epoch_times.append(time.perf_counter() - self.start)
 
-    if workload == "lenet5":  # two real epochs with validation; the second is timed
-        model.fit(pipeline, validation_data=validation, epochs=2, steps_per_epoch=steps, verbose=0, shuffle=False,
-                  callbacks=[EpochTimer(), _step_timer(first, timed)])
-        result["epoch_seconds"] = round(epoch_times[-1], 3)
-    else:
-        model.fit(pipeline, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
-                  callbacks=[_step_timer(first, timed)])
-    pipeline_step = timed[1] / timed[0]
+    return EpochTimer()
+
+
+def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
+    """One workload at one precision ("fp32" or "bf16" = `train.precision = "mixed_bfloat16"`), in this process.
+
+    Turns TensorFlow op determinism on for this process (as `train.run`). Returns the figures
+    described in the module docstring (a JSON-able dict).
+    """
+    import resource
+
+    import keras
+    import tensorflow as tf
+
+    from lenet_keras import config, data, distribute, train
+    from lenet_keras import pipeline as inputs
+
+    spec = WORKLOADS[workload]
+    overrides = [*spec["overrides"], f"train.precision={POLICIES[precision]}"]
+    experiment = config.load(REPO / spec["experiment"], overrides)
+    strategy = distribute.strategy_for(experiment.distribution)
+    dataset = data.load(experiment.data, data_dir)
+    keras.utils.set_random_seed(experiment.seed)
+    tf.config.experimental.enable_op_determinism()
+    peak = matmul_gflops("bfloat16" if precision == "bf16" else "float32")
+    keras.utils.set_random_seed(experiment.seed)  # as train.run: seeded right before the model is built
+    model = train.compiled_model(experiment, dataset, strategy)
+    batch_size, n_train = experiment.train.batch_size, len(dataset.train_images)
+    steps = inputs.steps_per_epoch(dataset, batch_size)
+    epochs = 2 if workload == "lenet5" else 1  # LeNet-5: two real epochs with validation; the second is timed
+    pipeline, validation, _ = inputs.pipelines(dataset, batch_size, experiment.seed, experiment.data.mean,
+                                               experiment.data.std, experiment.augment, epochs=epochs)
+    timed, epoch_times = {}, []
+    model.fit(pipeline, validation_data=validation if epochs == 2 else None, epochs=epochs, steps_per_epoch=steps,
+              verbose=0, shuffle=False, callbacks=[*train_callbacks(experiment, steps), _epoch_timer(epoch_times),
+                                                   _step_timer(lambda b: batch_images(n_train, batch_size, b), timed)])
     held = next(iter(pipeline))
-    in_memory = tf.data.Dataset.from_tensors(held).repeat()
-    model.fit(in_memory, epochs=1, steps_per_epoch=timed[0] + first + 1, verbose=0, shuffle=False,
-              callbacks=[_step_timer(first, timed)])
-    memory_step = timed[1] / timed[0]
+    held_images = int(held[0].shape[0])
+    in_memory: dict = {}
+    model.fit(tf.data.Dataset.from_tensors(held).repeat(), epochs=1, steps_per_epoch=timed["steps"] + WARMUP_STEPS,
+              verbose=0, shuffle=False,
+              callbacks=[*train_callbacks(experiment, steps), _step_timer(lambda b: held_images, in_memory)])
     model.predict(validation, verbose=0)
     start = time.perf_counter()
     model.predict(validation, verbose=0)
     inference = len(dataset.val_images) / (time.perf_counter() - start)
-    train_ips = batch_size / pipeline_step
-    flops = 3 * forward_flops(model, dataset.image_shape)
-    result.update(
-        train_images_per_s=round(train_ips, 1),
-        compute_images_per_s=round(batch_size / memory_step, 1),
-        input_wait_fraction=round(max(0.0, 1 - memory_step / pipeline_step), 3),
-        inference_images_per_s=round(inference, 1),
-        train_mflop_per_image=round(flops / 1e6, 2),
-        train_gflop_per_s=round(flops * train_ips / 1e9, 1),
-        matmul_peak_gflop_per_s=round(peak, 1),
-        peak_fraction=round(flops * train_ips / 1e9 / peak, 3),
-        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        threads={"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                 "inter_op": tf.config.threading.get_inter_op_parallelism_threads(), "cpus": os.cpu_count()},
-    )
-    if workload != "lenet5":
+    result = {"workload": workload, "precision": precision, "batch_size": batch_size,
+              "experiment": spec["experiment"], "overrides": overrides, "train_images": n_train,
+              **rates(3 * forward_flops(model, dataset.image_shape), timed, in_memory, inference, peak),
+              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                          "inter_op": tf.config.threading.get_inter_op_parallelism_threads(), "cpus": os.cpu_count()},
+              "op_determinism": True, "differs_from_train": TRAIN_DIFFERENCES}
+    if workload == "lenet5":
+        result["epoch_seconds"] = round(epoch_times[-1], 3)
+    else:
         train_count, val_count = CIFAR_EPOCH
-        result["epoch_seconds_projected"] = round(train_count / train_ips + val_count / inference, 1)
+        train_seconds = train_count * timed["seconds"] / timed["images"]
+        result["epoch_seconds_projected"] = round(train_seconds + val_count / inference, 1)
     return result
 
 
@@ -236,8 +333,84 @@ def _mnist_gz_dir(data_dir: str | None) -> str | None:
     return str(folder) if folder and (folder / "train-images-idx3-ubyte.gz").exists() else None
 
 
-def _spread(values: list[float]) -> str:
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+def spread(values: list[float]) -> dict:
+    """{"values", "min", "median", "max"} of a list of per-measurement figures (3 decimals)."""
+    values = [round(v, 3) for v in values]
+    return {"values": values, "min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def per_measurement_ratios(ours: list[dict]) -> dict:
+    """Ratios taken within each measurement (or each repeat), summarised by `spread`.
+
+    `ours` are `measure` results with "repeat". Returns {name: spread + "ratio" (what is divided)}:
+    per workload and precision `peak_fraction` (train GFLOP/s / matmul GFLOP/s, each measurement's
+    own); per workload and repeat with both precisions, bf16 / fp32 train images/s and compute images/s.
+    """
+    groups: dict = {}
+    for row in ours:
+        groups.setdefault((row["workload"], row["precision"]), []).append(row)
+    out = {}
+    for (workload, precision), rows in groups.items():
+        out[f"{workload} {precision} peak_fraction (GFLOP/s of matmul peak)"] = {
+            "ratio": "peak_fraction = train GFLOP/s / matmul GFLOP/s of the same measurement",
+            **spread([r["peak_fraction"] for r in rows])}
+    for workload in dict.fromkeys(row["workload"] for row in ours):
+        fp32 = {r["repeat"]: r for r in groups.get((workload, "fp32"), [])}
+        bf16 = {r["repeat"]: r for r in groups.get((workload, "bf16"), [])}
+        repeats = [k for k in bf16 if k in fp32]
+        for key in ("train_images_per_s", "compute_images_per_s") if repeats else ():
+            out[f"{workload} bf16 / fp32 {key}"] = {
+                "ratio": f"{key} bf16 / fp32, same repeat", **spread([bf16[k][key] / fp32[k][key] for k in repeats])}
+    return out
+
+
+def _print_spreads(title: str, spreads: dict) -> None:
+    print(f"\n{title} (min / median / max; the median of the ratios, not a ratio of medians):")
+    for name, s in spreads.items():
+        print(f"  {name}: {s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}  (values {s['values']})")
+
+
+def _peer_jobs(workload: str, precision: str, peer_epochs: int, peer_python: str, torch_ok: bool) -> list[tuple]:
+    """The peer runs that go with one of our measurements: (name, python, script, args, "epoch" | "images")."""
+    jobs = []
+    if workload == "lenet5" and precision == "fp32":
+        jobs.append(("deck keras lenet5", sys.executable, "seed002_keras_lenet.py", [str(peer_epochs)], "epoch"))
+        if torch_ok:
+            jobs.append(("torch lenet5", peer_python, "seed000_torch_lenet.py", [str(peer_epochs)], "epoch"))
+    if workload == "cifar_cnn" and torch_ok:
+        jobs.append((f"torch cifar {precision}", peer_python, "seed004_torch_cifar.py", ["10", "128", precision], "images"))
+    return jobs
+
+
+def _write_results(out_dir: Path, ours: list[dict], theirs: list[dict], peer_ratios: dict, medians) -> Path:
+    """Print the summaries; write bench-NNN.json (everything) and .csv (one row per measurement); return the JSON path."""
+    import pandas as pd
+
+    from lenet_keras import manifest
+
+    ratios = per_measurement_ratios(ours)
+    _print_spreads("per-measurement ratios", ratios)
+    if peer_ratios:
+        _print_spreads("speed ratios ours / peer (>1 = ours faster)", peer_ratios)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in out_dir.glob("bench-*.json") if (m := re.fullmatch(r"bench-(\d+)\.json", p.name))]
+    path = out_dir / f"bench-{max(numbers, default=0) + 1:03d}.json"
+    manifest.write_json_atomic(path, {
+        "command": manifest.command_line(), "utc": manifest.utc_now(), "versions": manifest.versions(),
+        "machine": manifest.machine(), "op_determinism": True, "differs_from_train": TRAIN_DIFFERENCES,
+        "ours": ours, "peers": theirs, "ratios": peer_ratios, "per_measurement_ratios": ratios,
+        "medians": json.loads(medians.reset_index().to_json(orient="records")),
+    })
+    frames = [pd.DataFrame(ours).assign(side="ours"), *([pd.DataFrame(theirs).assign(side="peer")] if theirs else [])]
+    rows = pd.concat(frames, ignore_index=True)
+    manifest.write_text_atomic(path.with_suffix(".csv"), rows.drop(
+        columns=["threads", "overrides", "args", "differs_from_train"], errors="ignore").to_csv(index=False))
+    print(f"\nwritten: {path} and {path.with_suffix('.csv').name}")
+    return path
+
+
+REPORTED = ("_per_s", "seconds", "fraction", "projected", "rss_mib", "timed_steps", "timed_images")
+"""Endings of the result keys printed per measurement and summarised as medians."""
 
 
 def run_bench(precisions: list[str], workloads: list[str], repeats: int, peers: bool, peer_python: str,
@@ -245,62 +418,35 @@ def run_bench(precisions: list[str], workloads: list[str], repeats: int, peers: 
     """Run the benchmark (module docstring), print the table and ratios, write JSON + CSV; return the JSON path."""
     import pandas as pd
 
-    from lenet_keras import manifest
-
     mnist_gz = _mnist_gz_dir(data_dir)
     torch_ok = Path(peer_python).exists()
+    print(f"note: ours run with train's seed, op determinism, model and pipelines; {TRAIN_DIFFERENCES}", flush=True)
     if peers and not torch_ok:
         print(f"note: {peer_python} not found (make peers-venv): PyTorch peers skipped", flush=True)
-    ours, theirs, ratios = [], [], {}
+    ours, theirs, values = [], [], {}
     for repeat in range(1, repeats + 1):
         for workload in workloads:
             for precision in precisions:
                 result = _ours(workload, precision, data_dir) | {"repeat": repeat}
                 ours.append(result)
-                print(f"[{repeat}] ours {workload} {precision}: " + ", ".join(
-                    f"{k}={v}" for k, v in result.items() if k.endswith(("_per_s", "seconds", "fraction", "projected", "rss_mib"))),
-                    flush=True)
-                if not peers:
-                    continue
-                jobs = []
-                if workload == "lenet5" and precision == "fp32":
-                    jobs.append(("deck keras lenet5", sys.executable, "seed002_keras_lenet.py", [str(peer_epochs)], "epoch"))
-                    if torch_ok:
-                        jobs.append(("torch lenet5", peer_python, "seed000_torch_lenet.py", [str(peer_epochs)], "epoch"))
-                if workload == "cifar_cnn" and torch_ok:
-                    jobs.append((f"torch cifar {precision}", peer_python, "seed004_torch_cifar.py",
-                                 ["10", "128", precision], "images"))
-                for name, python, script, args, kind in jobs:
+                print(f"[{repeat}] ours {workload} {precision}: "
+                      + ", ".join(f"{k}={v}" for k, v in result.items() if k.endswith(REPORTED)), flush=True)
+                for name, python, script, args, kind in _peer_jobs(workload, precision, peer_epochs, peer_python,
+                                                                    torch_ok) if peers else ():
                     peer = _peer(python, script, args, mnist_gz) | {"repeat": repeat, "name": name}
                     theirs.append(peer)
                     if kind == "epoch":
                         ratio = peer["epoch_seconds"] / result["epoch_seconds"]
                     else:
                         ratio = result["compute_images_per_s"] / peer["images_per_s"]
-                    ratios.setdefault(f"ours {workload} {precision} vs {name}", []).append(round(ratio, 3))
+                    values.setdefault(f"ours {workload} {precision} vs {name}", []).append(ratio)
                     print(f"[{repeat}] {name}: {peer.get('epoch_seconds', peer.get('images_per_s'))} "
                           f"({'s per epoch' if kind == 'epoch' else 'images/s'}); speed ratio ours/peer {ratio:.2f}", flush=True)
     table = pd.DataFrame(ours)
-    numeric = [c for c in table.columns if c.endswith(("_per_s", "seconds", "fraction", "projected", "rss_mib"))]
-    medians = table.groupby(["workload", "precision"])[numeric].median()
-    print("\nmedians over repeats:\n" + medians.to_string())
-    if ratios:
-        print("\nspeed ratios ours / peer (min / median / max; >1 = ours faster):")
-        for name, values in ratios.items():
-            print(f"  {name}: {_spread(values)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in out_dir.glob("bench-*.json") if (m := re.fullmatch(r"bench-(\d+)\.json", p.name))]
-    path = out_dir / f"bench-{max(numbers, default=0) + 1:03d}.json"
-    manifest.write_json_atomic(path, {
-        "command": manifest.command_line(), "utc": manifest.utc_now(), "versions": manifest.versions(),
-        "machine": manifest.machine(), "ours": ours, "peers": theirs,
-        "ratios": {k: {"values": v, "min": min(v), "median": statistics.median(v), "max": max(v)} for k, v in ratios.items()},
-        "medians": json.loads(medians.reset_index().to_json(orient="records")),
-    })
-    rows = pd.concat([table.assign(side="ours"), pd.DataFrame(theirs).assign(side="peer")], ignore_index=True)
-    manifest.write_text_atomic(path.with_suffix(".csv"), rows.drop(columns=["threads", "overrides", "args"], errors="ignore").to_csv(index=False))
-    print(f"\nwritten: {path} and {path.with_suffix('.csv').name}")
-    return path
+    medians = table.groupby(["workload", "precision"])[[c for c in table.columns if c.endswith(REPORTED)]].median()
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print("\nmedians over repeats (each column separately):\n" + medians.to_string())
+    return _write_results(out_dir, ours, theirs, {k: spread(v) for k, v in values.items()}, medians)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,8 +1,12 @@
-"""The benchmark's own arithmetic on the real model and one real (short) LeNet-5 measurement."""
+"""The benchmark's own arithmetic, checked against hand-computed numbers, and one real (short) LeNet-5 measurement."""
 
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from lenet_keras import bench, models
+from lenet_keras import bench, config, models
 from lenet_keras.config import ModelConfig
 
 LENET5_FORWARD_MACS = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 120 * 400 + 120 * 84 + 84 * 10
@@ -16,14 +20,135 @@ def test_forward_flops_count_the_convolutions_and_matmuls():
     assert 2 * LENET5_FORWARD_MACS <= flops <= 1.05 * 2 * LENET5_FORWARD_MACS
 
 
-def test_lenet5_measurement_reports_every_figure(mnist_dir):
+def test_batch_images_counts_the_partial_last_batch():
+    # by hand: 50,000 = 97 x 512 + 336; 48,000 = 93 x 512 + 384; 1,498 = 11 x 128 + 90
+    assert bench.batch_images(50_000, 512, 0) == 512
+    assert bench.batch_images(50_000, 512, 96) == 512
+    assert bench.batch_images(50_000, 512, 97) == 336
+    assert bench.batch_images(48_000, 512, 93) == 384
+    assert bench.batch_images(1_498, 128, 11) == 90
+    assert bench.batch_images(7_168, 1024, 6) == 1024
+    with pytest.raises(ValueError):
+        bench.batch_images(50_000, 512, 98)
+
+
+def test_timed_window_leaves_out_the_first_three_steps():
+    assert bench.timed_window(48_000, 512) == (91, 46_464)  # 94 steps; 90 x 512 + 384
+    assert bench.timed_window(1_498, 128) == (9, 1_114)  # 12 steps; 8 x 128 + 90
+    assert bench.timed_window(7_168, 1024) == (4, 4_096)  # 7 full steps
+    assert bench.timed_window(50_000, 512) == (95, 48_464)  # 98 steps; 94 x 512 + 336
+
+
+def test_workloads_docstring_states_the_timed_steps_of_each_workload():
+    source = Path(bench.__file__).read_text()
+    docstring = source[source.index("WORKLOADS = {"):source.index("POLICIES = {")]
+    stated = [(int(steps), int(images.replace(",", ""))) for steps, images in
+              re.findall(r"(\d+) timed steps \(([\d,]+) images", docstring)]
+    official = {"lenet5": 60_000, "cifar_cnn": 50_000, "cifar_fast": 50_000}
+    expected = []
+    for name, spec in bench.WORKLOADS.items():
+        experiment = config.load(bench.REPO / spec["experiment"], spec["overrides"])
+        total = experiment.data.train_subset or official[name]
+        train_images = total - round(total * experiment.data.validation_split)
+        expected.append(bench.timed_window(train_images, experiment.train.batch_size))
+    assert stated == expected == [(91, 46_464), (9, 1_114), (4, 4_096)]
+
+
+def _tiny_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    return model
+
+
+def test_step_timer_times_the_last_epochs_steps_after_warmup_in_real_images():
+    """A real `fit` over 1,498 samples at batch 128, 2 epochs; the clock advances 1 s per step."""
+    import keras
+
+    ticks = [0.0]
+
+    class Tick(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ticks[0] += 1.0
+
+    record: dict = {}
+    x = np.zeros((1_498, 4), np.float32)
+    y = np.tile(np.float32([1, 0]), (1_498, 1))
+    timer = bench._step_timer(lambda b: bench.batch_images(1_498, 128, b), record, clock=lambda: ticks[0])
+    _tiny_model().fit(x, y, batch_size=128, epochs=2, shuffle=False, verbose=0, callbacks=[Tick(), timer])
+    assert ticks[0] == 24  # 2 epochs of 12 steps
+    assert record == {"steps": 9, "images": 1_114, "seconds": 9.0}
+
+
+def test_rates_divide_real_images_by_seconds():
+    pipeline = {"steps": 9, "images": 1_114, "seconds": 11.14}  # 100 images/s
+    in_memory = {"steps": 9, "images": 1_152, "seconds": 9.6}  # 120 images/s
+    got = bench.rates(4e9, pipeline, in_memory, inference_images_per_s=300.0, peak_gflop_per_s=500.0)
+    assert got["train_images_per_s"] == 100.0
+    assert got["compute_images_per_s"] == 120.0
+    assert got["input_wait_fraction"] == 0.167  # 1 - 100 / 120
+    assert got["train_mflop_per_image"] == 4000.0
+    assert got["train_gflop_per_s"] == 400.0  # 4 GFLOP x 100 images/s
+    assert got["peak_fraction"] == 0.8  # 400 / 500
+    assert (got["timed_steps"], got["timed_images"]) == (9, 1_114)
+    faster_pipeline = bench.rates(4e9, {**pipeline, "seconds": 5.57}, in_memory, 300.0, 500.0)
+    assert faster_pipeline["input_wait_fraction"] == -0.667  # noise is shown, not floored: 1 - 200 / 120
+
+
+def test_per_measurement_ratios_are_medians_of_ratios():
+    rows = [{"workload": "cifar_cnn", "precision": p, "repeat": r, "train_gflop_per_s": g,
+             "matmul_peak_gflop_per_s": m, "peak_fraction": g / m, "train_images_per_s": t, "compute_images_per_s": c}
+            for p, r, g, m, t, c in [("fp32", 1, 10, 20, 100, 10), ("fp32", 2, 20, 10, 50, 10), ("fp32", 3, 30, 40, 80, 10),
+                                     ("bf16", 1, 1, 1, 150, 15), ("bf16", 2, 1, 1, 100, 15), ("bf16", 3, 1, 1, 100, 15)]]
+    ratios = bench.per_measurement_ratios(rows)
+    peak = ratios["cifar_cnn fp32 peak_fraction (GFLOP/s of matmul peak)"]
+    # ratios 0.5, 2, 0.75 -> median 0.75; the ratio of the medians would be 20 / 20 = 1
+    assert (peak["values"], peak["min"], peak["median"], peak["max"]) == ([0.5, 2.0, 0.75], 0.5, 0.75, 2.0)
+    speedup = ratios["cifar_cnn bf16 / fp32 train_images_per_s"]
+    # 1.5, 2, 1.25 -> median 1.5; the ratio of the medians would be 100 / 80 = 1.25
+    assert (speedup["values"], speedup["median"]) == ([1.5, 2.0, 1.25], 1.5)
+    assert ratios["cifar_cnn bf16 / fp32 compute_images_per_s"]["median"] == 1.5
+
+
+def test_bench_trains_with_the_callbacks_of_train_that_change_training(tmp_path, monkeypatch):
+    """train.run's callbacks for airbench94 = the bench's + the declared logging/checkpoint ones."""
+    import keras
+
+    from lenet_keras import train
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_fit(self, *args, callbacks=(), **kwargs):
+        seen["train"] = [type(c).__name__ for c in callbacks]
+        raise Stop
+
+    monkeypatch.setattr(keras.Model, "fit", fake_fit)
+    spec = bench.WORKLOADS["cifar_fast"]
+    experiment = config.load(bench.REPO / spec["experiment"],
+                             [*spec["overrides"], "data.train_subset=1024", "data.test_subset=16"])
+    with pytest.raises(Stop):
+        train.run(experiment, runs_dir=tmp_path, verbose=0)
+    ours = [type(c).__name__ for c in bench.train_callbacks(experiment, steps_per_epoch=1)]
+    assert ours == ["TerminateOnNaN", "Lookahead", "FreezeWhitenBias", "DropoutSeeds"]
+    assert [name for name in seen["train"] if name not in bench.LEFT_OUT_CALLBACKS] == ours
+
+
+def test_lenet5_measurement_times_the_documented_steps_with_op_determinism(mnist_dir, monkeypatch):
+    import tensorflow as tf
+
+    calls = []
+    enable = tf.config.experimental.enable_op_determinism
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: calls.append(1) or enable())
     result = bench.measure("lenet5", "fp32", data_dir=str(mnist_dir))
+    assert calls == [1]
     assert result["train_images"] == 48_000 and result["batch_size"] == 512
+    assert (result["timed_steps"], result["timed_images"]) == (91, 46_464)
     assert result["train_mflop_per_image"] == pytest.approx(3 * 2 * LENET5_FORWARD_MACS / 1e6, rel=0.05)
     for key in ("epoch_seconds", "train_images_per_s", "compute_images_per_s", "inference_images_per_s",
-                "matmul_peak_gflop_per_s", "peak_rss_mib"):
+                "matmul_peak_gflop_per_s", "peak_rss_mib", "train_gflop_per_s", "peak_fraction"):
         assert result[key] > 0, key
-    assert 0 <= result["input_wait_fraction"] < 1
-    assert result["train_gflop_per_s"] == pytest.approx(
-        result["train_mflop_per_image"] * result["train_images_per_s"] / 1e3, rel=0.01)
-    assert 0 < result["peak_fraction"] < 1
+    assert result["differs_from_train"] == bench.TRAIN_DIFFERENCES and result["op_determinism"] is True

@@ -10,11 +10,12 @@ without scale, label smoothing, flips and translations) is Keras or `lenet_keras
   images' 2x2-patch covariance (ZCA-like patch whitening), +/- each, 24 filters for RGB.
 - `DiracInit`: identity ("dirac") initialisation of a 3x3 conv's first `in` filters, the rest
   PyTorch's default uniform init.
-- `freeze_whiten_bias_callback`: stops computing the whitening bias's gradient after
-  `whiten_bias_epochs`, as airbench's `requires_grad = False`.
-- `lookahead_callback`: every 5 optimizer steps the weights move to an exponential moving
-  average with decay 0.95**5 * (step / total)**3, and the run ends on the average; the average
-  is saved with every crash-safe backup.
+
+Its two callbacks live with the others in `lenet_keras.callbacks`: `FreezeWhitenBias` (stops
+computing the whitening bias's gradient after `whiten_bias_epochs`, as airbench's
+`requires_grad = False`; supplied by `optim.callbacks_for` for `airbench_sgd`) and `Lookahead`
+(every 5 optimizer steps the weights move to an exponential moving average with decay
+0.95**5 * (step / total)**3; the run ends on the average; `train.lookahead`).
 - `tta_probabilities`: test-time augmentation: the logits averaged over mirrored and 1-pixel
   translated views (airbench's `tta_level` 1 and 2), as probabilities.
 """
@@ -88,105 +89,6 @@ def dirac_initializer():
     return DiracInit()
 
 
-def lookahead_decay(step, total_steps: int):
-    """airbench's `alpha_schedule`: 0.95**5 * (step / total_steps)**3 (the EMA keeps this much of itself)."""
-    return 0.95 ** 5 * (np.asarray(step, np.float64) / total_steps) ** 3
-
-
-def lookahead_callback(total_steps: int, every: int = 5):
-    """The Keras callback of airbench's `LookaheadState` (`train.lookahead`).
-
-    It keeps an average of every float variable of the model (weights and BatchNorm moving
-    statistics, as airbench's state_dict; not the optimizer's). After every `every`-th optimizer
-    step s: average += (1 - d) * (weights - average), d = `lookahead_decay(s, total_steps)`,
-    then weights := average. When training ends the weights are the average (airbench's final
-    update with d = 1). The average starts from the weights when a new run's `fit` starts; it
-    is a `resume.StatefulCallback` (key "lookahead"), so the crash-safe backup saves it after
-    every epoch and a resumed run continues from it, bit-identical to an uninterrupted run.
-    """
-    import keras
-
-    from lenet_keras.errors import RunDirectoryError
-
-    class Lookahead(keras.callbacks.Callback):
-        """Weights := a slow moving average of themselves every few steps (airbench94)."""
-
-        backup_key = "lookahead"
-
-        def __init__(self):
-            super().__init__()
-            self.restored: list[np.ndarray] | None = None
-
-        def on_train_begin(self, logs=None):
-            """Start the average from the current float variables, or from the restored average."""
-            self.variables = [v for v in self.model.weights if "float" in str(v.dtype)]
-            if self.restored is None:
-                self.average = [np.array(v.numpy(), np.float32) for v in self.variables]
-                return
-            shapes = [tuple(v.shape) for v in self.variables]
-            if [a.shape for a in self.restored] != shapes:
-                raise RunDirectoryError(f"the backup's lookahead average has shapes {[a.shape for a in self.restored]}, "
-                                        f"the model's float variables {shapes}; cannot resume this run")
-            self.average = [np.array(a, np.float32) for a in self.restored]
-
-        def backup_state(self) -> dict[str, np.ndarray]:
-            """The average, one float32 array per float variable: {"average_000": ..., ...}."""
-            return {f"average_{i:03d}": a for i, a in enumerate(self.average)}
-
-        def restore_state(self, state: dict[str, np.ndarray] | None) -> None:
-            """Continue from a backup's average (raises `RunDirectoryError` if it has none)."""
-            if state is None:
-                raise RunDirectoryError("the backup holds no lookahead average (written before lenet-keras saved "
-                                        "it); a resumed run would differ from an uninterrupted one")
-            self.restored = [state[name] for name in sorted(state, key=lambda name: int(name.rsplit("_", 1)[1]))]
-
-        def on_train_batch_end(self, batch, logs=None):
-            """Update the average every `every`-th optimizer step and load it into the weights."""
-            step = int(self.model.optimizer.iterations.numpy())
-            if step % every == 0 and step <= total_steps:
-                self.update(float(lookahead_decay(step, total_steps)))
-
-        def update(self, decay: float) -> None:
-            """average = lerp(average, weights, 1 - decay); weights := average."""
-            for variable, average in zip(self.variables, self.average):
-                average += (1.0 - decay) * (variable.numpy() - average)
-                variable.assign(average)
-
-        def on_train_end(self, logs=None):
-            """End on the average (airbench's final update with decay 1)."""
-            self.update(1.0)
-
-    return Lookahead()
-
-
-def freeze_whiten_bias_callback(epochs: int, layer_name: str = "whiten"):
-    """A Keras callback: from epoch `epochs` on, the bias of layer `layer_name` is no longer trainable.
-
-    airbench94 sets `model[0].bias.requires_grad = False` after `whiten_bias_epochs` (3)
-    epochs, so PyTorch stops back-propagating into the first conv group's input.
-    `optim.AirbenchSGD` already stops *updating* that bias then (`whiten_bias_steps`); this
-    callback also stops *computing* its gradient: it marks the variable not trainable and
-    rebuilds the training function, so the step skips the first 3x3 conv's input gradient
-    (the 31x31x24 map) and the GELU and bias gradients before it. The result is the same
-    weights; the step is faster. On a resumed run the bias is frozen at the first epoch's start
-    when that epoch is `epochs` or later. A model without such a layer (or bias) is left alone.
-    """
-    import keras
-
-    class FreezeWhitenBias(keras.callbacks.Callback):
-        """Whitening bias trainable for the first `epochs` epochs only (airbench94)."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            """Freeze the bias (and rebuild the train function) once `epoch` >= `epochs`."""
-            names = [layer.name for layer in self.model.layers]
-            bias = self.model.get_layer(layer_name).bias if layer_name in names else None
-            if bias is not None and epoch >= epochs and bias.trainable:
-                bias.trainable = False
-                self.model.make_train_function(force=True)
-
-    return FreezeWhitenBias()
-
-
 def tta_views(images, level: int):
     """The views of a float batch (B, H, W, C) that test-time augmentation averages, with weights.
 
@@ -231,3 +133,11 @@ def tta_probabilities(model, dataset, level: int) -> np.ndarray:
 
     logits = [batch_logits(images).numpy() for images, _ in dataset]
     return keras.ops.convert_to_numpy(keras.ops.softmax(np.concatenate(logits), axis=-1)).astype(np.float32)
+
+
+TEST_TIME_AUGMENTATIONS = {
+    "mirror": lambda model, dataset: tta_probabilities(model, dataset, TTA_LEVELS["mirror"]),
+    "mirror_translate": lambda model, dataset: tta_probabilities(model, dataset, TTA_LEVELS["mirror_translate"]),
+}
+"""The named evaluations of `train.test_time_augmentation` (other than "none"): name ->
+function(model, test dataset of (images, labels) batches) -> probabilities float32 (N, classes)."""

@@ -198,26 +198,12 @@ def rates(train_flops_per_image: float, pipeline: dict, in_memory: dict, inferen
 
 
 def train_callbacks(experiment, steps_per_epoch: int) -> list:
-    """The callbacks of `train.run` that change what training computes (TerminateOnNaN, lookahead,
-    the optimizer's own such as the whitening-bias freeze, dropout seeds), built as `train.run`
-    builds them; those it leaves out are `LEFT_OUT_CALLBACKS`."""
-    import keras
+    """The callbacks of `train.run` that change what training computes (`train.algorithm_callbacks`:
+    TerminateOnNaN, lookahead, the optimizer's own such as the whitening-bias freeze, dropout
+    seeds); those it leaves out are `LEFT_OUT_CALLBACKS`."""
+    from lenet_keras import train
 
-    from lenet_keras import optim
-
-    total_steps = steps_per_epoch * experiment.train.epochs
-    try:
-        from lenet_keras import callbacks as cb
-    except ImportError:  # the layout before `lenet_keras.callbacks` (remove once that module is committed)
-        from lenet_keras import airbench, resume
-
-        return [keras.callbacks.TerminateOnNaN(),
-                *([airbench.lookahead_callback(total_steps)] if experiment.train.lookahead else []),
-                *([airbench.freeze_whiten_bias_callback(experiment.optimizer.whiten_bias_epochs)]
-                  if experiment.optimizer.name == "airbench_sgd" and experiment.optimizer.whiten_bias_epochs else []),
-                resume.dropout_seeds(experiment.seed)]
-    return [keras.callbacks.TerminateOnNaN(), *([cb.Lookahead(total_steps)] if experiment.train.lookahead else []),
-            *optim.callbacks_for(experiment), cb.DropoutSeeds(experiment.seed)]
+    return train.algorithm_callbacks(experiment, steps_per_epoch)
 
 
 def _epoch_timer(epoch_times: list):

@@ -209,6 +209,29 @@ def _describe_data(manifest: dict) -> str:
     )
 
 
+def _run_section(run: Run, info: dict) -> tuple[list[str], list[str]]:
+    """The Markdown lines and HTML fragments of one completed run's section (figures and tables)."""
+    files = info["files"]
+    title = f"{run.run_id}: test accuracy {info['overall']:.4f}"
+    md = [f"## {title}", "", f"Command: `{run.manifest.get('command', '')}`", "",
+          f"![curves]({files['curves']})", "", f"![confusion matrix]({files['confusion']})", "",
+          "Most confused pairs:", "", markdown_table(info["confused"]), "",
+          f"![per-class accuracy]({files['per_class']})", "", markdown_table(info["per_class"]), "",
+          f"![sample predictions]({files['samples']})", ""]
+    page = [f"<h2>{html.escape(title)}</h2>",
+            f"<p>Command: <code>{html.escape(run.manifest.get('command', ''))}</code></p>",
+            f"<img src='{files['curves']}' alt='curves'>",
+            "<div class='row'>", f"<img src='{files['confusion']}' alt='confusion matrix'>",
+            "<div><h3>Most confused pairs</h3>", html_table(info["confused"]), "</div></div>",
+            "<div class='row'>", f"<img src='{files['per_class']}' alt='per-class accuracy'>",
+            html_table(info["per_class"]), "</div>",
+            f"<img src='{files['samples']}' alt='sample predictions'>"]
+    if "augmentation" in files:
+        md += [f"![augmentation preview]({files['augmentation']})", ""]
+        page.append(f"<img src='{files['augmentation']}' alt='augmentation preview'>")
+    return md, page
+
+
 def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports") -> Path:
     """Render the report of all runs of `experiment` and return the path of its `index.html`.
 
@@ -264,24 +287,9 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
         md += ["## All runs compared", "", "![all runs](all_runs_curves.png)", ""]
         page += ["<h2>All runs compared</h2>", "<img src='all_runs_curves.png' alt='all runs'>"]
     for run, info in sections:
-        files = info["files"]
-        title = f"{run.run_id}: test accuracy {info['overall']:.4f}"
-        md += [f"## {title}", "", f"Command: `{run.manifest.get('command', '')}`", "",
-               f"![curves]({files['curves']})", "", f"![confusion matrix]({files['confusion']})", "",
-               "Most confused pairs:", "", markdown_table(info["confused"]), "",
-               f"![per-class accuracy]({files['per_class']})", "", markdown_table(info["per_class"]), "",
-               f"![sample predictions]({files['samples']})", ""]
-        page += [f"<h2>{html.escape(title)}</h2>",
-                 f"<p>Command: <code>{html.escape(run.manifest.get('command', ''))}</code></p>",
-                 f"<img src='{files['curves']}' alt='curves'>",
-                 "<div class='row'>", f"<img src='{files['confusion']}' alt='confusion matrix'>",
-                 "<div><h3>Most confused pairs</h3>", html_table(info["confused"]), "</div></div>",
-                 "<div class='row'>", f"<img src='{files['per_class']}' alt='per-class accuracy'>",
-                 html_table(info["per_class"]), "</div>",
-                 f"<img src='{files['samples']}' alt='sample predictions'>"]
-        if "augmentation" in files:
-            md += [f"![augmentation preview]({files['augmentation']})", ""]
-            page.append(f"<img src='{files['augmentation']}' alt='augmentation preview'>")
+        run_md, run_page = _run_section(run, info)
+        md += run_md
+        page += run_page
     write_pages(out, name, md, page)
     publish(out, final)
     return final / "index.html"

@@ -2,12 +2,12 @@
 
 What a run writes while it trains, and how each survives SIGKILL or power loss:
 
-    history.csv              rewritten whole after every epoch via temp file + rename (`HistoryCSV`)
-    best.keras               saved to a temp file, then renamed (`BestCheckpoint`)
-    backup/                  `CrashSafeBackup` (a `keras.callbacks.BackupAndRestore`): after every
+    history.csv              rewritten whole after every epoch via temp file + rename (`callbacks.HistoryCSV`)
+    best.keras               saved to a temp file, then renamed (`callbacks.BestCheckpoint`)
+    backup/                  `callbacks.CrashSafeBackup` (a `keras.callbacks.BackupAndRestore`): after every
                              epoch, epoch-NNNN.weights.h5 (model and optimizer state) and
                              epoch-NNNN.state.npz (what callbacks accumulate: the lookahead
-                             average, validation seconds; `StatefulCallback`) are written and
+                             average, validation seconds; `callbacks.StatefulCallback`) are written and
                              renamed, then training_metadata.json (the epoch count, the files'
                              names and SHA-256) replaces the previous one; it always names
                              complete files. Removed when the run completes.
@@ -20,7 +20,7 @@ What a run writes while it trains, and how each survives SIGKILL or power loss:
 weights, optimizer state (momentum, iteration count, hence the learning-rate schedule), the
 state of the callbacks that accumulate any (`StatefulCallback`: airbench's lookahead average)
 and the history come from the backup, and the input pipeline is a pure function of (seed, epoch)
-(`lenet_keras.data.pipelines`), as are the dropout masks (`DropoutSeeds`). So the resumed run
+(`lenet_keras.pipeline.pipelines`), as are the dropout masks (`callbacks.DropoutSeeds`). So the resumed run
 ends with the same final weights and metrics as one never interrupted.
 """
 
@@ -34,11 +34,11 @@ import shutil
 import socket
 import warnings
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from lenet_keras import dataformats as data_lib  # sha256_of_file (moved from lenet_keras.data)
+from lenet_keras import dataformats
 from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import RunDirectoryError
 
@@ -46,23 +46,6 @@ BACKUP_DIR = "backup"
 METADATA = "training_metadata.json"
 UNFINISHED = ("running", "interrupted", "failed")
 """Statuses a run can be resumed from (a completed run has nothing left to do)."""
-
-
-@runtime_checkable
-class StatefulCallback(Protocol):
-    """A Keras callback whose accumulated state must survive a kill (saved with every backup).
-
-    `backup_key` names its arrays in the backup's `epoch-NNNN.state.npz` (`<key>/<name>`);
-    `backup_state()` returns them (name -> NumPy array) at an epoch's end; `restore_state(state)`
-    gets them back before `fit` on a resumed run (None when the backup holds none for this key:
-    the callback raises `RunDirectoryError` if it cannot resume identically without them).
-    """
-
-    backup_key: str
-
-    def backup_state(self) -> dict[str, np.ndarray]: ...
-
-    def restore_state(self, state: dict[str, np.ndarray] | None) -> None: ...
 
 
 def read_history(path: Path) -> list[dict[str, str]]:
@@ -100,7 +83,7 @@ def backup_epoch(run_dir: Path) -> int:
         path = metadata_path.parent / name
         if not path.is_file():
             raise RunDirectoryError(f"{path}: missing, but {metadata_path} names it; cannot resume this run")
-        if data_lib.sha256_of_file(path) != digest:
+        if dataformats.sha256_of_file(path) != digest:
             raise RunDirectoryError(f"{path}: SHA-256 differs from the one recorded in {metadata_path} "
                                     "(the file changed after it was written); cannot resume this run")
     return epoch
@@ -123,101 +106,16 @@ def read_backup_state(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     return state
 
 
-def crash_safe_backup(run_dir: Path):
-    """A `keras.callbacks.BackupAndRestore` into `run_dir/backup/` whose files are never half-written.
-
-    Keras's own callback writes the weights and then the metadata in place, so a kill between
-    the two leaves epoch k+1's weights labelled as epoch k. This one writes
-    `epoch-NNNN.weights.h5` (model and optimizer variables; `save_weights`) through a temp file
-    and rename, then atomically replaces `training_metadata.json` ({"epoch", "weights",
-    "sha256"}), then deletes older weight files. It also saves nothing at batch level and keeps the
-    backup when training ends (the run removes it once its manifest says completed).
-    `restore()` loads the backup before `fit` and returns the epoch to start from;
-    `track(callbacks)` names the `StatefulCallback`s whose state is saved in
-    `epoch-NNNN.state.npz` with every backup, and hands them their restored state.
-
-    Raises (from `restore`):
-        RunDirectoryError: broken metadata or weights (`backup_epoch`), or weights that do not fit
-            this model (a checkpoint from another model).
-    """
-    import keras
-
-    class CrashSafeBackup(keras.callbacks.BackupAndRestore):
-        """See `crash_safe_backup`."""
-
-        def __init__(self):
-            super().__init__(str(Path(run_dir) / BACKUP_DIR), save_freq="epoch", delete_checkpoint=False)
-            self.restored = False
-            self.stateful: list[StatefulCallback] = []
-            self.restored_state: dict[str, dict[str, np.ndarray]] = {}
-
-        def track(self, callbacks) -> None:
-            """Save the state of each `StatefulCallback` in `callbacks` with every backup; on a
-            resumed run, give each its saved state now (None if the backup has none for it)."""
-            self.stateful = [c for c in callbacks if isinstance(c, StatefulCallback)]
-            keys = [c.backup_key for c in self.stateful]
-            if len(set(keys)) != len(keys):
-                raise ValueError(f"two stateful callbacks share a backup_key: {keys}")
-            if self.restored and self.model._initial_epoch:
-                for callback in self.stateful:
-                    callback.restore_state(self.restored_state.get(callback.backup_key))
-
-        def restore(self) -> int:
-            """Load the backup's weights into the (compiled, built) model; return its epoch count."""
-            folder = Path(self.backup_dir)
-            epoch = backup_epoch(Path(run_dir))
-            if epoch:
-                weights = folder / manifest_lib.read_json(folder / METADATA)["weights"]
-                if not self.model.optimizer.built:
-                    self.model.optimizer.build(self.model.trainable_variables)
-                problem = None
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    try:
-                        self.model.load_weights(str(weights))
-                    except (ValueError, KeyError, OSError) as error:
-                        problem = str(error)
-                # Keras only warns when the optimizer's variables do not match: that would silently
-                # restart momentum and the schedule, so it is an error here.
-                skipped = [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)]
-                problem = problem or (skipped[0] if skipped else None)
-                if problem:
-                    raise RunDirectoryError(
-                        f"{weights}: does not fit model {type(self.model).__name__} "
-                        f"({self.model.count_params()} parameters) and its optimizer: {problem}"
-                    )
-                self.restored_state = read_backup_state(Path(run_dir))
-            self.model._initial_epoch = epoch
-            self.restored = True
-            return epoch
-
-        def _load_model(self):
-            if not self.restored:
-                self.restore()
-
-        def on_train_begin(self, logs=None):
-            """Restore the backup, unless `restore()` was called already."""
-            self._load_model()
-
-        def _save_model(self):
-            folder = Path(self.backup_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"epoch-{self._current_epoch:04d}.weights.h5"
-            with manifest_lib.atomic_path(folder / name) as tmp:
-                self.model.save_weights(str(tmp))
-            state_name = f"epoch-{self._current_epoch:04d}.state.npz"
-            arrays = {f"{c.backup_key}/{key}": value for c in self.stateful for key, value in c.backup_state().items()}
-            with manifest_lib.atomic_path(folder / state_name) as tmp:
-                with open(tmp, "wb") as file:
-                    np.savez(file, **arrays)
-            metadata = {"epoch": self._current_epoch, "weights": name, "sha256": data_lib.sha256_of_file(folder / name),
-                        "state": state_name, "state_sha256": data_lib.sha256_of_file(folder / state_name)}
-            manifest_lib.write_json_atomic(folder / METADATA, metadata)
-            for old in sorted([*folder.glob("epoch-*.weights.h5"), *folder.glob("epoch-*.state.npz")]):
-                if old.name not in (name, state_name):
-                    old.unlink(missing_ok=True)
-
-    return CrashSafeBackup()
+def write_backup_metadata(run_dir: Path, epoch: int, weights: str, state: str) -> None:
+    """Atomically point `run_dir/backup/training_metadata.json` at the complete files `weights` and
+    `state` (names inside backup/) of `epoch` epochs, with their SHA-256; then delete older files."""
+    folder = Path(run_dir) / BACKUP_DIR
+    metadata = {"epoch": epoch, "weights": weights, "sha256": dataformats.sha256_of_file(folder / weights),
+                "state": state, "state_sha256": dataformats.sha256_of_file(folder / state)}
+    manifest_lib.write_json_atomic(folder / METADATA, metadata)
+    for old in sorted([*folder.glob("epoch-*.weights.h5"), *folder.glob("epoch-*.state.npz")]):
+        if old.name not in (weights, state):
+            old.unlink(missing_ok=True)
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -227,76 +125,6 @@ def write_history(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     manifest_lib.write_text_atomic(path, out.getvalue())
-
-
-def history_csv(path: Path, kept_rows: list[dict[str, str]]):
-    """A callback writing `history.csv` whole after each epoch (temp file + rename).
-
-    Columns as Keras's `CSVLogger`: `epoch` (0-based), then the epoch's logs in sorted key
-    order; values as `str(float)`. `kept_rows` are the rows of epochs before a resume.
-    """
-    import keras
-
-    class HistoryCSV(keras.callbacks.Callback):
-        """See `history_csv`."""
-
-        def __init__(self):
-            super().__init__()
-            self.rows = [dict(row) for row in kept_rows]
-
-        def on_epoch_end(self, epoch, logs=None):
-            """Append the epoch's row and rewrite the file."""
-            row = {"epoch": str(epoch)}
-            row.update({key: str(float(np.asarray(logs[key]))) for key in sorted(logs or {})})
-            self.rows.append(row)
-            write_history(path, self.rows)
-
-    return HistoryCSV()
-
-
-def best_checkpoint(path: Path, best_val_accuracy: float):
-    """A callback saving the model to `path` (a `.keras` file) whenever `val_accuracy` beats
-    `best_val_accuracy` (fraction; -inf for a new run), through a temp file and rename."""
-    import keras
-
-    class BestCheckpoint(keras.callbacks.Callback):
-        """See `best_checkpoint`."""
-
-        def __init__(self):
-            super().__init__()
-            self.best = best_val_accuracy
-
-        def on_epoch_end(self, epoch, logs=None):
-            """Save when this epoch's val_accuracy is the best so far."""
-            value = float((logs or {}).get("val_accuracy", -np.inf))
-            if value > self.best:
-                self.best = value
-                with manifest_lib.atomic_path(path) as tmp:
-                    self.model.save(str(tmp))
-
-    return BestCheckpoint()
-
-
-def dropout_seeds(seed: int):
-    """A callback setting every dropout layer's random state from (seed, layer, epoch) at each epoch start.
-
-    Keras's dropout layers draw their masks from a `keras.random.SeedGenerator` whose state
-    advances with every step and is not part of the saved weights; resetting it per epoch makes
-    the masks of epoch k the same whether or not the run was resumed.
-    """
-    import keras
-
-    class DropoutSeeds(keras.callbacks.Callback):
-        """See `dropout_seeds`."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            """Set each seed generator's state to (hash(seed, layer index, epoch), 0)."""
-            generators = [g for layer in self.model.layers for g in getattr(layer, "_seed_generators", [])]
-            for index, generator in enumerate(generators):
-                first = np.random.SeedSequence([seed, index, epoch]).generate_state(1, np.uint32)[0] >> 1
-                generator.state.assign(np.array([first, 0], dtype=generator.state.dtype))
-
-    return DropoutSeeds()
 
 
 def trim_tensorboard(log_dir: Path, first_epoch: int, keep: tuple[str, ...] = ("test",)) -> int:

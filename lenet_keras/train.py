@@ -1,4 +1,11 @@
-"""The one training entry point: `run(experiment)` -> a self-describing run directory.
+"""The runner: `run(experiment)` -> a self-describing run directory, in named stages.
+
+    run = prepare -> input_pipelines -> callbacks_for -> fit -> evaluate -> record_results
+
+Each stage is one function below. The runner knows no recipe by name: a model that needs
+data-dependent initialization declares it (`models.InitializedFromData`), an optimizer that needs
+callbacks supplies them (`optim.callbacks_for`), test-time augmentation is a named evaluation
+(`airbench.TEST_TIME_AUGMENTATIONS`), and the run directory's files are `lenet_keras.rundir`'s.
 
     runs/<experiment>/<run_id>/
         manifest.json      resolved config, seed, versions, data checksums, machine, git,
@@ -22,255 +29,57 @@ Everything is seeded from `experiment.seed` with TensorFlow op determinism on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lenet_keras import airbench
 from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
 from lenet_keras import distribute
 from lenet_keras import manifest as manifest_lib
-from lenet_keras import models, optim
+from lenet_keras import models, optim, pipeline, rundir
 from lenet_keras import resume as resume_lib
 from lenet_keras.errors import RunDirectoryError, TrainingDivergedError
 
 FINAL_WEIGHTS = "final.weights.h5"
 """The model and optimizer variables after the last epoch (`model.load_weights` reads them)."""
 
-WHITENING_IMAGES = 5000
-"""Training images a model's data-dependent initialisation sees (airbench94's whitening conv: 5,000)."""
 
-SAMPLE_IMAGES = 32
-"""How many test images `predictions.npz` keeps for the sample-predictions grid."""
+@dataclasses.dataclass
+class Job:
+    """What `prepare` hands to the later stages of one run.
 
-SAMPLE_TITLE = f"the first {SAMPLE_IMAGES // 2} test images, then the first mistakes"
-"""How `_sample_indices` chooses them, as the grid's title says."""
-
-
-def new_run_dir(experiment_dir: Path, run_id: str | None = None, prefix: str = "run") -> Path:
-    """Create and return a fresh run directory under `experiment_dir`.
-
-    With `run_id` None the id is `<prefix>-NNN` (`run-NNN` for Keras runs, `numpy-NNN` for
-    `lenet_keras.scratch`), one more than the largest existing number of that prefix.
-
-    Raises:
-        RunDirectoryError: `run_id` is not a plain folder name, or that directory already exists.
+    `first_epoch` is 0 for a new run, the backup's epoch count on resume; `kept_rows` are the
+    history rows of those epochs; `record` gathers the manifest's `speed` and `warnings` as
+    callbacks fill them; `t0` is `time.perf_counter()` at the start.
     """
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    if run_id is not None and not config_lib.SAFE_NAME.fullmatch(run_id):
-        raise RunDirectoryError(f"--run-id {run_id!r}: use letters, digits, '_', '.', '-' (no leading dot)")
-    if run_id is not None:
-        path = experiment_dir / run_id
-        try:
-            path.mkdir()
-        except FileExistsError:
-            raise RunDirectoryError(f"run directory {path} already exists; runs are never overwritten") from None
-        return path
-    numbers = [int(m.group(1)) for p in experiment_dir.iterdir()
-               if (m := re.fullmatch(rf"{re.escape(prefix)}-(\d+)", p.name))]
-    number = max(numbers, default=0) + 1
-    while True:
-        path = experiment_dir / f"{prefix}-{number:03d}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:  # another process took it meanwhile
-            number += 1
 
+    experiment: config_lib.Experiment
+    dataset: data_lib.ImageData
+    strategy: Any
+    cluster: dict
+    model: Any
+    run_dir: Path
+    manifest: dict
+    backup: Any
+    resumed: bool
+    first_epoch: int
+    kept_rows: list
+    t0: float
+    chief: bool = True
+    record: dict = dataclasses.field(default_factory=lambda: {"speed": {}, "warnings": []})
 
-def _epoch_logs_callback():
-    import keras
-
-    class EpochLogs(keras.callbacks.Callback):
-        """Adds `learning_rate` (at the epoch's end) and `epoch_seconds` (wall) to the epoch logs.
-
-        Placed first, so CSVLogger and TensorBoard, which see the same logs dict, record them.
-        """
-
-        def on_epoch_begin(self, epoch, logs=None):
-            """Start the epoch's wall clock."""
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            """Add `learning_rate` and `epoch_seconds` (float, wall seconds) to `logs`."""
-            if logs is not None:
-                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-                logs["epoch_seconds"] = time.perf_counter() - self._start
-
-    return EpochLogs()
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory so far, MiB (Linux `ru_maxrss` is in KiB)."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _throughput_callback(batch_size: int, steps_per_epoch: int, epochs: int, record: dict, quiet: bool = False):
-    import keras
-    import tensorflow as tf
-
-    class Throughput(keras.callbacks.Callback):
-        """Prints the device, training images/s over steps 2-11 (after tracing) and the projected
-        wall time of the whole run; stores both in `record` for the manifest, with the wall
-        seconds spent in per-epoch validation (`validation_seconds`, all epochs of the run: a
-        `resume.StatefulCallback`, so a resumed run adds to the seconds of the epochs before
-        its backup; a backup written before lenet-keras saved them restarts the count at 0)."""
-
-        FIRST, LAST = 1, 11
-        backup_key = "speed"
-
-        def backup_state(self) -> dict[str, np.ndarray]:
-            """{"validation_seconds": float64 scalar array} of the epochs so far."""
-            return {"validation_seconds": np.float64(record.get("validation_seconds", 0.0))}
-
-        def restore_state(self, state: dict[str, np.ndarray] | None) -> None:
-            """Continue the count of validation seconds from the backup."""
-            if state is not None:
-                record["validation_seconds"] = float(state["validation_seconds"])
-
-        def on_train_batch_end(self, batch, logs=None):
-            """Time steps FIRST+1..LAST of the first epoch; report once at LAST (or its last step)."""
-            if "images_per_second_first_steps" in record:  # measured already, in the first epoch
-                return
-            if batch == self.FIRST:
-                self._start = time.perf_counter()
-            elif batch == min(self.LAST, steps_per_epoch - 1) and batch > self.FIRST:
-                images_per_s = (batch - self.FIRST) * batch_size / (time.perf_counter() - self._start)
-                projected = steps_per_epoch * epochs * batch_size / images_per_s
-                device = ", ".join(d.name for d in tf.config.list_logical_devices("GPU")) or "CPU"
-                record.update(device=device, images_per_second_first_steps=round(images_per_s, 1),
-                              projected_training_seconds=round(projected, 1))
-                if not quiet:
-                    print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {self.FIRST + 2}-{batch + 1}; "
-                          f"projected training time {projected / 60:.1f} min for {epochs} epochs", flush=True)
-
-        def on_test_begin(self, logs=None):
-            """Start timing a validation pass inside `fit`."""
-            self._validation_start = time.perf_counter()
-
-        def on_test_end(self, logs=None):
-            """Add the pass's wall seconds to `record["validation_seconds"]` (the epochs' share of validation)."""
-            record["validation_seconds"] = round(
-                record.get("validation_seconds", 0.0) + time.perf_counter() - self._validation_start, 3)
-
-    return Throughput()
-
-
-CHANCE_FACTOR = 2.0
-"""A training accuracy below CHANCE_FACTOR / num_classes (0.2 for 10 classes) is "at chance level"."""
-
-
-def chance_level_message(epoch: int, accuracy: float, loss: float, num_classes: int) -> str | None:
-    """The warning for an epoch (0-based) whose training accuracy (fraction) is at chance level, else None.
-
-    At chance level means below `CHANCE_FACTOR / num_classes`. The likely cause is named from the
-    loss: far above ln(num_classes) (the cross-entropy of guessing uniformly) means the weights
-    were thrown far off, usually by a learning rate far too high; otherwise too small a learning
-    rate or too few steps.
-    """
-    if not accuracy < CHANCE_FACTOR / num_classes:
-        return None
-    uniform = float(np.log(num_classes))
-    cause = (f"the loss {loss:.4g} is far above ln({num_classes}) = {uniform:.2f} of uniform guessing: the learning "
-             "rate is most likely far too high" if loss > 3 * uniform else
-             "the learning rate may be too low, or the run too short to leave chance level")
-    return (f"epoch {epoch + 1}: training accuracy {accuracy:.4f} is at chance level (below {CHANCE_FACTOR:g}/"
-            f"{num_classes} classes); {cause}")
-
-
-def _chance_level_callback(num_classes: int, record: list):
-    import keras
-
-    class ChanceLevel(keras.callbacks.Callback):
-        """Warns (stderr, once) and appends to `record` each epoch whose training accuracy is at
-        chance level (`chance_level_message`): a run that trains to nothing with a finite loss,
-        which `TerminateOnNaN` cannot see. The manifest's `warnings` and the report show them."""
-
-        backup_key = "chance_level"
-
-        def on_epoch_end(self, epoch, logs=None):
-            """Check the epoch's training accuracy and loss."""
-            logs = logs or {}
-            if "accuracy" not in logs:
-                return
-            message = chance_level_message(epoch, float(logs["accuracy"]), float(logs.get("loss", np.nan)), num_classes)
-            if message:
-                if not record:
-                    print(f"WARNING: {message}", file=sys.stderr, flush=True)
-                record.append(message)
-
-        def backup_state(self) -> dict[str, np.ndarray]:
-            """{"messages": the warnings so far, a str array}."""
-            return {"messages": np.array(record, dtype=str)}
-
-        def restore_state(self, state: dict[str, np.ndarray] | None) -> None:
-            """Continue from the warnings of the epochs before the backup."""
-            record[:] = [str(m) for m in state["messages"]] if state is not None else []
-
-    return ChanceLevel()
-
-
-def _graph_callback(log_dir: Path):
-    import keras
-    import tensorflow as tf
-
-    class ModelGraph(keras.callbacks.Callback):
-        """Writes the model's inference op graph to TensorBoard's Graphs dashboard (`train` run).
-
-        Keras's TensorBoard callback writes no graph for `Sequential` subclasses in Keras 3.
-        """
-
-        def on_train_begin(self, logs=None):
-            """Trace the forward pass on float32 (None, *input shape) and write its graph."""
-            spec = tf.TensorSpec((None, *self.model.input_shape[1:]), tf.float32)
-            forward = tf.function(lambda images: self.model(images, training=False))
-            writer = tf.summary.create_file_writer(str(log_dir / "train"))
-            with writer.as_default():
-                tf.summary.graph(forward.get_concrete_function(spec).graph)
-            writer.close()
-
-    return ModelGraph()
-
-
-def _sample_indices(labels: np.ndarray, predicted: np.ndarray, count: int = SAMPLE_IMAGES) -> np.ndarray:
-    """The first `count`/2 test images plus the first mistakes, topped up to `count`, in order."""
-    first = np.arange(min(count // 2, len(labels)))
-    mistakes = np.flatnonzero(predicted != labels)
-    mistakes = mistakes[~np.isin(mistakes, first)][: count - len(first)]
-    chosen = np.concatenate([first, mistakes])
-    if len(chosen) < count:
-        rest = np.setdiff1d(np.arange(len(labels)), chosen)[: count - len(chosen)]
-        chosen = np.concatenate([chosen, rest])
-    return np.sort(chosen)
-
-
-def _log_test_results(log_dir: Path, step: int, loss: float, accuracy: float, sample_png: bytes) -> None:
-    import tensorflow as tf
-
-    writer = tf.summary.create_file_writer(str(log_dir / "test"))
-    with writer.as_default():
-        tf.summary.scalar("test_loss", loss, step=step)
-        tf.summary.scalar("test_accuracy", accuracy, step=step)
-        image = tf.image.decode_png(sample_png, channels=4)[None]
-        tf.summary.image("sample_test_predictions", image, step=step)
-    writer.close()
-
-
-def _stop_reason(callbacks) -> str | None:
-    """The `stop_reason` of the first extra callback that stopped training, else None."""
-    return next((c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)), None)
+    @property
+    def log_dir(self) -> Path:
+        """The run's TensorBoard folder."""
+        return self.run_dir / "tensorboard"
 
 
 def recorded_experiment(run_dir: Path) -> config_lib.Experiment:
@@ -282,6 +91,18 @@ def recorded_experiment(run_dir: Path) -> config_lib.Experiment:
     """
     manifest = manifest_lib.read_run_manifest(run_dir)
     return config_lib.from_dict(manifest["config"], source=str(Path(run_dir) / "manifest.json"))
+
+
+def _scaled(experiment: config_lib.Experiment, learning_rate_scale: float) -> config_lib.Experiment:
+    """`experiment` with `optimizer.learning_rate` and `schedule.max_learning_rate` times the scale."""
+    if learning_rate_scale == 1:
+        return experiment
+    optimizer, schedule = experiment.optimizer, experiment.schedule
+    return dataclasses.replace(
+        experiment,
+        optimizer=dataclasses.replace(optimizer, learning_rate=optimizer.learning_rate * learning_rate_scale),
+        schedule=dataclasses.replace(schedule, max_learning_rate=schedule.max_learning_rate * learning_rate_scale),
+    )
 
 
 def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageData, strategy=None,
@@ -296,21 +117,15 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
     float16 compute, float32 weights; Keras scales the loss for float16).
     Loss: categorical cross-entropy on one-hot float32 labels (with `train.label_smoothing`);
     metric: top-1 accuracy named "accuracy". The schedule counts optimizer steps, so it needs
-    the steps per epoch of `dataset` at `train.batch_size`.
+    the steps per epoch of `dataset` at `train.batch_size`. A model that declares
+    `models.InitializedFromData` is initialized from its first training images, normalized as
+    the pipeline normalizes them.
     """
     import contextlib
-    import dataclasses
 
     import keras
 
-    if learning_rate_scale != 1:
-        experiment = dataclasses.replace(
-            experiment,
-            optimizer=dataclasses.replace(experiment.optimizer,
-                                          learning_rate=experiment.optimizer.learning_rate * learning_rate_scale),
-            schedule=dataclasses.replace(experiment.schedule,
-                                         max_learning_rate=experiment.schedule.max_learning_rate * learning_rate_scale),
-        )
+    experiment = _scaled(experiment, learning_rate_scale)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         keras.mixed_precision.set_global_policy(experiment.train.precision)
         try:
@@ -318,15 +133,13 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
         finally:  # layers keep the policy they were built with; later code gets the default again
             keras.mixed_precision.set_global_policy("float32")
         model.compile(
-            optimizer=optim.build(experiment, data_lib.steps_per_epoch(dataset, experiment.train.batch_size)),
+            optimizer=optim.build(experiment, pipeline.steps_per_epoch(dataset, experiment.train.batch_size)),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
-        if hasattr(model, "initialize_from_data"):  # airbench's whitening conv: from 5,000 training images
-            images = dataset.train_images[:WHITENING_IMAGES].astype(np.float32) / 255.0
-            if experiment.data.mean:
-                images = (images - np.float32(experiment.data.mean)) / np.float32(experiment.data.std)
-            model.initialize_from_data(images)
+        if isinstance(model, models.InitializedFromData):
+            images = dataset.train_images[:model.initialization_images]
+            model.initialize_from_data(pipeline.normalize(images, experiment.data.mean, experiment.data.std))
         if experiment.distribution.strategy != "default":  # its variables must exist under the scope, on
             model.optimizer.build(model.trainable_variables)  # every worker, before a restore or broadcast
     if strategy is not None:
@@ -334,8 +147,8 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
     return model
 
 
-def _kept_history(run_dir: Path, first_epoch: int) -> list[dict[str, str]]:
-    """history.csv rows of epochs 0..first_epoch-1, checked complete.
+def kept_history(run_dir: Path, first_epoch: int) -> list[dict[str, str]]:
+    """history.csv rows of epochs 0..first_epoch-1 (those of the backup a run resumes from), checked complete.
 
     Raises:
         RunDirectoryError: history.csv lacks rows the backup says were trained.
@@ -349,6 +162,249 @@ def _kept_history(run_dir: Path, first_epoch: int) -> list[dict[str, str]]:
     return rows
 
 
+def _resume_target(experiment, runs_dir, resume, verbose) -> Path | None:
+    """The run directory to resume: `resume` itself, or for True the last unfinished run of this
+    experiment with the same config (None: start a new run)."""
+    if resume is not True:
+        return Path(resume) if resume else None
+    config = json.loads(json.dumps(experiment.to_dict()))
+    target = resume_lib.find_unfinished(Path(runs_dir) / experiment.name, config)
+    if verbose != 0:
+        print(f"resuming {target}" if target else "no unfinished run of this experiment to resume; starting a new one",
+              flush=True)
+    return target
+
+
+def _new_manifest(experiment, run_dir: Path, dataset, model, cluster: dict, scale: float, started: str) -> dict:
+    """The manifest of a new Keras run as it starts (`rundir.start_manifest`)."""
+    note = "" if experiment.data.validation_split else \
+        "; nothing is selected by validation, test metrics are of the final weights"
+    return rundir.start_manifest(
+        experiment, run_dir, json.loads(json.dumps(experiment.to_dict())), rundir.data_block(dataset, note),
+        {"name": experiment.model.name, "parameters": int(model.count_params())}, started,
+        distribution={**cluster, "learning_rate_scale": scale},
+    )
+
+
+def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
+    """Stage 1: strategy, data, seeds, compiled model, run directory (new, resumed or a worker's
+    temporary one), restored backup and the manifest written with status "running".
+
+    Raises: as `run` (config, data and run-directory errors, before anything trains).
+    """
+    started, t0 = manifest_lib.utc_now(), time.perf_counter()
+    strategy = distribute.strategy_for(experiment.distribution)  # first: multi-worker and logical CPUs need it
+    chief = distribute.is_chief(strategy)
+    dataset = data_lib.load(experiment.data, data_dir)
+    target = _resume_target(experiment, runs_dir, resume if chief else None, verbose)  # others: broadcast
+    if target:
+        manifest = manifest_lib.read_run_manifest(target)
+        resume_lib.check_resumable(target, manifest, json.loads(json.dumps(experiment.to_dict())), dataset.checksums)
+
+    import keras
+    import tensorflow as tf
+
+    from lenet_keras.callbacks import CrashSafeBackup
+
+    keras.utils.set_random_seed(experiment.seed)
+    tf.config.experimental.enable_op_determinism()
+    cluster = distribute.cluster(strategy, experiment.distribution)
+    scale = cluster["replicas"] if experiment.distribution.scale_learning_rate else 1
+    model = compiled_model(experiment, dataset, strategy, scale)
+    if not chief:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"lenet-keras-{cluster['task'].replace(':', '-')}-"))
+    else:
+        run_dir = target or rundir.new_run_dir(Path(runs_dir) / experiment.name, run_id)
+    backup = CrashSafeBackup(run_dir)
+    backup.set_model(model)
+    first_epoch = distribute.broadcast_from_chief(strategy, model, backup.restore() if target else 0)
+    if target:
+        resume_lib.trim_tensorboard(run_dir / "tensorboard", first_epoch)
+        manifest.update(status="running", error=None, **rundir.process_block(), distribution=cluster)
+        manifest.setdefault("resumed", []).append({"utc": started, "from_epoch": first_epoch})
+    else:
+        manifest = _new_manifest(experiment, run_dir, dataset, model, cluster, scale, started)
+    rundir.write_manifest(run_dir, manifest)
+    return Job(experiment, dataset, strategy, cluster, model, run_dir, manifest, backup, bool(target), first_epoch,
+               kept_history(run_dir, first_epoch) if target else [], t0, chief)
+
+
+def input_pipelines(job: Job):
+    """Stage 2: the seeded (train, validation, test) `tf.data` pipelines from `job.first_epoch` on,
+    each sharded by data under a distribution strategy (`pipeline.pipelines`)."""
+    experiment = job.experiment
+    datasets = pipeline.pipelines(
+        job.dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std,
+        experiment.augment, first_epoch=job.first_epoch, epochs=experiment.train.epochs,
+    )
+    if experiment.distribution.strategy != "default":
+        datasets = tuple(map(distribute.shard_by_data, datasets))
+    return datasets
+
+
+def algorithm_callbacks(experiment: config_lib.Experiment, steps_per_epoch: int) -> list:
+    """The callbacks that change what training computes, first in every run: `TerminateOnNaN`,
+    `callbacks.Lookahead` (`train.lookahead`), the optimizer's own (`optim.callbacks_for`) and
+    `callbacks.DropoutSeeds`. `lenet_keras.bench` trains with exactly these."""
+    import keras
+
+    from lenet_keras import callbacks as cb
+
+    return [
+        keras.callbacks.TerminateOnNaN(),
+        *([cb.Lookahead(steps_per_epoch * experiment.train.epochs)] if experiment.train.lookahead else []),
+        *optim.callbacks_for(experiment),
+        cb.DropoutSeeds(experiment.seed),
+    ]
+
+
+def callbacks_for(job: Job, extra: tuple, verbose: int) -> list:
+    """Stage 3: the run's Keras callbacks, in the order of `lenet_keras.callbacks`' docstring; the
+    crash-safe backup last, tracking every `callbacks.StatefulCallback` (restored on resume)."""
+    import keras
+
+    from lenet_keras import callbacks as cb
+
+    experiment, steps = job.experiment, pipeline.steps_per_epoch(job.dataset, job.experiment.train.batch_size)
+    epochs = experiment.train.epochs
+    best_so_far = max((float(row["val_accuracy"]) for row in job.kept_rows), default=-np.inf)
+    callbacks = [
+        *algorithm_callbacks(experiment, steps),
+        cb.Throughput(experiment.train.batch_size, steps, epochs - job.first_epoch, job.record["speed"],
+                      quiet=verbose == 0),
+        cb.EpochLogs(),
+        cb.ChanceLevel(job.dataset.num_classes, job.record["warnings"]),
+        *([cb.ModelGraph(job.log_dir)] if job.first_epoch == 0 else []),
+        cb.HistoryCSV(job.run_dir / "history.csv", job.kept_rows),
+        keras.callbacks.TensorBoard(log_dir=str(job.log_dir), histogram_freq=experiment.train.histogram_freq,
+                                    write_graph=True),
+        cb.BestCheckpoint(job.run_dir / "best.keras", best_so_far),
+        *extra,
+        job.backup,  # last: an epoch counts as done only once everything above has written it
+    ]
+    job.backup.track(callbacks)
+    return callbacks
+
+
+def stop_reason(callbacks) -> str | None:
+    """The `stop_reason` of the first extra callback that stopped training, else None."""
+    return next((c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)), None)
+
+
+def fit(job: Job, datasets, callbacks: list, extra: tuple, verbose: int) -> list[dict[str, str]]:
+    """Stage 4: `model.fit` from `job.first_epoch`; returns the history rows of every epoch.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite (`TerminateOnNaN` stopped training,
+            and no extra callback claims the stop).
+    """
+    from lenet_keras.callbacks import HistoryCSV
+
+    train_ds, val_ds, _ = datasets
+    experiment = job.experiment
+    job.model.fit(
+        train_ds, validation_data=val_ds, epochs=experiment.train.epochs, initial_epoch=job.first_epoch,
+        steps_per_epoch=pipeline.steps_per_epoch(job.dataset, experiment.train.batch_size), callbacks=callbacks,
+        verbose=verbose, shuffle=False,  # train_ds is already shuffled with the run's seed
+    )
+    rows = next(c for c in callbacks if isinstance(c, HistoryCSV)).rows
+    last_loss = float(rows[-1]["loss"]) if rows else np.nan
+    if not rows or not np.isfinite(last_loss) or job.model.stop_training and not stop_reason(extra):
+        raise TrainingDivergedError(
+            f"training loss became NaN or infinite in epoch {len(rows)} (learning rate too high?); "
+            f"training stopped there (run directory {job.run_dir})"
+        )
+    return rows
+
+
+def evaluate(job: Job, test_ds) -> dict[str, Any]:
+    """Stage 5: test loss and top-1 accuracy of the final weights, the test probabilities
+    (N, classes) float32, and with `train.test_time_augmentation` the named evaluation's
+    probabilities, accuracy and seconds (`airbench.TEST_TIME_AUGMENTATIONS`)."""
+    from lenet_keras import airbench
+
+    test_loss, test_accuracy = job.model.evaluate(test_ds, verbose=0)
+    result = {"loss": float(test_loss), "accuracy": float(test_accuracy),
+              "probabilities": job.model.predict(test_ds, verbose=0).astype(np.float32)}
+    name = job.experiment.train.test_time_augmentation
+    if name != "none":
+        start = time.perf_counter()
+        probabilities = airbench.TEST_TIME_AUGMENTATIONS[name](job.model, test_ds)
+        result.update(tta_probabilities=probabilities, tta_seconds=round(time.perf_counter() - start, 3),
+                      tta_accuracy=float(np.mean(probabilities.argmax(axis=1) == job.dataset.test_labels)))
+    return result
+
+
+def log_test_results(log_dir: Path, step: int, loss: float, accuracy: float, sample_png: bytes) -> None:
+    """Write the test loss, accuracy and the sample-predictions image (PNG bytes) to `log_dir/test`."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir / "test"))
+    with writer.as_default():
+        tf.summary.scalar("test_loss", loss, step=step)
+        tf.summary.scalar("test_accuracy", accuracy, step=step)
+        image = tf.image.decode_png(sample_png, channels=4)[None]
+        tf.summary.image("sample_test_predictions", image, step=step)
+    writer.close()
+
+
+def _augmentation_preview(experiment, dataset) -> dict[str, np.ndarray]:
+    """{"augmentation_preview": the first training image and 15 augmented draws} if any augmentation is on."""
+    augment_config = experiment.augment
+    if not (augment_config.horizontal_flip or augment_config.crop_padding or augment_config.autoaugment != "none"):
+        return {}
+    from lenet_keras import augment
+
+    first = dataset.train_images[0]
+    return {"augmentation_preview": np.concatenate([first[None], augment.preview(first, augment_config, experiment.seed, 15)])}
+
+
+def write_artifacts(job: Job, result: dict) -> None:
+    """predictions.npz, the test scalars and sample image in TensorBoard, final.weights.h5."""
+    from lenet_keras import figures
+
+    extra = _augmentation_preview(job.experiment, job.dataset)
+    if "tta_probabilities" in result:
+        extra["tta_probabilities"] = result["tta_probabilities"]
+    samples = rundir.write_predictions(job.run_dir, job.dataset, result["probabilities"], **extra)
+    dataset = job.dataset
+    grid = figures.sample_predictions(dataset.test_images[samples], dataset.test_labels[samples],
+                                      result["probabilities"][samples], dataset.class_names, title=rundir.SAMPLE_TITLE)
+    if job.resumed:  # the killed attempt may have logged test results already: log them once
+        resume_lib.trim_tensorboard(job.log_dir / "test", 0, keep=())
+    log_test_results(job.log_dir, job.experiment.train.epochs, result["loss"], result["accuracy"],
+                     figures.png_bytes(grid))
+    with manifest_lib.atomic_path(job.run_dir / FINAL_WEIGHTS) as tmp:
+        job.model.save_weights(str(tmp))
+
+
+def record_results(job: Job, rows: list, result: dict, extra: tuple) -> Path | None:
+    """Stage 6: the artifacts, then the manifest says "completed" with the metrics, speed, warnings
+    and final weights digest; the backup is removed. A non-chief worker removes its temporary
+    folder, prints its weights digest and returns None."""
+    from lenet_keras.callbacks import peak_rss_mib
+
+    write_artifacts(job, result)
+    summary = rundir.completion_summary(rows, result["loss"], result["accuracy"], job.t0)
+    summary["best"]["checkpoint"] = "best.keras"
+    if "tta_probabilities" in result:
+        summary["test"].update(tta_accuracy=result["tta_accuracy"], tta_seconds=result["tta_seconds"],
+                               test_time_augmentation=job.experiment.train.test_time_augmentation)
+    job.record["speed"]["peak_rss_mib"] = peak_rss_mib()
+    job.manifest.update(
+        **summary, speed=job.record["speed"], warnings=job.record["warnings"], stopped_early=stop_reason(extra),
+        final_weights={"file": FINAL_WEIGHTS, "values_sha256": resume_lib.weights_digest(job.model)},
+    )
+    rundir.write_manifest(job.run_dir, job.manifest)
+    resume_lib.remove_backup(job.run_dir)
+    if job.chief:
+        return job.run_dir
+    shutil.rmtree(job.run_dir, ignore_errors=True)
+    print(f"{job.cluster['task']}: done, final weights values_sha256 {job.manifest['final_weights']['values_sha256']}; "
+          f"the chief writes the run directory (this worker's temporary folder {job.run_dir} is removed)", flush=True)
+    return None
+
+
 def run(
     experiment: config_lib.Experiment,
     runs_dir: str | Path = "runs",
@@ -357,7 +413,7 @@ def run(
     verbose: int | None = None,
     callbacks: tuple = (),
     resume: str | Path | bool | None = None,
-) -> Path:
+) -> Path | None:
     """Train `experiment` once and write its run directory (see this module's docstring).
 
     Args:
@@ -373,7 +429,9 @@ def run(
             `stopped_early` and the run still completes (test metrics of the last epoch).
         resume: a run directory to continue from its last completed epoch (`lenet_keras.resume`),
             or True: the last unfinished run of this experiment with the same config, else a new
-            run. The result equals that of a run never interrupted.
+            run. The result (history, weights, test metrics) equals that of a run never
+            interrupted, for every shipped experiment: the state callbacks accumulate (the
+            lookahead average) is in the backup.
 
     Under `[distribution]` (`lenet_keras.distribute`) the model trains under that
     `tf.distribute` strategy; with several workers only the chief writes the run directory,
@@ -398,204 +456,16 @@ def run(
     data_lib.check_name(experiment.data)
     models.check_name(experiment.model)
     optim.check_names(experiment)
-    started, t0 = manifest_lib.utc_now(), time.perf_counter()
-    strategy = distribute.strategy_for(experiment.distribution)  # first: multi-worker and logical CPUs need it
-    chief = distribute.is_chief(strategy)
-    if not chief:
-        resume = None  # only the chief resumes; the others get its state by broadcast_from_chief
-    dataset = data_lib.load(experiment.data, data_dir)
-    config = json.loads(json.dumps(experiment.to_dict()))  # as manifest.json records it (lists, not tuples)
-    if resume is True:
-        resume = resume_lib.find_unfinished(Path(runs_dir) / experiment.name, config)
-        if verbose != 0:
-            print(f"resuming {resume}" if resume else "no unfinished run of this experiment to resume; starting a new one",
-                  flush=True)
-    if resume:
-        run_dir = Path(resume)
-        manifest = manifest_lib.read_run_manifest(run_dir)
-        resume_lib.check_resumable(run_dir, manifest, config, dataset.checksums)
-
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(experiment.seed)
-    tf.config.experimental.enable_op_determinism()
-    cluster = distribute.cluster(strategy, experiment.distribution)
-    learning_rate_scale = cluster["replicas"] if experiment.distribution.scale_learning_rate else 1
-    model = compiled_model(experiment, dataset, strategy, learning_rate_scale)
-    if not chief:
-        run_dir = Path(tempfile.mkdtemp(prefix=f"lenet-keras-{cluster['task'].replace(':', '-')}-"))
-    elif not resume:
-        run_dir = new_run_dir(Path(runs_dir) / experiment.name, run_id)
-    steps_per_epoch = data_lib.steps_per_epoch(dataset, experiment.train.batch_size)
-    backup = resume_lib.crash_safe_backup(run_dir)
-    backup.set_model(model)
-    first_epoch = backup.restore() if resume else 0
-    first_epoch = distribute.broadcast_from_chief(strategy, model, first_epoch)
-    kept_rows = _kept_history(run_dir, first_epoch) if resume else []
-    log_dir = run_dir / "tensorboard"
-    if resume:
-        resume_lib.trim_tensorboard(log_dir, first_epoch)
-    epochs = experiment.train.epochs
-    train_ds, val_ds, test_ds = data_lib.pipelines(
-        dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std,
-        experiment.augment, first_epoch=first_epoch, epochs=epochs,
-    )
-    if experiment.distribution.strategy != "default":
-        train_ds, val_ds, test_ds = map(distribute.shard_by_data, (train_ds, val_ds, test_ds))
-    process = {"pid": os.getpid(), "host": socket.gethostname(), "command": manifest_lib.command_line()}
-    if resume:
-        manifest.update(status="running", error=None, **process, distribution=cluster)
-        manifest.setdefault("resumed", []).append({"utc": started, "from_epoch": first_epoch})
-    else:
-        manifest = {
-            "experiment": experiment.name,
-            "run_id": run_dir.name,
-            "status": "running",
-            "error": None,
-            "seed": experiment.seed,
-            "config": config,
-            **process,
-            "data": {
-                "dataset": dataset.name,
-                "description": dataset.description,
-                "source": dataset.source,
-                "checksums_sha256": dataset.checksums,
-                "class_names": list(dataset.class_names),
-                "train_images": len(dataset.train_images),
-                "val_images": len(dataset.val_images),
-                "test_images": len(dataset.test_images),
-                "validation": dataset.validation + ("" if experiment.data.validation_split else
-                                                    "; nothing is selected by validation, test metrics are of the final weights"),
-            },
-            "model": {"name": experiment.model.name, "parameters": int(model.count_params())},
-            "distribution": {**cluster, "learning_rate_scale": learning_rate_scale},
-            "versions": manifest_lib.versions(),
-            "machine": manifest_lib.machine(),
-            "git": manifest_lib.git_state(Path(__file__).resolve().parent),
-            "started_utc": started,
-        }
-    manifest_path = run_dir / "manifest.json"
-    manifest_lib.write_json_atomic(manifest_path, manifest)
-    speed: dict = {}
-    run_warnings: list[str] = []
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    extra_callbacks = list(callbacks)
-    history = resume_lib.history_csv(run_dir / "history.csv", kept_rows)
-    best_so_far = max((float(row["val_accuracy"]) for row in kept_rows), default=-np.inf)
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        *([airbench.lookahead_callback(steps_per_epoch * epochs)] if experiment.train.lookahead else []),
-        *([airbench.freeze_whiten_bias_callback(experiment.optimizer.whiten_bias_epochs)]
-          if experiment.optimizer.name == "airbench_sgd" and experiment.optimizer.whiten_bias_epochs else []),
-        resume_lib.dropout_seeds(experiment.seed),
-        _throughput_callback(experiment.train.batch_size, steps_per_epoch, epochs - first_epoch, speed,
-                             quiet=verbose == 0),
-        _epoch_logs_callback(),
-        _chance_level_callback(dataset.num_classes, run_warnings),
-        *([_graph_callback(log_dir)] if first_epoch == 0 else []),
-        history,
-        keras.callbacks.TensorBoard(
-            log_dir=str(log_dir), histogram_freq=experiment.train.histogram_freq, write_graph=True
-        ),
-        resume_lib.best_checkpoint(run_dir / "best.keras", best_so_far),
-        *extra_callbacks,
-        backup,  # last: an epoch counts as done only once everything above has written it
-    ]
-    backup.track(callbacks)
+    job = prepare(experiment, runs_dir, data_dir, run_id, resume, verbose)
+    verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
+    datasets = input_pipelines(job)
+    run_callbacks = callbacks_for(job, tuple(callbacks), verbose)
     try:
-        model.fit(
-            train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first_epoch,
-            steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-            shuffle=False,  # train_ds is already shuffled with the run's seed
-        )
-        rows = history.rows
-        last_loss = float(rows[-1]["loss"]) if rows else np.nan
-        diverged = not np.isfinite(last_loss) or model.stop_training and not _stop_reason(extra_callbacks)
-        if not rows or diverged:
-            raise TrainingDivergedError(
-                f"training loss became NaN or infinite in epoch {len(rows)} (learning rate too high?); "
-                f"training stopped there (run directory {run_dir})"
-            )
-        test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-        probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
-        tta = {}
-        if experiment.train.test_time_augmentation != "none":
-            tta_start = time.perf_counter()
-            tta_probabilities = airbench.tta_probabilities(
-                model, test_ds, airbench.TTA_LEVELS[experiment.train.test_time_augmentation])
-            tta = {"tta_probabilities": tta_probabilities,
-                   "tta_accuracy": float(np.mean(tta_probabilities.argmax(axis=1) == dataset.test_labels)),
-                   "tta_seconds": round(time.perf_counter() - tta_start, 3)}
+        rows = fit(job, datasets, run_callbacks, tuple(callbacks), verbose)
+        result = evaluate(job, datasets[2])
     except BaseException as error:
-        manifest.update(
-            warnings=run_warnings,
-            status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-            error="".join(traceback.format_exception_only(type(error), error)).strip(),
-            ended_utc=manifest_lib.utc_now(),
-            wall_seconds=round(time.perf_counter() - t0, 3),
-        )
-        manifest_lib.write_json_atomic(manifest_path, manifest)
-        if not chief:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        rundir.record_failure(job.run_dir, job.manifest, error, job.t0, warnings=job.record["warnings"])
+        if not job.chief:
+            shutil.rmtree(job.run_dir, ignore_errors=True)
         raise
-
-    from lenet_keras import figures
-
-    samples = _sample_indices(dataset.test_labels, probabilities.argmax(axis=1))
-    extra = {}
-    if experiment.augment.horizontal_flip or experiment.augment.crop_padding or experiment.augment.autoaugment != "none":
-        from lenet_keras import augment
-
-        first = dataset.train_images[0]
-        extra["augmentation_preview"] = np.concatenate([first[None], augment.preview(first, experiment.augment, experiment.seed, 15)])
-    with manifest_lib.atomic_path(run_dir / "predictions.npz") as tmp:
-        np.savez_compressed(
-            tmp,
-            labels=dataset.test_labels,
-            probabilities=probabilities,
-            sample_indices=samples,
-            sample_images=dataset.test_images[samples],
-            class_names=np.array(dataset.class_names),
-            sample_title=np.array(SAMPLE_TITLE),
-            **extra,
-            **({"tta_probabilities": tta["tta_probabilities"]} if tta else {}),
-        )
-    grid = figures.sample_predictions(
-        dataset.test_images[samples], dataset.test_labels[samples], probabilities[samples], dataset.class_names,
-        title=SAMPLE_TITLE,
-    )
-    if resume:  # the killed attempt may have logged test results already: log them once
-        resume_lib.trim_tensorboard(log_dir / "test", 0, keep=())
-    _log_test_results(log_dir, epochs, test_loss, test_accuracy, figures.png_bytes(grid))
-    with manifest_lib.atomic_path(run_dir / FINAL_WEIGHTS) as tmp:
-        model.save_weights(str(tmp))
-    val_accuracy = [float(row["val_accuracy"]) for row in rows]
-    best_epoch = int(np.argmax(val_accuracy))
-    last = rows[-1]
-    speed["peak_rss_mib"] = _peak_rss_mib()
-    manifest.update(
-        status="completed",
-        speed=speed,
-        epochs_completed=len(rows),
-        best={"epoch": best_epoch, "val_accuracy": val_accuracy[best_epoch], "checkpoint": "best.keras"},
-        final={key: float(last[key]) for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
-        test={"loss": float(test_loss), "accuracy": float(test_accuracy), "weights": "final epoch",
-              **({"tta_accuracy": tta["tta_accuracy"], "tta_seconds": tta["tta_seconds"],
-                  "test_time_augmentation": experiment.train.test_time_augmentation}
-                 if tta else {})},
-        final_weights={"file": FINAL_WEIGHTS, "values_sha256": resume_lib.weights_digest(model)},
-        stopped_early=_stop_reason(extra_callbacks),
-        warnings=run_warnings,
-        ended_utc=manifest_lib.utc_now(),
-        wall_seconds=round(time.perf_counter() - t0, 3),
-    )
-    manifest_lib.write_json_atomic(manifest_path, manifest)
-    resume_lib.remove_backup(run_dir)
-    if not chief:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        print(f"{cluster['task']}: done, final weights values_sha256 {manifest['final_weights']['values_sha256']}; "
-              f"the chief writes the run directory (this worker's temporary folder {run_dir} is removed)", flush=True)
-        return None
-    return run_dir
+    return record_results(job, rows, result, tuple(callbacks))

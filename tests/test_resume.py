@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from lenet_keras import config, dataformats, resume, train
+from lenet_keras import callbacks, config, dataformats, resume, train
 from lenet_keras.errors import RunDirectoryError
 
 from .conftest import REPO
@@ -141,9 +141,9 @@ def _interrupted_copy(source, tmp_path, epoch_files=True):
     manifest.update(status="interrupted", pid=None)
     (target / "manifest.json").write_text(json.dumps(manifest))
     model = keras.models.load_model(target / "best.keras")
-    backup = resume.crash_safe_backup(target)
+    backup = callbacks.CrashSafeBackup(target)
     backup.set_model(model)
-    backup._current_epoch = 1
+    backup._current_epoch = 1  # Keras's BackupAndRestore counter, as after epoch 1
     backup._save_model()
     return target
 
@@ -228,9 +228,16 @@ def test_cifar_fast_killed_after_lookahead_started_resumes_bit_identically(tmp_p
     it, so a run killed in epoch 2 (step 10, after two lookahead updates) and resumed ends with the
     uninterrupted run's weights, history and test metrics; the whitening bias freezes at epoch 3
     after the resume. Validation seconds count the killed attempt's epochs too."""
-    experiment = config.load(CIFAR_FAST, CIFAR_SMALL)
-    first = train.run(experiment, tmp_path, data_dir=cifar_root, run_id="first", verbose=0)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KILL_EPOCH": "2", "KILL_BATCH": "1"}
+    # the reference in a fresh process too, as the killed and the resumed runs: a cifar_fast run
+    # inside this test process, after other runs in it, is not bit-identical to a fresh process's
+    uninterrupted = subprocess.run(
+        [sys.executable, "-m", "lenet_keras", "train", str(CIFAR_FAST), *CIFAR_SMALL, "--runs-dir", str(tmp_path),
+         "--run-id", "first", "--data-dir", str(cifar_root)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+    first = tmp_path / "cifar_fast" / "first"
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(CIFAR_FAST), str(tmp_path), str(cifar_root), *CIFAR_SMALL],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
@@ -263,7 +270,7 @@ def test_cifar_fast_killed_after_lookahead_started_resumes_bit_identically(tmp_p
 
 def test_throughput_callback_adds_to_the_restored_validation_seconds():
     record = {}
-    callback = train._throughput_callback(32, 10, 2, record, quiet=True)
+    callback = callbacks.Throughput(32, 10, 2, record, quiet=True)
     callback.restore_state({"validation_seconds": np.float64(7.5)})
     callback.on_test_begin()
     callback.on_test_end()

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lenet_keras import config, report, train
+from lenet_keras import callbacks, config, report, train
 from lenet_keras.errors import RunDirectoryError
 
 from .conftest import REPO, assert_png
@@ -207,7 +207,7 @@ def test_a_diverging_run_ends_failed_and_the_report_still_renders(mnist_dir, tmp
     (0.21, 2.1, None),                    # above 2/10: learning
 ])
 def test_chance_level_message_names_the_likely_cause(accuracy, loss, expected):
-    message = train.chance_level_message(0, accuracy, loss, 10)
+    message = callbacks.chance_level_message(0, accuracy, loss, 10)
     assert (message is None) if expected is None else (expected in message and "epoch 1" in message)
 
 

@@ -11,7 +11,6 @@ mnist_lenet5` overlays the NumPy and Keras learning curves, the comparison the L
 from __future__ import annotations
 
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
 from lenet_keras import manifest as manifest_lib
+from lenet_keras import rundir
 from lenet_keras.errors import ConfigError, TrainingDivergedError
 from lenet_keras.resume import write_history
 from lenet_keras.scratch.network import SGD, ScratchLeNet5
@@ -82,45 +82,14 @@ def _train_epoch(network: ScratchLeNet5, optimizer: SGD, images: np.ndarray, tar
     return loss_sum / len(order), correct / len(order)
 
 
-def _new_manifest(experiment: config_lib.Experiment, dataset: data_lib.ImageData, network: ScratchLeNet5,
-                  run_dir: Path, started: str) -> dict:
-    """The manifest of a NumPy run as it starts (status "running")."""
-    return {
-        "experiment": experiment.name, "run_id": run_dir.name, "engine": "numpy (lenet_keras.scratch)",
-        "status": "running", "error": None, "seed": experiment.seed, "config": experiment.to_dict(),
-        "command": manifest_lib.command_line(),
-        "data": {"dataset": dataset.name, "description": dataset.description, "source": dataset.source,
-                 "checksums_sha256": dataset.checksums, "class_names": list(dataset.class_names),
-                 "train_images": len(dataset.train_images), "val_images": len(dataset.val_images),
-                 "test_images": len(dataset.test_images)},
-        "model": {"name": "lenet5 (NumPy)", "parameters": network.count_params()},
-        "versions": manifest_lib.versions(), "machine": manifest_lib.machine(),
-        "git": manifest_lib.git_state(Path(__file__).resolve().parent), "started_utc": started,
-    }
-
-
 def _finish(run_dir: Path, manifest: dict, rows: list[dict], dataset: data_lib.ImageData,
             test: tuple[float, float, np.ndarray], t0: float) -> None:
-    """Write predictions.npz and the completed manifest."""
-    from lenet_keras.train import SAMPLE_TITLE, _sample_indices
-
+    """Write predictions.npz and the completed manifest (`lenet_keras.rundir`)."""
     test_loss, test_accuracy, probabilities = test
-    samples = _sample_indices(dataset.test_labels, probabilities.argmax(1))
-    with manifest_lib.atomic_path(run_dir / "predictions.npz") as tmp:
-        np.savez_compressed(tmp, labels=dataset.test_labels, probabilities=probabilities, sample_indices=samples,
-                            sample_images=dataset.test_images[samples], class_names=np.array(dataset.class_names),
-                            sample_title=np.array(SAMPLE_TITLE))
-    val_accuracy = [row["val_accuracy"] for row in rows]
-    best = int(np.argmax(val_accuracy))
-    manifest.update(
-        status="completed", epochs_completed=len(rows),
-        best={"epoch": best, "val_accuracy": val_accuracy[best]},
-        final={k: rows[-1][k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
-        test={"loss": test_loss, "accuracy": test_accuracy, "weights": "final epoch"},
-        training_seconds=round(sum(row["epoch_seconds"] for row in rows), 3),
-        ended_utc=manifest_lib.utc_now(), wall_seconds=round(time.perf_counter() - t0, 3),
-    )
-    manifest_lib.write_json_atomic(run_dir / "manifest.json", manifest)
+    rundir.write_predictions(run_dir, dataset, probabilities)
+    manifest.update(**rundir.completion_summary(rows, test_loss, test_accuracy, t0),
+                    training_seconds=round(sum(row["epoch_seconds"] for row in rows), 3))
+    rundir.write_manifest(run_dir, manifest)
 
 
 def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
@@ -141,8 +110,6 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
         Any other training error is re-raised after the manifest records status "failed"
         ("interrupted" for KeyboardInterrupt).
     """
-    from lenet_keras.train import new_run_dir
-
     check_supported(experiment)
     data_lib.check_name(experiment.data)
     started, t0 = manifest_lib.utc_now(), time.perf_counter()
@@ -155,9 +122,11 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
     schedule, epochs = experiment.schedule, experiment.train.epochs
     optimizer = SGD(experiment.optimizer.learning_rate, experiment.optimizer.momentum, schedule.decay_steps,
                     schedule.decay_rate if schedule.name == "exponential_decay" else 1.0, schedule.staircase)
-    run_dir = new_run_dir(Path(runs_dir) / experiment.name, prefix="numpy")
-    manifest = _new_manifest(experiment, dataset, network, run_dir, started)
-    manifest_lib.write_json_atomic(run_dir / "manifest.json", manifest)
+    run_dir = rundir.new_run_dir(Path(runs_dir) / experiment.name, prefix="numpy")
+    manifest = rundir.start_manifest(experiment, run_dir, experiment.to_dict(), rundir.data_block(dataset),
+                                     {"name": "lenet5 (NumPy)", "parameters": network.count_params()}, started,
+                                     engine="numpy (lenet_keras.scratch)")
+    rundir.write_manifest(run_dir, manifest)
     rows = []
     try:
         for epoch in range(epochs):
@@ -175,10 +144,7 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
                       f"val_accuracy {val_accuracy:.4f} ({rows[-1]['epoch_seconds']:.1f} s)", flush=True)
         test = _evaluate(network, test_x, dataset.test_labels)
     except BaseException as error:
-        manifest.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-                        error="".join(traceback.format_exception_only(type(error), error)).strip(),
-                        ended_utc=manifest_lib.utc_now(), wall_seconds=round(time.perf_counter() - t0, 3))
-        manifest_lib.write_json_atomic(run_dir / "manifest.json", manifest)
+        rundir.record_failure(run_dir, manifest, error, t0)
         raise
     _finish(run_dir, manifest, rows, dataset, test, t0)
     return run_dir

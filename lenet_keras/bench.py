@@ -445,7 +445,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peer-python", default=str(REPO / ".venv-peers" / "bin" / "python"),
                    help="Python with PyTorch for the PyTorch peers (default: .venv-peers/bin/python)")
     p.add_argument("--peer-epochs", type=int, default=3, help="epochs of the LeNet peers (default 3; epochs 2+ are timed)")
-    p.add_argument("--data-dir", default=None, help="look for the datasets here first")
+    p.add_argument("--data-dir", default=None, help="the only folder searched for the datasets (default: $LENET_KERAS_DATA if set, else data/)")
     p.add_argument("--out-dir", type=Path, default=Path("runs/bench"), help="where results go (default runs/bench)")
     p.add_argument("--measure", choices=sorted(WORKLOADS), help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)

@@ -131,7 +131,7 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     """--runs-dir, --data-dir, --report and --reports-dir, shared by the commands that train a run."""
     command.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
     command.add_argument("--data-dir", type=Path, default=None,
-                         help="look for the dataset here first (then $LENET_KERAS_DATA, then data/)")
+                         help="the only folder searched for the dataset (default: $LENET_KERAS_DATA if set, else data/ of the repository, downloading if missing)")
     command.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
     command.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
 
@@ -179,7 +179,7 @@ def _add_sweep(commands) -> None:
                        "$LENET_KERAS_SWEEP_STORAGE, else the file's, else sqlite in the sweep folder); passwords "
                        "are masked in manifests")
     sweep.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of the sweep folder (default: runs)")
-    sweep.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
+    sweep.add_argument("--data-dir", type=Path, default=None, help="the only folder searched for the dataset (default: $LENET_KERAS_DATA if set, else data/ of the repository, downloading if missing)")
     sweep.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report parent (default: reports)")
     sweep.add_argument("--report-only", action="store_true", help="only re-render the report from trials.csv")
     sweep.add_argument("--worker-only", action="store_true",
@@ -218,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
         "when package versions or the machine differ.",
     )
     rerun.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
-    rerun.add_argument("--data-dir", type=Path, default=None, help="look for the dataset here first")
+    rerun.add_argument("--data-dir", type=Path, default=None, help="the only folder searched for the dataset (default: $LENET_KERAS_DATA if set, else data/ of the repository, downloading if missing)")
     rerun.set_defaults(handler=_rerun)
 
     scratch = commands.add_parser(

@@ -32,7 +32,6 @@ import io
 import os
 import shutil
 import socket
-import warnings
 from pathlib import Path
 from typing import Any
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lenet_keras import config, data, report, train
+from lenet_keras import config, report, train
 
 from .conftest import REPO
 

@@ -66,7 +66,8 @@ def test_no_module_uses_a_private_name_of_another():
 
 
 def test_the_numpy_engine_and_data_look_up_load_no_tensorflow():
-    code = ("import sys, lenet_keras.scratch.train, lenet_keras.data, lenet_keras.rundir; "
+    code = ("import sys, lenet_keras.scratch.train, lenet_keras.data, lenet_keras.dataformats, lenet_keras.pipeline, "
+            "lenet_keras.rundir; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
             "[m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')][:5]")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -31,7 +31,8 @@ every worker claims a WAITING trial atomically through the storage (the way Optu
 `Study.ask` pops its queue), so several workers, on one machine or many sharing a database,
 never run a trial twice, and running the sweep again continues where it stopped. Workers
 record heartbeats; a trial whose worker died (no heartbeat for `GRACE_SECONDS`) is marked
-failed and its point enqueued again at the next start.
+failed and its point enqueued again by the next worker that starts or looks for a trial
+(`--worker-only` workers included), exactly once however many workers look.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import itertools
 import shlex
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -57,8 +59,12 @@ METHODS = ("grid", "optuna")
 DIRECTIONS = ("maximize", "minimize")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 HEARTBEAT_SECONDS = 20
+"""How often a worker records, in the study, that its RUNNING trial is alive."""
 GRACE_SECONDS = 120
-"""A RUNNING trial without a heartbeat for this long is considered lost (its worker died)."""
+"""A RUNNING trial without a heartbeat for this long is considered lost (its worker died): it is
+marked failed and its point queued again. The one place this grace period is set."""
+SQLITE_BUSY_TIMEOUT_SECONDS = 120
+"""How long a SQLite worker waits for another worker's write lock before giving up."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Sweep:
 
 
 def _toml_value(value: Any) -> str:
+    """A Python value as a TOML literal, for `key=value` overrides."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -197,6 +204,7 @@ def load(path: str | Path, storage: str | None = None) -> Sweep:
 
 
 def _flatten(table: dict, prefix: str = ""):
+    """(dotted key, value) of every leaf of a nested TOML table."""
     for key, value in table.items():
         if isinstance(value, dict):
             yield from _flatten(value, f"{prefix}{key}.")
@@ -205,6 +213,7 @@ def _flatten(table: dict, prefix: str = ""):
 
 
 def _space(raw: dict, method: str, path: Path) -> tuple[Dimension, ...]:
+    """The `[space]` table as dimensions (ConfigError naming the file and key when one is malformed)."""
     if not raw:
         raise ConfigError(f"{path}: the search space [space] is empty; give at least one hyperparameter")
     dimensions = []
@@ -262,16 +271,21 @@ def _storage(url: str):
     Python's sqlite3 driver runs SELECTs outside any transaction, so two workers could both
     read a trial as WAITING and both set it RUNNING. Taking SQLite's write lock at the start of
     each transaction (the SQLAlchemy recipe for pysqlite) makes the read-then-claim atomic;
-    waiting for the lock is bounded by the 120 s busy timeout. Server databases (PostgreSQL)
-    get Optuna's row locks (`SELECT ... FOR UPDATE`) instead.
+    waiting for the lock is bounded by `SQLITE_BUSY_TIMEOUT_SECONDS`. Server databases
+    (PostgreSQL) get Optuna's row locks (`SELECT ... FOR UPDATE`) instead.
+
+    A RUNNING trial without a heartbeat for `GRACE_SECONDS` is failed by `requeue_lost_trials`,
+    which hands it to `_requeue_lost` (Optuna's public heartbeat-stale callback).
     """
     import optuna
     import sqlalchemy
 
     sqlite = url.startswith("sqlite")
-    kwargs = {"connect_args": {"timeout": 120, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
+    kwargs = ({"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "isolation_level": None}} if sqlite
+              else {"pool_pre_ping": True})
     storage = optuna.storages.RDBStorage(
-        url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+        url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+        heartbeat_stale_trial_callback=_requeue_lost,
     )
     if sqlite:
         sqlalchemy.event.listen(storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
@@ -279,6 +293,7 @@ def _storage(url: str):
 
 
 def _quiet_optuna():
+    """Only Optuna's warnings, and none about experimental features (heartbeats, the stale-trial callback)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -289,6 +304,11 @@ def _quiet_optuna():
 
 def open_study(sweep: Sweep, runs_dir: Path, worker: int = 0):
     """Create or load the sweep's study (sampler seeded with `sweep.seed + worker`)."""
+    return _open(sweep, runs_dir, worker)[0]
+
+
+def _open(sweep: Sweep, runs_dir: Path, worker: int = 0):
+    """(study, its RDBStorage): `open_study`, keeping the storage for claims and heartbeats."""
     import optuna
 
     _quiet_optuna()
@@ -298,10 +318,31 @@ def open_study(sweep: Sweep, runs_dir: Path, worker: int = 0):
               if sweep.pruner == "median" and sweep.method == "optuna" else optuna.pruners.NopPruner())
     if not sweep.storage:
         (Path(runs_dir) / sweep.name).mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(
-        study_name=sweep.name, storage=_storage(storage_url(sweep, runs_dir)), sampler=sampler, pruner=pruner,
-        direction=sweep.direction, load_if_exists=True,
-    )
+    storage = _storage(storage_url(sweep, runs_dir))
+    study = optuna.create_study(study_name=sweep.name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction=sweep.direction, load_if_exists=True)
+    return study, storage
+
+
+def _requeue_lost(study, trial) -> None:
+    """Queue a lost trial's point again (its grid point, or an empty Optuna slot), noting `retry_of`.
+
+    Optuna's heartbeat-stale callback: `fail_stale_trials` calls it only in the process whose
+    update moved the trial from RUNNING to FAIL, so the point is queued once even when several
+    workers look for lost trials at the same moment.
+    """
+    study.enqueue_trial(trial.system_attrs.get("fixed_params", trial.params), user_attrs={"retry_of": trial.number})
+
+
+def requeue_lost_trials(study) -> None:
+    """Mark RUNNING trials without a heartbeat for `GRACE_SECONDS` failed and queue their points again.
+
+    Every worker does this before each claim, so a `--worker-only` worker also recovers the
+    trials of dead workers, not only a coordinating `sweep` start.
+    """
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
 
 
 def _finished_or_queued(trial) -> bool:
@@ -318,9 +359,7 @@ def enqueue_missing(sweep: Sweep, study) -> int:
 
     Run this from one process before starting workers (the `sweep` command does).
     """
-    import optuna
-
-    optuna.storages.fail_stale_trials(study)
+    requeue_lost_trials(study)
     trials = study.get_trials(deepcopy=False)
     counted = [t for t in trials if _finished_or_queued(t)]
     if sweep.method == "grid":
@@ -336,15 +375,26 @@ def enqueue_missing(sweep: Sweep, study) -> int:
 
 
 def _point_key(params: dict) -> tuple:
+    """A hashable, order-free key of one grid point."""
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
-def _claim(study):
-    """Atomically take one WAITING trial (set it RUNNING), or None when the queue is empty."""
+def _claim(study, storage):
+    """Atomically take one WAITING trial (set it RUNNING), or None when the queue is empty.
+
+    Why not `study.ask()`: in Optuna 5.0 it pops the queue exactly like this loop
+    (`Study._pop_waiting_trial_id`, private), but when the queue is empty it creates a new
+    RUNNING trial instead of returning nothing. A worker finishing a grid would then run an
+    unplanned point (an Optuna sweep more than `trials`), and that trial could only be told
+    apart (no `fixed_params`) after it exists and is counted. ask() also warns that heartbeats
+    are meant for `optimize()`. So the same compare-and-set is done here through public storage
+    methods: `set_trial_state_values(RUNNING)` returns False (or raises UpdateFinishedTrialError)
+    when another worker took the trial first; it is atomic through PostgreSQL's row lock, and on
+    SQLite through `BEGIN IMMEDIATE` (see `_storage`).
+    """
     import optuna
     from optuna.trial import TrialState
 
-    storage = study._storage  # the RDBStorage given to create_study
     study_id = storage.get_study_id_from_name(study.study_name)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
@@ -357,6 +407,7 @@ def _claim(study):
 
 
 def _suggest(sweep: Sweep, trial) -> dict[str, Any]:
+    """The trial's value of every dimension (a queued grid point's fixed values, or the sampler's)."""
     params = {}
     for d in sweep.space:
         if d.kind in ("grid", "categorical"):
@@ -372,6 +423,7 @@ class _PruningCallback:
     """Keras callback: reports the sweep metric to Optuna each epoch, stops training when pruned."""
 
     def __new__(cls, trial, metric: str):
+        """A Keras callback instance (Keras is imported only when a trial runs)."""
         import keras
 
         class PruningCallback(keras.callbacks.Callback):
@@ -392,26 +444,35 @@ class _PruningCallback:
         return PruningCallback()
 
 
-def _heartbeat(study, trial, stop: threading.Event):
+def _heartbeat(storage, trial_id: int, stop: threading.Event):
+    """Record a heartbeat for `trial_id` every `HEARTBEAT_SECONDS` until `stop` is set."""
     while not stop.wait(HEARTBEAT_SECONDS):
         try:
-            study._storage.record_heartbeat(trial._trial_id)
+            storage.record_heartbeat(trial_id)
         except Exception:  # noqa: BLE001 - a missed heartbeat only risks a retry
             pass
 
 
-def run_trial(sweep: Sweep, study, trial, runs_dir: Path, data_dir=None) -> str:
+def _start_heartbeats(study, storage, trial) -> threading.Event:
+    """Record one heartbeat for `trial` now and one every `HEARTBEAT_SECONDS` until the returned event is set."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.record_heartbeat(trial_id)
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(storage, trial_id, stop), daemon=True).start()
+    return stop
+
+
+def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None) -> str:
     """Train one claimed trial as a normal run and tell the study; returns the final state name."""
     from optuna.trial import TrialState
 
     from lenet_keras import train
 
-    stop = threading.Event()
-    study._storage.record_heartbeat(trial._trial_id)
-    beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
-    beat.start()
+    stop = _start_heartbeats(study, storage, trial)
     run_id = f"trial-{trial.number:03d}"
     trial.set_user_attr("run_dir", run_id)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     started = time.perf_counter()
     try:
         params = _suggest(sweep, trial)
@@ -447,6 +508,7 @@ def run_trial(sweep: Sweep, study, trial, runs_dir: Path, data_dir=None) -> str:
 
 
 def _objective(run_dir: Path, sweep: Sweep) -> float:
+    """The best epoch's `sweep.metric` in the run's history.csv: its max to maximize, its min to minimize."""
     import pandas as pd
 
     column = pd.read_csv(run_dir / "history.csv")[sweep.metric]
@@ -454,15 +516,22 @@ def _objective(run_dir: Path, sweep: Sweep) -> float:
 
 
 def work(sweep: Sweep, runs_dir: Path, data_dir=None, worker: int = 0, on_trial=None) -> int:
-    """Claim and run trials until the queue is empty; returns how many this worker ran."""
-    study = open_study(sweep, runs_dir, worker)
+    """Claim and run trials until the queue is empty; returns how many this worker ran.
+
+    Before each claim, trials of dead workers are failed and their points queued again
+    (`requeue_lost_trials`), so this worker may run them.
+    """
+    study, storage = _open(sweep, runs_dir, worker)
     ran = 0
-    while (trial := _claim(study)) is not None:
-        state = run_trial(sweep, study, trial, runs_dir, data_dir)
+    while True:
+        requeue_lost_trials(study)
+        trial = _claim(study, storage)
+        if trial is None:
+            return ran
+        state = run_trial(sweep, study, storage, trial, runs_dir, data_dir)
         ran += 1
         if on_trial:
             on_trial(trial.number, state, study)
-    return ran
 
 
 # --------------------------------------------------------------------------- HParams and trials.csv
@@ -536,7 +605,8 @@ def trials_table(sweep: Sweep, study, runs_dir: Path):
         row["wall seconds"] = t.user_attrs.get("wall_seconds")
         row["run directory"] = str(run_dir) if run_dir.is_dir() else ""
         row["command"] = t.user_attrs.get("command", "")
-        lost = "worker lost (no heartbeat for 120 s); its point was queued again" if t.state.name == "FAIL" else ""
+        lost = (f"worker lost (no heartbeat for {GRACE_SECONDS} s); its point was queued again"
+                if t.state.name == "FAIL" else "")
         row["error"] = t.user_attrs.get("error", t.user_attrs.get("stopped_early", lost))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -555,12 +625,14 @@ def write_trials_csv(sweep: Sweep, study, runs_dir: Path) -> Path:
 
 
 def _progress(sweep: Sweep, total: int):
+    """The sweep's tqdm progress bar (on stderr), counting finished trials."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc=f"sweep {sweep.name}", unit="trial", dynamic_ncols=True, file=sys.stderr)
 
 
 def _best_text(sweep: Sweep, study) -> str:
+    """'best <metric> <value> (trial N)' among the complete trials, or 'best -'."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -571,9 +643,11 @@ def _best_text(sweep: Sweep, study) -> str:
 
 
 def _done_count(study) -> int:
+    """Finished trials that count towards the sweep (a lost worker's trial does not; its retry does)."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    return sum(1 for t in finished if _finished_or_queued(t))
 
 
 def run_sweep(sweep: Sweep, runs_dir: Path = Path("runs"), data_dir=None, workers: int = 1,
@@ -581,7 +655,8 @@ def run_sweep(sweep: Sweep, runs_dir: Path = Path("runs"), data_dir=None, worker
     """Run (or continue) a sweep with `workers` worker processes; returns `trials.csv`'s path.
 
     `worker_only`: only claim and run trials (for extra workers started by hand on other
-    machines against the same `--storage`); no enqueuing, no trials.csv.
+    machines against the same `--storage`): no new points queued and no trials.csv, but like
+    every worker it fails the trials of dead workers and queues their points again.
 
     Raises:
         ConfigError: `workers` < 1.

@@ -22,6 +22,7 @@ from lenet_keras import sweep as sweep_lib
 
 
 def _histories(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """'trial N' -> its history.csv, for the trials whose run folder has a non-empty one."""
     histories = {}
     for _, row in table.iterrows():
         if not isinstance(row["run directory"], str) or not row["run directory"]:
@@ -77,30 +78,10 @@ def build(sweep: sweep_lib.Sweep, runs_dir: str | Path = "runs", reports_dir: st
     md += ["## Trials", "", report_lib.markdown_table(summary), ""]
     page += ["<h2>Trials</h2>", report_lib.html_table(summary)]
 
-    histories = _histories(table)
     best_label = f"trial {int(best['trial'])}" if best is not None else None
-    if histories:
-        md.append("## Learning curves")
-        page.append("<h2>Learning curves</h2>")
-        for i, key in enumerate(keys):
-            values = {f"trial {r['trial']}": r[key] for _, r in table.iterrows() if f"trial {r['trial']}" in histories}
-            name = f"curves_by_{i}.png"
-            figures.save_png(figures.curves_by_hyperparameter(histories, values, key, sweep.metric, best_label), out / name)
-            md += ["", f"![{sweep.metric} by {key}]({name})"]
-            page.append(f"<img src='{name}' alt='{html.escape(sweep.metric)} by {html.escape(key)}'>")
-        md.append("")
+    _curve_figures(sweep, table, best_label, out, md, page)
     if sweep.method == "grid" and len(keys) >= 2 and len(complete):
-        md.append("## Heatmaps (best over the other axes)")
-        page.append("<h2>Heatmaps</h2><p>Each cell: the best objective among the complete trials at that "
-                    "pair of values (over the other axes); the best cell is outlined.</p>")
-        for n, (x, y) in enumerate(itertools.combinations(keys, 2)):
-            pivot = complete.pivot_table(index=y, columns=x, values="objective",
-                                         aggfunc="max" if maximize else "min")
-            name = f"heatmap_{n}.png"
-            figures.save_png(figures.heatmap(pivot, f"{sweep.metric} (best epoch)", maximize), out / name)
-            md += ["", f"![{x} x {y}]({name})"]
-            page.append(f"<img src='{name}' alt='{html.escape(x)} x {html.escape(y)}'>")
-        md.append("")
+        _heatmap_figures(sweep, complete, out, md, page)
     if sweep.method == "optuna":
         md, page = _optuna_figures(sweep, runs_dir, out, md, page)
     report_lib.write_pages(out, sweep.name, md, page)
@@ -108,7 +89,41 @@ def build(sweep: sweep_lib.Sweep, runs_dir: str | Path = "runs", reports_dir: st
     return final / "index.html"
 
 
+def _curve_figures(sweep, table: pd.DataFrame, best_label: str | None, out: Path, md: list, page: list) -> None:
+    """One learning-curve PNG per hyperparameter in `out` (trials coloured by its value), appended
+    to the Markdown lines `md` and the HTML parts `page`; nothing when no trial has a history."""
+    histories = _histories(table)
+    if not histories:
+        return
+    md.append("## Learning curves")
+    page.append("<h2>Learning curves</h2>")
+    for i, key in enumerate(d.key for d in sweep.space):
+        values = {f"trial {r['trial']}": r[key] for _, r in table.iterrows() if f"trial {r['trial']}" in histories}
+        name = f"curves_by_{i}.png"
+        figures.save_png(figures.curves_by_hyperparameter(histories, values, key, sweep.metric, best_label), out / name)
+        md += ["", f"![{sweep.metric} by {key}]({name})"]
+        page.append(f"<img src='{name}' alt='{html.escape(sweep.metric)} by {html.escape(key)}'>")
+    md.append("")
+
+
+def _heatmap_figures(sweep, complete: pd.DataFrame, out: Path, md: list, page: list) -> None:
+    """One heatmap PNG per pair of grid axes in `out` (each cell: the best objective of the
+    `complete` trials there, over the other axes), appended to `md` and `page`."""
+    maximize = sweep.direction == "maximize"
+    md.append("## Heatmaps (best over the other axes)")
+    page.append("<h2>Heatmaps</h2><p>Each cell: the best objective among the complete trials at that "
+                "pair of values (over the other axes); the best cell is outlined.</p>")
+    for n, (x, y) in enumerate(itertools.combinations([d.key for d in sweep.space], 2)):
+        pivot = complete.pivot_table(index=y, columns=x, values="objective", aggfunc="max" if maximize else "min")
+        name = f"heatmap_{n}.png"
+        figures.save_png(figures.heatmap(pivot, f"{sweep.metric} (best epoch)", maximize), out / name)
+        md += ["", f"![{x} x {y}]({name})"]
+        page.append(f"<img src='{name}' alt='{html.escape(x)} x {html.escape(y)}'>")
+    md.append("")
+
+
 def _optuna_figures(sweep, runs_dir, out, md, page):
+    """Optuna's optimization history and parameter importances as PNGs in `out`, appended to `md` and `page`."""
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
     from optuna.trial import TrialState

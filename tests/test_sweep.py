@@ -1,8 +1,15 @@
-"""Sweeps on real MNIST subsets: a 2x2 grid, an Optuna study on SQLite, two worker processes
-on one study, resuming, a failing trial, HParams summaries in the event files, and the
-errors a sweep file can cause before any trial runs."""
+"""Sweeps on real MNIST subsets: a 2x2 grid, an Optuna study on SQLite with a trial the pruner
+stops, two worker processes on one study, claiming processes racing on SQLite, a dead worker's
+trial queued again by a `--worker-only` start, resuming, a failing trial, HParams summaries in
+the event files, the report's figures, and the errors a sweep file can cause before any trial
+runs."""
 
+import dataclasses
+import json
 import sqlite3
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -28,6 +35,24 @@ def _write(tmp_path, name, head, space, epochs=1):
     return path
 
 
+def _assert_png(path, size_inches):
+    """`path` is a PNG that matplotlib decodes, of about `size_inches` x the figure dpi in pixels
+    (`bbox_inches="tight"` trims or pads the margins: within 5%), and not one flat colour."""
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    from lenet_keras import figures  # noqa: F401 - sets the figures' dpi
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    dpi = plt.rcParams["figure.dpi"]
+    expected = (round(size_inches[1] * dpi), round(size_inches[0] * dpi))
+    assert abs(height - expected[0]) <= 0.05 * expected[0] and abs(width - expected[1]) <= 0.05 * expected[1], \
+        f"{path.name}: {width}x{height} px, expected about {expected[1]}x{expected[0]}"
+    assert image[..., :3].std() > 0.05, f"{path.name} is blank"
+
+
 def _hparams_events(folder):
     """{plugin content kind: [summary values]} for the HParams summaries under `folder`."""
     import tensorflow as tf
@@ -47,10 +72,17 @@ def _hparams_events(folder):
 def grid(tmp_path_factory, mnist_dir):
     tmp = tmp_path_factory.mktemp("grid")
     path = _write(tmp, "grid", 'method = "grid"',
-                  '"optimizer.learning_rate" = [0.01, 0.1]\n"train.batch_size" = [32, 128]')
+                  '"optimizer.learning_rate" = [0.01, 0.1]\n"train.batch_size" = [32, 128]', epochs=2)
     plan = sweep.load(path)
     csv = sweep.run_sweep(plan, runs_dir=tmp / "runs", data_dir=mnist_dir)
     return plan, tmp, csv
+
+
+@pytest.fixture()
+def grid_plan(tmp_path):
+    """A one-point grid sweep file (nothing run)."""
+    return sweep.load(_write(tmp_path, "one", 'method = "grid"',
+                             '"optimizer.learning_rate" = [0.05]\n"train.batch_size" = [128]'))
 
 
 def test_grid_runs_every_point_once_as_normal_runs(grid):
@@ -62,9 +94,21 @@ def test_grid_runs_every_point_once_as_normal_runs(grid):
     for run_dir in table["run directory"]:
         for name in ("manifest.json", "history.csv", "best.keras", "predictions.npz"):
             assert (tmp / "runs" / "grid" / run_dir.split("/")[-1] / name).is_file()
-    assert (table["epochs run"] == 1).all() and (table["wall seconds"] > 0).all()
-    assert table["objective"].equals(table["best val_accuracy"])
+    assert (table["epochs run"] == 2).all() and (table["wall seconds"] > 0).all()
+    for _, row in table.iterrows():  # the objective is the best epoch's val_accuracy, from history.csv itself
+        history = pd.read_csv(tmp / "runs" / "grid" / row["run directory"].split("/")[-1] / "history.csv")
+        assert row["objective"] == pytest.approx(history["val_accuracy"].max(), abs=1e-12)
     assert table["command"].str.contains("optimizer.learning_rate=").all()
+
+
+@pytest.mark.parametrize("metric, direction, expected", [
+    ("val_accuracy", "maximize", 0.9), ("val_loss", "minimize", 0.3), ("val_loss", "maximize", 0.8)])
+def test_objective_is_the_best_epoch_in_the_sweeps_direction(grid_plan, tmp_path, metric, direction, expected):
+    # neither the first nor the last epoch is the best one, in either direction
+    pd.DataFrame({"epoch": [0, 1, 2], "val_accuracy": [0.5, 0.9, 0.7], "val_loss": [0.8, 0.3, 0.6]}).to_csv(
+        tmp_path / "history.csv", index=False)
+    plan = dataclasses.replace(grid_plan, metric=metric, direction=direction)
+    assert sweep._objective(tmp_path, plan) == expected
 
 
 def test_hparams_summaries_list_every_trial(grid):
@@ -82,7 +126,9 @@ def test_sweep_report_has_heatmap_curves_and_best_command(grid, tmp_path):
     plan, tmp, csv = grid
     index = sweep_report.build(plan, runs_dir=tmp / "runs", reports_dir=tmp_path)
     folder = index.parent
-    assert (folder / "heatmap_0.png").is_file() and (folder / "curves_by_0.png").is_file()
+    _assert_png(folder / "heatmap_0.png", (1.1 * 2 + 2.6, 0.7 * 2 + 1.6))  # figures.heatmap of a 2x2 grid
+    for n in (0, 1):
+        _assert_png(folder / f"curves_by_{n}.png", (6.4, 3.8))
     text = (folder / "index.md").read_text()
     best = pd.read_csv(csv).sort_values("objective").iloc[-1]
     assert f"Best trial: {best['trial']}" in text and "python -m lenet_keras train" in text
@@ -98,16 +144,25 @@ def test_rerunning_a_finished_sweep_runs_nothing_new(grid):
 
 def test_optuna_sweep_on_sqlite_with_pruner(tmp_path, mnist_dir):
     path = _write(tmp_path, "search", 'method = "optuna"\ntrials = 3\npruner_startup_trials = 1\npruner_warmup_epochs = 0',
-                  '"optimizer.learning_rate" = {low = 0.001, high = 0.3, log = true}\n'
-                  '"train.batch_size" = {choices = [64, 128]}', epochs=2)
+                  '"optimizer.learning_rate" = {low = 1e-6, high = 0.3, log = true}\n'
+                  '"train.batch_size" = {choices = [32, 64]}', epochs=2)
     plan = sweep.load(path)
-    table = pd.read_csv(sweep.run_sweep(plan, runs_dir=tmp_path / "runs", data_dir=mnist_dir))
+    # The first two trials are chosen (the rest is sampled): a learning rate that learns, then one
+    # that cannot (1e-6), which the median pruner must stop after its first epoch.
+    study = sweep.open_study(plan, tmp_path / "runs")
+    study.enqueue_trial({"optimizer.learning_rate": 0.1, "train.batch_size": 32})
+    study.enqueue_trial({"optimizer.learning_rate": 1e-6, "train.batch_size": 32})
+    table = pd.read_csv(sweep.run_sweep(plan, runs_dir=tmp_path / "runs", data_dir=mnist_dir)).set_index("trial")
     assert len(table) == 3 and set(table["state"]) <= {"complete", "pruned"}
-    assert table["optimizer.learning_rate"].between(0.001, 0.3).all()
+    assert table["optimizer.learning_rate"].between(1e-6, 0.3).all()
+    assert table.loc[0, "state"] == "complete" and table.loc[0, "epochs run"] == 2
+    assert table.loc[1, "state"] == "pruned" and table.loc[1, "epochs run"] == 1, table.loc[1].to_dict()
+    assert "pruned by Optuna's median pruner after epoch 0" in table.loc[1, "error"]
     with sqlite3.connect(tmp_path / "runs" / "search" / "study.db") as db:
         assert db.execute("select count(*) from trials").fetchone()[0] == 3
+        assert db.execute("select state from trials where number = 1").fetchone()[0] == "PRUNED"
     index = sweep_report.build(plan, runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
-    assert (index.parent / "optimization_history.png").is_file()
+    _assert_png(index.parent / "optimization_history.png", (6.4, 3.8))
 
 
 def test_two_worker_processes_share_one_study_without_duplicates(tmp_path, mnist_dir):
@@ -118,6 +173,111 @@ def test_two_worker_processes_share_one_study_without_duplicates(tmp_path, mnist
     assert len(table) == 6 and set(table["state"]) == {"complete"}
     assert len(set(zip(table["optimizer.learning_rate"], table["train.batch_size"]))) == 6
     assert len(list((tmp_path / "runs" / "shared").glob("trial-*"))) == 6
+    with sqlite3.connect(tmp_path / "runs" / "shared" / "study.db") as db:
+        workers = db.execute("select value_json from trial_user_attributes where key = 'worker'").fetchall()
+    assert len(workers) == 6 and len(set(workers)) == 2, workers  # both worker processes ran trials
+
+
+# One claiming worker: claims trials until the queue is empty (no training), each held for a
+# moment so that the workers interleave; prints the claimed trial numbers as JSON. "ready" then
+# a line on stdin is a barrier, so that all workers start claiming at the same time. Reads are
+# slowed down to widen the races a claim must survive: the list of WAITING trials is often stale
+# by the time a worker tries one (a claim that ignores "someone else took it" runs it twice),
+# and a trial read for update stays WAITING a while before it is set RUNNING (without the
+# database's lock, two workers then both set it).
+CLAIMER = """
+import json, sys, time
+import optuna
+from optuna.storages._rdb import models
+from lenet_keras import sweep
+
+find = models.TrialModel.find_or_raise_by_id
+def slow_find(trial_id, session, for_update=False):
+    trial = find(trial_id, session, for_update)
+    if for_update:
+        time.sleep(0.02)
+    return trial
+models.TrialModel.find_or_raise_by_id = slow_find
+get_trials = optuna.Study.get_trials
+def slow_get_trials(self, *args, **kwargs):
+    trials = get_trials(self, *args, **kwargs)
+    time.sleep(0.02)
+    return trials
+optuna.Study.get_trials = slow_get_trials
+
+sweep._quiet_optuna()
+storage = sweep._storage(sys.argv[1])
+study = optuna.load_study(study_name=sys.argv[2], storage=storage)
+print("ready", flush=True)
+sys.stdin.readline()
+claimed = []
+while (trial := sweep._claim(study, storage)) is not None:
+    claimed.append(trial.number)
+    time.sleep(0.02)
+    try:  # a trial claimed twice shows in the printed numbers, not as a crash
+        study.tell(trial, float(trial.number), skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+print(json.dumps(claimed), flush=True)
+"""
+
+
+def race_claimers(url: str, study_name: str, trials: int = 30, workers: int = 3) -> list[list[int]]:
+    """Queue `trials` trials in a new study, let `workers` processes race to claim them all
+    (`CLAIMER`); returns the trial numbers each process claimed."""
+    import optuna
+
+    sweep._quiet_optuna()
+    storage = sweep._storage(url)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    for x in range(trials):
+        study.enqueue_trial({"x": x})
+    storage.engine.dispose()
+
+    processes = [subprocess.Popen([sys.executable, "-c", CLAIMER, url, study_name], cwd=REPO, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(workers)]
+    try:
+        assert all(p.stdout.readline().strip() == "ready" for p in processes)
+        for p in processes:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in processes] == [0] * workers
+    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+
+def test_claiming_workers_on_sqlite_take_each_waiting_trial_once(tmp_path):
+    """Optuna level, no training: 3 processes race for 30 WAITING trials through BEGIN IMMEDIATE."""
+    claimed = race_claimers(f"sqlite:///{tmp_path / 'race.db'}", "race")
+    everything = sorted(number for numbers in claimed for number in numbers)
+    assert everything == list(range(30)), f"claimed: {claimed}"  # each trial exactly once
+    assert sum(1 for numbers in claimed if numbers) >= 2, f"only one worker claimed trials: {claimed}"
+    with sqlite3.connect(tmp_path / "race.db") as db:
+        assert db.execute("select state, count(*) from trials group by state").fetchall() == [("COMPLETE", 30)]
+
+
+def test_a_worker_only_start_requeues_a_dead_workers_trial(grid_plan, tmp_path, mnist_dir, monkeypatch):
+    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)
+    runs = tmp_path / "runs"
+    study, storage = sweep._open(grid_plan, runs)
+    assert sweep.enqueue_missing(grid_plan, study) == 1
+    dead = sweep._claim(study, storage)  # a worker claims trial 0, records one heartbeat and dies
+    sweep._start_heartbeats(study, storage, dead).set()
+    time.sleep(2.5)  # > GRACE_SECONDS, in whole seconds of SQLite's clock
+
+    sweep.run_sweep(grid_plan, runs_dir=runs, data_dir=mnist_dir, worker_only=True)
+    trials = study.get_trials()
+    assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "COMPLETE")]
+    assert trials[1].params == {"optimizer.learning_rate": 0.05, "train.batch_size": 128}
+    assert trials[1].user_attrs["retry_of"] == 0
+
+    table = pd.read_csv(sweep.run_sweep(grid_plan, runs_dir=runs))  # a coordinator start queues nothing more
+    assert list(table["state"]) == ["fail", "complete"]
+    assert table.loc[0, "error"] == "worker lost (no heartbeat for 1 s); its point was queued again"
 
 
 def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, mnist_dir):

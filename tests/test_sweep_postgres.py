@@ -8,10 +8,7 @@ except in CI ($CI set), where they must run and so fail instead. Every test work
 its own name, deleted afterwards, so a server reused across runs never shows old trials.
 """
 
-import json
 import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 
@@ -21,7 +18,7 @@ import pytest
 from lenet_keras import sweep
 
 from .conftest import REPO
-from .test_sweep import _write
+from .test_sweep import _write, race_claimers
 
 URL_ENV_VAR = "LENET_KERAS_POSTGRES_URL"
 GRID_SPACE = '"optimizer.learning_rate" = [0.01, 0.03, 0.1]\n"train.batch_size" = [64, 128]'
@@ -36,18 +33,22 @@ def postgres_url() -> str:
     """The server's URL, checked with one query; skip (fail in CI) when there is none."""
     import sqlalchemy
 
+    from lenet_keras import manifest
+
     url = os.environ.get(URL_ENV_VAR, "")
     problem = None if url else f"set {URL_ENV_VAR}, e.g. via .ci/postgres"
     if url:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10})
-        try:
+        engine = None
+        try:  # a bad URL or a missing driver (psycopg2) fails in create_engine, before connecting
+            engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10})
             with engine.connect() as connection:
                 connection.execute(sqlalchemy.text("SELECT 1"))
         except Exception as error:  # noqa: BLE001 - any reason the server cannot be used
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            problem = f"{URL_ENV_VAR} is set, but: {type(error).__name__}: {reason}"
+            reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0]
+            problem = f"{URL_ENV_VAR} is set, but: {type(error).__name__}: {manifest.mask_password(reason)}"
         finally:
-            engine.dispose()
+            if engine is not None:
+                engine.dispose()
     if problem is None:
         return url
     if _in_ci():
@@ -91,52 +92,9 @@ def _trial_rows(url: str, name: str) -> list:
                   name=name)
 
 
-# One claiming worker: claims trials until the queue is empty (no training), each held for a
-# moment so that the workers interleave; prints the claimed trial numbers as JSON. "ready" then
-# a line on stdin is a barrier, so that all workers start claiming at the same time.
-CLAIMER = """
-import json, sys, time
-import optuna
-from lenet_keras import sweep
-
-sweep._quiet_optuna()
-study = optuna.load_study(study_name=sys.argv[2], storage=sweep._storage(sys.argv[1]))
-print("ready", flush=True)
-sys.stdin.readline()
-claimed = []
-while (trial := sweep._claim(study)) is not None:
-    claimed.append(trial.number)
-    time.sleep(0.02)
-    study.tell(trial, float(trial.number))
-print(json.dumps(claimed), flush=True)
-"""
-
-
 def test_claiming_workers_on_postgres_take_each_waiting_trial_once(postgres_url, study_name):
     """Optuna level, no training: 3 processes race for 30 WAITING trials through row locks."""
-    import optuna
-
-    sweep._quiet_optuna()
-    storage = sweep._storage(postgres_url)
-    study = optuna.create_study(study_name=study_name, storage=storage)
-    for x in range(30):
-        study.enqueue_trial({"x": x})
-    storage.engine.dispose()
-
-    workers = [subprocess.Popen([sys.executable, "-c", CLAIMER, postgres_url, study_name], cwd=REPO, text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(3)]
-    try:
-        assert all(w.stdout.readline().strip() == "ready" for w in workers)
-        for w in workers:
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        outputs = [w.communicate(timeout=120)[0] for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-    assert [w.returncode for w in workers] == [0, 0, 0]
-    claimed = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    claimed = race_claimers(postgres_url, study_name)
     everything = [number for numbers in claimed for number in numbers]
     assert sorted(everything) == list(range(30)), f"claimed: {claimed}"  # each trial exactly once
     assert sum(1 for numbers in claimed if numbers) >= 2, f"only one worker claimed trials: {claimed}"

@@ -1,0 +1,28 @@
+"""The wheel built from this repository holds every module of the package (issue 18, item 1)."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from .conftest import REPO
+
+
+def test_the_wheel_holds_every_module_and_declares_the_sweep_dependencies(tmp_path):
+    source = tmp_path / "source"  # a clean copy: setuptools would reuse a stale build/ of the checkout
+    shutil.copytree(REPO / "lenet_keras", source / "lenet_keras", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("lenet_keras-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "lenet_keras").rglob("*.py")}
+    assert modules - names == set()
+    assert "lenet_keras/scratch/train.py" in names
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    for package in ("tensorflow", "keras", "optuna", "tqdm"):
+        assert any(r.startswith(package) for r in requires), (package, requires)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from lenet_keras import figures
 from lenet_keras import report as report_lib
-from lenet_keras import sweep as sweep_lib
+from lenet_keras import sweep_study
 
 
 def _histories(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -33,7 +33,7 @@ def _histories(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return histories
 
 
-def build(sweep: sweep_lib.Sweep, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports") -> Path:
+def build(sweep: sweep_study.Sweep, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports") -> Path:
     """Render the sweep's report and return the path of its `index.html`.
 
     Raises:
@@ -128,7 +128,7 @@ def _optuna_figures(sweep, runs_dir, out, md, page):
     import optuna.visualization.matplotlib as ovm
     from optuna.trial import TrialState
 
-    study = sweep_lib.open_study(sweep, runs_dir)
+    study = sweep_study.open_study(sweep, runs_dir)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     plots = [("optimization_history.png", "optimization history", ovm.plot_optimization_history, 1)]
     if len(sweep.space) > 1:

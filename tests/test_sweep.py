@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 
-from lenet_keras import sweep, sweep_report
+from lenet_keras import sweep, sweep_report, sweep_study, sweep_trial
 from lenet_keras.errors import ConfigError
 
 from .conftest import REPO
@@ -108,7 +108,7 @@ def test_objective_is_the_best_epoch_in_the_sweeps_direction(grid_plan, tmp_path
     pd.DataFrame({"epoch": [0, 1, 2], "val_accuracy": [0.5, 0.9, 0.7], "val_loss": [0.8, 0.3, 0.6]}).to_csv(
         tmp_path / "history.csv", index=False)
     plan = dataclasses.replace(grid_plan, metric=metric, direction=direction)
-    assert sweep._objective(tmp_path, plan) == expected
+    assert sweep_trial.objective(tmp_path, plan) == expected
 
 
 def test_hparams_summaries_list_every_trial(grid):
@@ -189,7 +189,7 @@ CLAIMER = """
 import json, sys, time
 import optuna
 from optuna.storages._rdb import models
-from lenet_keras import sweep
+from lenet_keras import sweep_study
 
 find = models.TrialModel.find_or_raise_by_id
 def slow_find(trial_id, session, for_update=False):
@@ -205,13 +205,13 @@ def slow_get_trials(self, *args, **kwargs):
     return trials
 optuna.Study.get_trials = slow_get_trials
 
-sweep._quiet_optuna()
-storage = sweep._storage(sys.argv[1])
+sweep_study.quiet_optuna()
+storage = sweep_study.rdb_storage(sys.argv[1])
 study = optuna.load_study(study_name=sys.argv[2], storage=storage)
 print("ready", flush=True)
 sys.stdin.readline()
 claimed = []
-while (trial := sweep._claim(study, storage)) is not None:
+while (trial := sweep_study.claim(study, storage)) is not None:
     claimed.append(trial.number)
     time.sleep(0.02)
     try:  # a trial claimed twice shows in the printed numbers, not as a crash
@@ -227,8 +227,8 @@ def race_claimers(url: str, study_name: str, trials: int = 30, workers: int = 3)
     (`CLAIMER`); returns the trial numbers each process claimed."""
     import optuna
 
-    sweep._quiet_optuna()
-    storage = sweep._storage(url)
+    sweep_study.quiet_optuna()
+    storage = sweep_study.rdb_storage(url)
     study = optuna.create_study(study_name=study_name, storage=storage)
     for x in range(trials):
         study.enqueue_trial({"x": x})
@@ -261,12 +261,12 @@ def test_claiming_workers_on_sqlite_take_each_waiting_trial_once(tmp_path):
 
 
 def test_a_worker_only_start_requeues_a_dead_workers_trial(grid_plan, tmp_path, mnist_dir, monkeypatch):
-    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)
+    monkeypatch.setattr(sweep_study, "GRACE_SECONDS", 1)
     runs = tmp_path / "runs"
-    study, storage = sweep._open(grid_plan, runs)
+    study, storage = sweep_study.open_study_and_storage(grid_plan, runs)
     assert sweep.enqueue_missing(grid_plan, study) == 1
-    dead = sweep._claim(study, storage)  # a worker claims trial 0, records one heartbeat and dies
-    sweep._start_heartbeats(study, storage, dead).set()
+    dead = sweep_study.claim(study, storage)  # a worker claims trial 0, records one heartbeat and dies
+    sweep_study.start_heartbeats(study, storage, dead).set()
     time.sleep(2.5)  # > GRACE_SECONDS, in whole seconds of SQLite's clock
 
     sweep.run_sweep(grid_plan, runs_dir=runs, data_dir=mnist_dir, worker_only=True)

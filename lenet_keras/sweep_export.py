@@ -1,0 +1,102 @@
+"""A sweep's exports: `runs/<sweep>/trials.csv` and the TensorBoard HParams summaries.
+
+Owns: the HParams experiment summary in `runs/<sweep>/` (`write_hparams_config`), one trial's
+HParams session summary (`write_hparams`), the table of every trial of the study
+(`trials_table`: hyperparameters, final and best metrics, test accuracy, objective, wall
+seconds, run directory, the command that reruns it, error) and its atomic write
+(`write_trials_csv`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lenet_keras import manifest as manifest_lib
+from lenet_keras import sweep_study
+from lenet_keras.sweep_study import METRICS, Sweep
+
+_HPARAMS_METRICS = (
+    ("epoch_accuracy", "validation", "validation accuracy"),
+    ("epoch_loss", "validation", "validation loss"),
+    ("epoch_accuracy", "train", "training accuracy"),
+    ("test_accuracy", "test", "test accuracy"),
+)
+
+
+def write_hparams_config(sweep: Sweep, runs_dir: Path) -> None:
+    """The HParams experiment summary (hyperparameters and metrics) in `runs/<sweep>/`."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    hparams = []
+    for d in sweep.space:
+        if d.kind in ("grid", "categorical"):
+            hparams.append(hp.HParam(d.key, hp.Discrete(list(d.values))))
+        elif d.kind == "int":
+            hparams.append(hp.HParam(d.key, hp.IntInterval(int(d.low), int(d.high))))
+        else:
+            hparams.append(hp.HParam(d.key, hp.RealInterval(d.low, d.high)))
+    metrics = [hp.Metric(tag, group=group, display_name=name) for tag, group, name in _HPARAMS_METRICS]
+    folder = Path(runs_dir) / sweep.name
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        hp.hparams_config(hparams=hparams, metrics=metrics)
+    writer.close()
+
+
+def write_hparams(run_dir: Path, params: dict[str, Any]) -> None:
+    """One trial's HParams session summary in its `tensorboard/` folder (the metrics are the
+    Keras TensorBoard callback's epoch scalars and the test scalars already there)."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    with writer.as_default():
+        hp.hparams(dict(params), trial_id=run_dir.name)
+    writer.close()
+
+
+def trials_table(sweep: Sweep, study, runs_dir: Path):
+    """One row per trial (pandas DataFrame): number, state, every hyperparameter, final and
+    best metrics (fractions), epochs run, wall seconds, run directory, command, error."""
+    import pandas as pd
+
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        params = t.params or t.system_attrs.get("fixed_params", {})
+        row = {"trial": t.number, "state": t.state.name.lower()}
+        row.update({d.key: params.get(d.key) for d in sweep.space})
+        run_dir = Path(runs_dir) / sweep.name / t.user_attrs.get("run_dir", f"trial-{t.number:03d}")
+        history = None
+        if (run_dir / "history.csv").is_file() and (run_dir / "history.csv").stat().st_size:
+            history = pd.read_csv(run_dir / "history.csv")
+        manifest = manifest_lib.read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+        for metric in METRICS:
+            column = history[metric] if history is not None and metric in history else None
+            row[f"final {metric}"] = float(column.iloc[-1]) if column is not None and len(column) else None
+            best = (column.max() if "accuracy" in metric else column.min()) if column is not None and len(column) else None
+            row[f"best {metric}"] = float(best) if best is not None else None
+        row["test accuracy"] = manifest.get("test", {}).get("accuracy")
+        row["objective"] = t.value
+        row["epochs run"] = len(history) if history is not None else 0
+        row["wall seconds"] = t.user_attrs.get("wall_seconds")
+        row["run directory"] = str(run_dir) if run_dir.is_dir() else ""
+        row["command"] = t.user_attrs.get("command", "")
+        lost = (f"worker lost (no heartbeat for {sweep_study.GRACE_SECONDS} s); its point was queued again"
+                if t.state.name == "FAIL" else "")
+        row["error"] = t.user_attrs.get("error", t.user_attrs.get("stopped_early", lost))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_trials_csv(sweep: Sweep, study, runs_dir: Path) -> Path:
+    """`runs/<sweep>/trials.csv`, written atomically (temporary file, then rename)."""
+    path = Path(runs_dir) / sweep.name / "trials.csv"
+    temporary = path.with_suffix(".csv.tmp")
+    trials_table(sweep, study, runs_dir).to_csv(temporary, index=False)
+    os.replace(temporary, path)
+    return path

@@ -39,9 +39,17 @@ class StatefulCallback(Protocol):
 
     backup_key: str
 
-    def backup_state(self) -> dict[str, np.ndarray]: ...
+    def backup_state(self) -> dict[str, np.ndarray]:
+        """The state to save at an epoch's end: array name -> NumPy array (any shape and dtype)."""
+        ...
 
-    def restore_state(self, state: dict[str, np.ndarray] | None) -> None: ...
+    def restore_state(self, state: dict[str, np.ndarray] | None) -> None:
+        """Take back the arrays of `backup_state` before `fit` (None: the backup has none).
+
+        Raises:
+            RunDirectoryError: the callback cannot resume identically without them.
+        """
+        ...
 
 
 class EpochLogs(keras.callbacks.Callback):

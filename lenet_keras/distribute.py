@@ -237,7 +237,9 @@ def broadcast_from_chief(strategy, model, epoch: int) -> int:
 
     @tf.function
     def gather_chief_values():
+        """Every variable's value (float64) and the epoch count, as the chief (replica 0) holds them."""
         def replica_fn():
+            """This replica's values times 1 on the chief, 0 elsewhere, summed over all replicas."""
             context = tf.distribute.get_replica_context()
             keep = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float64)
             values = [tf.cast(v.value, tf.float64) * keep for v in variables]

@@ -63,6 +63,7 @@ def _scaler(num_classes: int, mean, std) -> Callable:
     import tensorflow as tf
 
     def scale(images, labels):
+        """uint8 images (B, H, W, C), int labels (B,) -> float32 images, one-hot float32 labels."""
         images = tf.cast(images, tf.float32) / 255.0
         if mean:
             images = (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
@@ -89,6 +90,7 @@ def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Call
         autoaugmenter = AutoAugment(augment.autoaugment, data.image_shape[:2])
 
     def make(epoch, number, index):
+        """Epoch and batch number (int scalars), indices (B,) int -> (float32 images, float32 labels)."""
         images, labels = tf.gather(train_images, index), tf.gather(train_labels, index)
         if crop_or_flip:
             flips = (augment_lib.alternating_flips(seed, count, index, epoch)

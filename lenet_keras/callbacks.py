@@ -373,7 +373,7 @@ class CrashSafeBackup(keras.callbacks.BackupAndRestore):
     `track(callbacks)` names the callbacks whose state is saved, and hands them their restored state.
 
     Raises (from `restore`):
-        RunDirectoryError: broken metadata or files (`resume.backup_epoch`), or weights that do
+        RunDirectoryError: broken metadata or files (`resume.checked_backup`), or weights that do
             not fit this model (a checkpoint from another model) or its optimizer.
     """
 
@@ -397,11 +397,11 @@ class CrashSafeBackup(keras.callbacks.BackupAndRestore):
 
     def restore(self) -> int:
         """Load the backup's weights into the (compiled, built) model; return its epoch count."""
-        epoch = resume_lib.backup_epoch(self.run_dir)
+        metadata = resume_lib.checked_backup(self.run_dir)
+        epoch = int(metadata.get("epoch", 0))
         if epoch:
-            weights = Path(self.backup_dir) / manifest_lib.read_json(Path(self.backup_dir) / resume_lib.METADATA)["weights"]
-            self.load_checked(weights)
-            self.restored_state = resume_lib.read_backup_state(self.run_dir)
+            self.load_checked(Path(self.backup_dir) / metadata["weights"])
+            self.restored_state = resume_lib.read_backup_state(self.run_dir, metadata)
         self.model._initial_epoch = epoch
         self.restored = True
         return epoch

@@ -61,19 +61,21 @@ def read_history(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def backup_epoch(run_dir: Path) -> int:
-    """How many epochs the backup of `run_dir` holds (0 when there is none).
+def checked_backup(run_dir: Path) -> dict[str, Any]:
+    """The backup's `training_metadata.json` of `run_dir` ({} when there is none), after checking
+    that every file it names exists with the recorded SHA-256.
 
     Raises:
-        RunDirectoryError: training_metadata.json is unreadable, or the weights file it names
-            is missing or its SHA-256 differs (the file changed after it was written).
+        RunDirectoryError: training_metadata.json is unreadable, or a file it names is missing
+            or its SHA-256 differs (the file changed after it was written).
     """
     metadata_path = Path(run_dir) / BACKUP_DIR / METADATA
     if not metadata_path.exists():
-        return 0
+        return {}
     try:
         metadata = manifest_lib.read_json(metadata_path)
-        epoch, files = int(metadata["epoch"]), {metadata["weights"]: metadata["sha256"]}
+        int(metadata["epoch"])
+        files = {metadata["weights"]: metadata["sha256"]}
         if "state" in metadata:
             files[metadata["state"]] = metadata["state_sha256"]
     except (ValueError, KeyError, TypeError) as error:
@@ -85,20 +87,29 @@ def backup_epoch(run_dir: Path) -> int:
         if dataformats.sha256_of_file(path) != digest:
             raise RunDirectoryError(f"{path}: SHA-256 differs from the one recorded in {metadata_path} "
                                     "(the file changed after it was written); cannot resume this run")
-    return epoch
+    return metadata
 
 
-def read_backup_state(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+def backup_epoch(run_dir: Path) -> int:
+    """How many epochs the backup of `run_dir` holds (0 when there is none).
+
+    Raises:
+        RunDirectoryError: as `checked_backup`.
+    """
+    return int(checked_backup(run_dir).get("epoch", 0))
+
+
+def read_backup_state(run_dir: Path, metadata: dict[str, Any] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """The callbacks' state in the backup of `run_dir`: backup_key -> {name: array} ({} if none).
 
-    Call `backup_epoch` first: it checks the file's SHA-256.
+    `metadata` is the backup's checked metadata (`checked_backup`, which verifies the SHA-256);
+    read and checked here when not given.
     """
-    folder = Path(run_dir) / BACKUP_DIR
-    metadata = manifest_lib.read_json(folder / METADATA) if (folder / METADATA).exists() else {}
+    metadata = checked_backup(run_dir) if metadata is None else metadata
     if "state" not in metadata:
         return {}
     state: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(folder / metadata["state"], allow_pickle=False) as arrays:
+    with np.load(Path(run_dir) / BACKUP_DIR / metadata["state"], allow_pickle=False) as arrays:
         for name in arrays.files:
             key, _, array_name = name.partition("/")
             state.setdefault(key, {})[array_name] = arrays[name]

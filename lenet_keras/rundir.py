@@ -16,6 +16,7 @@ TensorFlow nor Keras. Every file is written through `manifest.atomic_path` (temp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -71,6 +72,12 @@ def new_run_dir(experiment_dir: Path, run_id: str | None = None, prefix: str = "
             number += 1
 
 
+def config_block(experiment: config_lib.Experiment) -> dict[str, Any]:
+    """The resolved config as manifest.json records it (JSON types: lists, not tuples), so it
+    compares equal to a manifest's `config` read back (`resume.check_resumable`)."""
+    return json.loads(json.dumps(experiment.to_dict()))
+
+
 def data_block(dataset, validation_note: str = "") -> dict[str, Any]:
     """The manifest's `data` block of a `data.ImageData`: name, description, source, checksums,
     class names, image counts per split and how the validation split was made (+ `validation_note`)."""
@@ -92,13 +99,13 @@ def process_block() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "command": manifest_lib.command_line()}
 
 
-def start_manifest(experiment: config_lib.Experiment, run_dir: Path, config: dict, data: dict,
-                   model: dict, started_utc: str, **blocks) -> dict[str, Any]:
+def start_manifest(experiment: config_lib.Experiment, run_dir: Path, data: dict, model: dict, started_utc: str,
+                   **blocks) -> dict[str, Any]:
     """The manifest of a run as it starts (status "running"); `blocks` add engine-specific keys
     (e.g. `engine`, `distribution`). Call `write_manifest` to write it."""
     return {
         "experiment": experiment.name, "run_id": run_dir.name, "status": "running", "error": None,
-        "seed": experiment.seed, "config": config, **process_block(), **blocks, "data": data, "model": model,
+        "seed": experiment.seed, "config": config_block(experiment), **process_block(), **blocks, "data": data, "model": model,
         "versions": manifest_lib.versions(), "machine": manifest_lib.machine(),
         "git": manifest_lib.git_state(Path(__file__).resolve().parent), "started_utc": started_utc,
     }

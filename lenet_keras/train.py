@@ -30,7 +30,6 @@ Everything is seeded from `experiment.seed` with TensorFlow op determinism on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import sys
 import tempfile
@@ -167,8 +166,7 @@ def _resume_target(experiment, runs_dir, resume, verbose) -> Path | None:
     experiment with the same config (None: start a new run)."""
     if resume is not True:
         return Path(resume) if resume else None
-    config = json.loads(json.dumps(experiment.to_dict()))
-    target = resume_lib.find_unfinished(Path(runs_dir) / experiment.name, config)
+    target = resume_lib.find_unfinished(Path(runs_dir) / experiment.name, rundir.config_block(experiment))
     if verbose != 0:
         print(f"resuming {target}" if target else "no unfinished run of this experiment to resume; starting a new one",
               flush=True)
@@ -180,7 +178,7 @@ def _new_manifest(experiment, run_dir: Path, dataset, model, cluster: dict, scal
     note = "" if experiment.data.validation_split else \
         "; nothing is selected by validation, test metrics are of the final weights"
     return rundir.start_manifest(
-        experiment, run_dir, json.loads(json.dumps(experiment.to_dict())), rundir.data_block(dataset, note),
+        experiment, run_dir, rundir.data_block(dataset, note),
         {"name": experiment.model.name, "parameters": int(model.count_params())}, started,
         distribution={**cluster, "learning_rate_scale": scale},
     )
@@ -199,7 +197,7 @@ def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     target = _resume_target(experiment, runs_dir, resume if chief else None, verbose)  # others: broadcast
     if target:
         manifest = manifest_lib.read_run_manifest(target)
-        resume_lib.check_resumable(target, manifest, json.loads(json.dumps(experiment.to_dict())), dataset.checksums)
+        resume_lib.check_resumable(target, manifest, rundir.config_block(experiment), dataset.checksums)
 
     import keras
     import tensorflow as tf

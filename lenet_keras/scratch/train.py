@@ -123,7 +123,7 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
     optimizer = SGD(experiment.optimizer.learning_rate, experiment.optimizer.momentum, schedule.decay_steps,
                     schedule.decay_rate if schedule.name == "exponential_decay" else 1.0, schedule.staircase)
     run_dir = rundir.new_run_dir(Path(runs_dir) / experiment.name, prefix="numpy")
-    manifest = rundir.start_manifest(experiment, run_dir, experiment.to_dict(), rundir.data_block(dataset),
+    manifest = rundir.start_manifest(experiment, run_dir, rundir.data_block(dataset),
                                      {"name": "lenet5 (NumPy)", "parameters": network.count_params()}, started,
                                      engine="numpy (lenet_keras.scratch)")
     rundir.write_manifest(run_dir, manifest)

@@ -36,7 +36,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -45,7 +44,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from lenet_keras import data as data_lib
 from lenet_keras import manifest as manifest_lib
+from lenet_keras import rundir
+from lenet_keras.errors import LenetKerasError
 
 REPO = Path(__file__).resolve().parent.parent
 PEER = REPO.parent / "shared" / "peers" / "airbench94_cpu.py"
@@ -274,22 +276,21 @@ def compare(seeds: list[int], folder: Path, peer_python: str | None, runs_dir: P
 
 
 def write_results(results: dict, out: Path) -> Path:
-    """Write `results` to OUT/airbench-NNN.json (notes included) and .csv (one row a run, the notes in a
+    """Write `results` to OUT/airbench-NNN.json (the next free number, reserved by
+    `rundir.next_numbered_path`; notes included) and .csv (one row a run, the notes in a
     column), each through `manifest.write_text_atomic` (never half-written).
 
     Raises:
         OSError: OUT cannot be created or written.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    number = 1 + max((int(p.stem.split("-")[1]) for p in out.glob("airbench-*.json")), default=0)
-    path = out / f"airbench-{number:03d}.json"
+    path = rundir.next_numbered_path(out, "airbench", ".json")
     rows = [{"who": who, **row, "notes": " ".join(results["notes"])} for who in ("peer", "ours") for row in results[who]]
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
     writer.writeheader()
     writer.writerows(rows)
     manifest_lib.write_text_atomic(path.with_suffix(".csv"), text.getvalue())
-    manifest_lib.write_json_atomic(path, results)  # last: its number is taken once both files are whole
+    manifest_lib.write_json_atomic(path, results)  # last: the reserved (empty) JSON fills once the CSV is whole
     return path
 
 
@@ -299,7 +300,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds, each run by both (default 0 1 2)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="image folder with train/ and test/ (default: cifar10-jpeg under $LENET_KERAS_DATA)")
+                   help=f"image folder with train/ and test/ (default: cifar10-jpeg under ${data_lib.DATA_ENV_VAR} "
+                   "if set, else under the repository's data/)")
     p.add_argument("--peer-python", default=str(REPO / ".venv-peers/bin/python"),
                    help="Python with torch, pillow and airbench (make peers-venv); 'none' = only ours")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="the peer's precision (default bf16)")
@@ -311,7 +313,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison and write runs/bench/airbench-NNN.json and .csv."""
     args = parser().parse_args(argv)
-    folder = args.data_dir or Path(os.environ.get("LENET_KERAS_DATA", "data")) / "cifar10-jpeg"
+    try:
+        folder = args.data_dir or data_lib.search_dirs(None)[0] / "cifar10-jpeg"
+    except LenetKerasError as error:  # $LENET_KERAS_DATA names no folder
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not (folder / "train").is_dir():
         print(f"error: {folder} has no train/ folder (give --data-dir IMAGE_FOLDER)", file=sys.stderr)
         return 2

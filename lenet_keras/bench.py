@@ -93,7 +93,7 @@ WARMUP_STEPS = 3
 LEFT_OUT_CALLBACKS = ("Throughput", "EpochLogs", "ChanceLevel", "ModelGraph", "HistoryCSV", "TensorBoard",
                       "BestCheckpoint", "CrashSafeBackup")
 """The callbacks of `train.run` (class names) that the bench leaves out: they log, warn and save,
-and change nothing that training computes. `train_callbacks` builds the others."""
+and change nothing that training computes. `train.algorithm_callbacks` builds the others."""
 
 TRAIN_DIFFERENCES = (
     "differs from `train`: its logging and checkpoint callbacks are left out (history.csv, "
@@ -197,15 +197,6 @@ def rates(train_flops_per_image: float, pipeline: dict, in_memory: dict, inferen
     }
 
 
-def train_callbacks(experiment, steps_per_epoch: int) -> list:
-    """The callbacks of `train.run` that change what training computes (`train.algorithm_callbacks`:
-    TerminateOnNaN, lookahead, the optimizer's own such as the whitening-bias freeze, dropout
-    seeds); those it leaves out are `LEFT_OUT_CALLBACKS`."""
-    from lenet_keras import train
-
-    return train.algorithm_callbacks(experiment, steps_per_epoch)
-
-
 def _epoch_timer(epoch_times: list):
     import keras
 
@@ -254,14 +245,15 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
                                                experiment.data.std, experiment.augment, epochs=epochs)
     timed, epoch_times = {}, []
     model.fit(pipeline, validation_data=validation if epochs == 2 else None, epochs=epochs, steps_per_epoch=steps,
-              verbose=0, shuffle=False, callbacks=[*train_callbacks(experiment, steps), _epoch_timer(epoch_times),
-                                                   _step_timer(lambda b: batch_images(n_train, batch_size, b), timed)])
+              verbose=0, shuffle=False,
+              callbacks=[*train.algorithm_callbacks(experiment, steps), _epoch_timer(epoch_times),
+                         _step_timer(lambda b: batch_images(n_train, batch_size, b), timed)])
     held = next(iter(pipeline))
     held_images = int(held[0].shape[0])
     in_memory: dict = {}
     model.fit(tf.data.Dataset.from_tensors(held).repeat(), epochs=1, steps_per_epoch=timed["steps"] + WARMUP_STEPS,
               verbose=0, shuffle=False,
-              callbacks=[*train_callbacks(experiment, steps), _step_timer(lambda b: held_images, in_memory)])
+              callbacks=[*train.algorithm_callbacks(experiment, steps), _step_timer(lambda b: held_images, in_memory)])
     model.predict(validation, verbose=0)
     start = time.perf_counter()
     model.predict(validation, verbose=0)
@@ -372,15 +364,13 @@ def _write_results(out_dir: Path, ours: list[dict], theirs: list[dict], peer_rat
     """Print the summaries; write bench-NNN.json (everything) and .csv (one row per measurement); return the JSON path."""
     import pandas as pd
 
-    from lenet_keras import manifest
+    from lenet_keras import manifest, rundir
 
     ratios = per_measurement_ratios(ours)
     _print_spreads("per-measurement ratios", ratios)
     if peer_ratios:
         _print_spreads("speed ratios ours / peer (>1 = ours faster)", peer_ratios)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in out_dir.glob("bench-*.json") if (m := re.fullmatch(r"bench-(\d+)\.json", p.name))]
-    path = out_dir / f"bench-{max(numbers, default=0) + 1:03d}.json"
+    path = rundir.next_numbered_path(out_dir, "bench", ".json")
     manifest.write_json_atomic(path, {
         "command": manifest.command_line(), "utc": manifest.utc_now(), "versions": manifest.versions(),
         "machine": manifest.machine(), "op_determinism": True, "differs_from_train": TRAIN_DIFFERENCES,
@@ -437,6 +427,8 @@ def run_bench(precisions: list[str], workloads: list[str], repeats: int, peers: 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m lenet_keras bench` (also `python -m lenet_keras.bench`)."""
+    from lenet_keras.data import DATA_DIR_HELP
+
     p = argparse.ArgumentParser(prog="python -m lenet_keras bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=list(WORKLOADS))
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
@@ -445,7 +437,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peer-python", default=str(REPO / ".venv-peers" / "bin" / "python"),
                    help="Python with PyTorch for the PyTorch peers (default: .venv-peers/bin/python)")
     p.add_argument("--peer-epochs", type=int, default=3, help="epochs of the LeNet peers (default 3; epochs 2+ are timed)")
-    p.add_argument("--data-dir", default=None, help="the only folder searched for the datasets (default: $LENET_KERAS_DATA if set, else data/)")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out-dir", type=Path, default=Path("runs/bench"), help="where results go (default runs/bench)")
     p.add_argument("--measure", choices=sorted(WORKLOADS), help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)

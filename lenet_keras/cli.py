@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from lenet_keras.data import DATA_DIR_HELP
 from lenet_keras.errors import LenetKerasError
 
 LATEST = "latest"
@@ -130,8 +131,7 @@ def _sweep(args: argparse.Namespace) -> None:
 def _add_run_options(command: argparse.ArgumentParser) -> None:
     """--runs-dir, --data-dir, --report and --reports-dir, shared by the commands that train a run."""
     command.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
-    command.add_argument("--data-dir", type=Path, default=None,
-                         help="the only folder searched for the dataset (default: $LENET_KERAS_DATA if set, else data/ of the repository, downloading if missing)")
+    command.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     command.add_argument("--report", action="store_true", help="then render the experiment's report (all its runs)")
     command.add_argument("--reports-dir", type=Path, default=Path("reports"), help="with --report: output parent")
 
@@ -179,7 +179,7 @@ def _add_sweep(commands) -> None:
                        "$LENET_KERAS_SWEEP_STORAGE, else the file's, else sqlite in the sweep folder); passwords "
                        "are masked in manifests")
     sweep.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of the sweep folder (default: runs)")
-    sweep.add_argument("--data-dir", type=Path, default=None, help="the only folder searched for the dataset (default: $LENET_KERAS_DATA if set, else data/ of the repository, downloading if missing)")
+    sweep.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     sweep.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report parent (default: reports)")
     sweep.add_argument("--report-only", action="store_true", help="only re-render the report from trials.csv")
     sweep.add_argument("--worker-only", action="store_true",
@@ -218,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
         "when package versions or the machine differ.",
     )
     rerun.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
-    rerun.add_argument("--data-dir", type=Path, default=None, help="the only folder searched for the dataset (default: $LENET_KERAS_DATA if set, else data/ of the repository, downloading if missing)")
+    rerun.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     rerun.set_defaults(handler=_rerun)
 
     scratch = commands.add_parser(
@@ -252,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(argv[1:])
     try:
         args = parse_args(argv)
-    except LenetKerasError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as "interrupted", resumable
-    try:
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as "interrupted", resumable
         args.handler(args)
     except LenetKerasError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -52,6 +52,10 @@ REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 DATA_ENV_VAR = "LENET_KERAS_DATA"
 
+DATA_DIR_HELP = (f"the only folder searched for the dataset (default: ${DATA_ENV_VAR} if set, else data/ of the "
+                 f"repository, downloading if missing)")
+"""The `--data-dir` help of every command that loads a dataset (`lenet_keras.cli`, `lenet_keras.bench`)."""
+
 MNIST_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 """Keras's `mnist.npz` (see `keras/src/datasets/mnist.py`): the download for users online."""
@@ -67,7 +71,7 @@ class ImageData:
 
     Images are uint8 arrays of shape (N, height, width, channels), values 0..255; labels are
     int64 arrays of shape (N,) holding class indices 0..num_classes-1.
-    `checksums` maps each source file to the SHA-256 of its content; `source` is the folder read;
+    `checksums` maps each source file to the SHA-256 of its content; `source` is the folder or archive read;
     `description` says in words what the data are (reports quote it); `validation` says in one
     line how the validation split was made, e.g. "the last 12000 of all 60000 official training
     images, in file order" (reports and manifests quote it).
@@ -170,7 +174,8 @@ def _missing_mnist(folder: Path) -> list[str]:
 
 
 def find_mnist(roots: Sequence[Path]) -> Path | None:
-    """The first folder among `root/mnist` and `root` (for each root in order) with all four files."""
+    """`root/mnist`, else `root`, whichever first holds all four files; None if neither (`roots`: the
+    one data folder, as `search_dirs` lists it)."""
     for root in roots:
         for folder in (root / "mnist", root):
             if not _missing_mnist(folder):
@@ -209,7 +214,7 @@ def load_mnist(
     download_to: Path | None = None,
     url: str | None = None,
 ) -> ImageData:
-    """Load MNIST from the first of `roots` holding it (else download), verified, then split.
+    """Load MNIST from the data folder `roots` lists (else download), verified, then split.
 
     The validation set is the LAST `config.validation_split` of the (subset of the) 60,000
     official training images, in file order, as Keras's `validation_split` in the deck.
@@ -218,7 +223,7 @@ def load_mnist(
         `ImageData`: uint8 images (N, 28, 28, 1), int64 labels (N,), classes "0".."9".
 
     Raises:
-        DataNotFoundError: in none of `roots`, and the download into `download_to` failed or
+        DataNotFoundError: not in the data folder, and the download into `download_to` failed or
             `download_to` is None; the message lists each folder searched with the files it
             lacks, the four expected file names and what to do.
         ChecksumError: a file's content differs from the official checksums.
@@ -254,7 +259,7 @@ def _find_or_download(found: Path | None, download_to: Path | None, fetch: Calla
 
 def _not_found(title: str, subdir: str, roots: Sequence[Path], problem: str, what: str, download_to,
                missing: Callable[[Path], list[str]]) -> DataNotFoundError:
-    """The error for `title` in none of `roots`: each folder searched and the files it lacks (`missing`)."""
+    """The error for `title` not in the data folder (`roots`): each folder searched and the files it lacks (`missing`)."""
     searched = []
     for root in roots:
         for folder in (root / subdir, root):
@@ -310,7 +315,8 @@ def _split(name, source, class_names, config: DataConfig, checksums, train_x, tr
 
 
 def _find_file(roots: Sequence[Path], subdir: str, name: str) -> Path | None:
-    """The first `root/subdir/name`, else `root/name`, that is a file (for each root in order); None if none."""
+    """`root/subdir/name`, else `root/name`, whichever is a file; None if neither (`roots`: the one
+    data folder, as `search_dirs` lists it)."""
     for root in roots:
         for folder in (root / subdir, root):
             if (folder / name).is_file():
@@ -319,7 +325,7 @@ def _find_file(roots: Sequence[Path], subdir: str, name: str) -> Path | None:
 
 
 def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | None = None, url: str | None = None) -> ImageData:
-    """Load CIFAR-10 from the official archive in the first of `roots` having it (else download).
+    """Load CIFAR-10 from the official archive in the data folder `roots` lists (else download).
 
     The archive (in `root/cifar10/` or `root/`) is verified by its SHA-256 before it is read.
     The validation set is the last `config.validation_split` of the 50,000 training images in
@@ -356,7 +362,7 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
 
 
 def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
-    """`data.path` as given if it has train/ and test/, else (if relative) `root / data.path` for each root.
+    """`data.path` as given if it has train/ and test/, else (if relative) `root / data.path` under the data folder.
 
     Raises:
         ConfigError: no `data.path`.
@@ -377,7 +383,7 @@ def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
 def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Path | None = None, url: str | None = None) -> ImageData:
     """Load `config.path/train/<class>/*` and `config.path/test/<class>/*` as RGB uint8 arrays.
 
-    `config.path` is tried as given, then under each data root (so `data.path = "cifar10-jpeg"`
+    `config.path` is tried as given, then under the data folder (so `data.path = "cifar10-jpeg"`
     finds `$LENET_KERAS_DATA/cifar10-jpeg`). Class order: `config.class_names`, else the sorted
     sub-folder names of `train/`. The folder's `dataformats.folder_digest` is recorded as its
     checksum, and a known digest (`dataformats.KNOWN_IMAGE_FOLDERS`) names the dataset in the
@@ -391,7 +397,8 @@ def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Pa
 
     Raises:
         ConfigError: no `data.path`, or a listed class with no folder.
-        DataNotFoundError: no such folder with train/ and test/.
+        DataNotFoundError: no such folder with train/ and test/, or a split whose class folders
+            hold no file.
     """
     folder = _resolve_folder(config, roots)
     class_names = config.class_names or tuple(sorted(p.name for p in (folder / "train").iterdir() if p.is_dir()))
@@ -399,6 +406,10 @@ def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Pa
         missing = [name for name in class_names if not (folder / split / name).is_dir()]
         if missing:
             raise ConfigError(f"data.class_names: {folder / split} has no folder for {', '.join(missing)}")
+        if not any(p.is_file() for name in class_names for p in (folder / split / name).iterdir()):
+            empty = ", ".join(str(folder / split / name) for name in class_names) or "no class folders"
+            raise DataNotFoundError(f"data.path: {folder / split} holds no image files (empty: {empty}); "
+                                    f"each class folder holds that class's images")
     digest = dataformats.folder_digest(folder)
     train_x, train_y, available = dataformats.read_image_split(folder / "train", class_names, config.train_subset)
     test_x, test_y, _ = dataformats.read_image_split(folder / "test", class_names, config.test_subset)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenet_keras import manifest
 from lenet_keras.errors import ChecksumError
 
 MNIST_FILES = {
@@ -116,9 +117,8 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     uint32; so MNIST's arrays give back the official files byte for byte.
     """
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-    tmp.replace(path)
+    with manifest.atomic_path(path) as tmp:
+        tmp.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def read_cifar10_archive(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -190,7 +190,8 @@ def read_image_split(folder: Path, class_names: tuple[str, ...], subset: int) ->
     Raises:
         FileNotFoundError: a class folder is missing (`lenet_keras.data.load_image_folder`
             checks them first and raises `ConfigError`).
-        StopIteration: no class folder holds a file.
+        StopIteration: no class folder holds a file (`lenet_keras.data.load_image_folder` checks
+            that first and raises `DataNotFoundError`).
     """
     import keras
     import tensorflow as tf

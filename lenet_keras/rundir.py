@@ -72,6 +72,29 @@ def new_run_dir(experiment_dir: Path, run_id: str | None = None, prefix: str = "
             number += 1
 
 
+def next_numbered_path(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create and return a fresh empty file `folder/<prefix>-NNN<suffix>` (e.g. `bench-007.json`).
+
+    NNN is one more than the largest existing number of that prefix and suffix (names whose middle
+    is not a number, such as `bench-old.json`, are ignored). The file is created exclusively
+    (O_EXCL), so the name is reserved: when another process took it meanwhile, the next number is
+    tried, as `new_run_dir` does. `folder` is created if missing; the caller then writes the file
+    (e.g. through `manifest.atomic_path`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = rf"{re.escape(prefix)}-(\d+){re.escape(suffix)}"
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := re.fullmatch(pattern, p.name))]
+    number = max(numbers, default=0) + 1
+    while True:
+        path = folder / f"{prefix}-{number:03d}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            return path
+        except FileExistsError:  # another process took it meanwhile
+            number += 1
+
+
 def config_block(experiment: config_lib.Experiment) -> dict[str, Any]:
     """The resolved config as manifest.json records it (JSON types: lists, not tuples), so it
     compares equal to a manifest's `config` read back (`resume.check_resumable`)."""

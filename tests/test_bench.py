@@ -132,7 +132,7 @@ def test_bench_trains_with_the_callbacks_of_train_that_change_training(tmp_path,
                              [*spec["overrides"], "data.train_subset=1024", "data.test_subset=16"])
     with pytest.raises(Stop):
         train.run(experiment, runs_dir=tmp_path, verbose=0)
-    ours = [type(c).__name__ for c in bench.train_callbacks(experiment, steps_per_epoch=1)]
+    ours = [type(c).__name__ for c in train.algorithm_callbacks(experiment, steps_per_epoch=1)]
     assert ours == ["TerminateOnNaN", "Lookahead", "FreezeWhitenBias", "DropoutSeeds"]
     assert [name for name in seen["train"] if name not in bench.LEFT_OUT_CALLBACKS] == ours
 

@@ -148,3 +148,15 @@ def test_image_folder_path_is_looked_for_only_under_the_named_folder(tmp_path, m
         data.load(config, tmp_path / "given")
     assert str(tmp_path / "given" / "tiny") in str(info.value) and str(tmp_path / "env") not in str(info.value)
     assert data.load(config).source == str(tmp_path / "env" / "tiny")
+
+
+def test_image_folder_split_with_only_empty_class_folders_names_them(tmp_path):
+    folder = _tiny_image_folder(tmp_path / "tiny", per_class=2)
+    for name in ("a", "b"):
+        for image in (folder / "test" / name).iterdir():
+            image.unlink()
+    with pytest.raises(DataNotFoundError) as info:  # was a bare StopIteration (traceback, exit 1)
+        data.load_image_folder(DataConfig(dataset="image_folder", path=str(folder)), [])
+    message = str(info.value)
+    assert f"{folder / 'test'} holds no image files" in message
+    assert str(folder / "test" / "a") in message and str(folder / "test" / "b") in message

@@ -114,9 +114,9 @@ def _rerun(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from lenet_keras import sweep, sweep_report
+    from lenet_keras import sweep, sweep_report, sweep_study
 
-    plan = sweep.load(args.sweep, storage=args.storage or os.environ.get(sweep.STORAGE_ENV_VAR) or None)
+    plan = sweep_study.load(args.sweep, storage=args.storage or os.environ.get(sweep_study.STORAGE_ENV_VAR) or None)
     if not args.report_only:
         csv = sweep.run_sweep(plan, runs_dir=args.runs_dir, data_dir=args.data_dir, workers=args.workers,
                               worker_only=args.worker_only)

@@ -4,22 +4,8 @@ Follows the PyTorch report seed (003, section 5): one training run per point of 
 product of hyperparameters, each logged to TensorBoard and to a pandas CSV, and Optuna
 (TPE sampler, median pruner) recommended over grid search.
 
-A sweep file (TOML) names a base experiment, fixed overrides, and a search space::
-
-    [sweep]
-    base = "mnist_lenet5.toml"      # relative to the sweep file
-    method = "grid"                 # or "optuna"
-    metric = "val_accuracy"         # a history.csv column; the objective is its best epoch
-    direction = "maximize"          # or "minimize"
-    trials = 20                     # optuna only: how many trials the study should finish
-    storage = ""                    # "" = sqlite:///<runs>/<name>/study.db; or any database URL
-
-    [fixed]                         # overrides applied to every trial
-    "train.epochs" = 3
-
-    [space]                         # grid: lists of values
-    "optimizer.learning_rate" = [0.01, 0.03, 0.1]
-    # optuna: {low, high[, log, step]} for a float/int range, {choices = [...]} for categories
+A sweep file (TOML) names a base experiment, fixed overrides, and a search space; its format is
+described in `lenet_keras.sweep_study`'s docstring (where `load` parses it).
 
 Every trial is a normal run: `runs/<sweep>/trial-NNN/` (NNN = the Optuna trial number), plus
 `runs/<sweep>/study.db`, `runs/<sweep>/trials.csv` and TensorBoard HParams summaries
@@ -30,7 +16,7 @@ Optuna, one empty slot per requested trial) not yet finished are enqueued as WAI
 every worker claims a WAITING trial atomically through the storage (the way Optuna's own
 `Study.ask` pops its queue), so several workers, on one machine or many sharing a database,
 never run a trial twice, and running the sweep again continues where it stopped. Workers
-record heartbeats; a trial whose worker died (no heartbeat for `GRACE_SECONDS`) is marked
+record heartbeats; a trial whose worker died (no heartbeat for `sweep_study.GRACE_SECONDS`) is marked
 failed and its point enqueued again by the next worker that starts or looks for a trial
 (`--worker-only` workers included), exactly once however many workers look.
 
@@ -39,15 +25,11 @@ missing points, write the HParams config, run one worker in process or start `--
 worker processes, show progress, write trials.csv) and `work` (one worker's claim-and-run
 loop). The rest lives in:
 
-- `sweep_study`: the sweep file (`load`, `Sweep`), the study's storage (SQLite/PostgreSQL),
-  creating/loading the study, queuing and claiming trials, heartbeats, re-queuing dead
+- `sweep_study`: the sweep file (`load`, `Sweep`; its format), the study's storage
+  (SQLite/PostgreSQL), creating/loading the study, queuing and claiming trials, heartbeats, re-queuing dead
   workers' trials (`GRACE_SECONDS`);
 - `sweep_trial`: running one claimed trial through `train.run`, its pruning callback;
 - `sweep_export`: trials.csv and the TensorBoard HParams summaries.
-
-The names the CLI and callers use (`load`, `Sweep`, `STORAGE_ENV_VAR`, `open_study`, ...) are
-re-exported here; the constants (`GRACE_SECONDS`, ...) are read from `sweep_study` at call time,
-so change (or monkeypatch) them there, not here.
 """
 
 from __future__ import annotations
@@ -60,20 +42,12 @@ from pathlib import Path
 
 from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import ConfigError, LenetKerasError
-from lenet_keras.sweep_export import trials_table, write_hparams, write_hparams_config, write_trials_csv
+from lenet_keras.sweep_export import write_hparams_config, write_trials_csv
 from lenet_keras.sweep_study import (
-    DIRECTIONS, GRACE_SECONDS, HEARTBEAT_SECONDS, METHODS, METRICS, SQLITE_BUSY_TIMEOUT_SECONDS, STORAGE_ENV_VAR,
-    Dimension, Sweep, claim, enqueue_missing, finished_or_queued, load, open_study, open_study_and_storage,
-    requeue_lost_trials, storage_url,
+    STORAGE_ENV_VAR, Sweep, claim, enqueue_missing, finished_or_queued, open_study_and_storage, requeue_lost_trials,
+    storage_url,
 )
-from lenet_keras.sweep_trial import objective, run_trial
-
-__all__ = [
-    "DIRECTIONS", "GRACE_SECONDS", "HEARTBEAT_SECONDS", "METHODS", "METRICS", "SQLITE_BUSY_TIMEOUT_SECONDS",
-    "STORAGE_ENV_VAR", "Dimension", "Sweep", "claim", "enqueue_missing", "finished_or_queued", "load",
-    "objective", "open_study", "open_study_and_storage", "requeue_lost_trials", "run_sweep", "run_trial",
-    "storage_url", "trials_table", "work", "write_hparams", "write_hparams_config", "write_trials_csv",
-]
+from lenet_keras.sweep_trial import run_trial
 
 
 def work(sweep: Sweep, runs_dir: Path, data_dir=None, worker: int = 0, on_trial=None) -> int:
@@ -142,7 +116,7 @@ def run_sweep(sweep: Sweep, runs_dir: Path = Path("runs"), data_dir=None, worker
     if worker_only:
         work(sweep, runs_dir, data_dir, worker=os.getpid())
         return Path(runs_dir) / sweep.name / "trials.csv"
-    study = open_study(sweep, runs_dir)
+    study = open_study_and_storage(sweep, runs_dir)[0]
     added = enqueue_missing(sweep, study)
     write_hparams_config(sweep, runs_dir)
     total = len([t for t in study.get_trials(deepcopy=False) if finished_or_queued(t)])

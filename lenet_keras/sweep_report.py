@@ -81,7 +81,7 @@ def build(sweep: sweep_study.Sweep, runs_dir: str | Path = "runs", reports_dir: 
     best_label = f"trial {int(best['trial'])}" if best is not None else None
     _curve_figures(sweep, table, best_label, out, md, page)
     if sweep.method == "grid" and len(keys) >= 2 and len(complete):
-        _heatmap_figures(sweep, complete, out, md, page)
+        _heatmap_figures(sweep, complete, keys, maximize, out, md, page)
     if sweep.method == "optuna":
         md, page = _optuna_figures(sweep, runs_dir, out, md, page)
     report_lib.write_pages(out, sweep.name, md, page)
@@ -106,14 +106,14 @@ def _curve_figures(sweep, table: pd.DataFrame, best_label: str | None, out: Path
     md.append("")
 
 
-def _heatmap_figures(sweep, complete: pd.DataFrame, out: Path, md: list, page: list) -> None:
-    """One heatmap PNG per pair of grid axes in `out` (each cell: the best objective of the
-    `complete` trials there, over the other axes), appended to `md` and `page`."""
-    maximize = sweep.direction == "maximize"
+def _heatmap_figures(sweep, complete: pd.DataFrame, keys: list[str], maximize: bool, out: Path, md: list,
+                     page: list) -> None:
+    """One heatmap PNG per pair of grid axes `keys` in `out` (each cell: the best objective of the
+    `complete` trials there, over the other axes; the highest when `maximize`), appended to `md` and `page`."""
     md.append("## Heatmaps (best over the other axes)")
     page.append("<h2>Heatmaps</h2><p>Each cell: the best objective among the complete trials at that "
                 "pair of values (over the other axes); the best cell is outlined.</p>")
-    for n, (x, y) in enumerate(itertools.combinations([d.key for d in sweep.space], 2)):
+    for n, (x, y) in enumerate(itertools.combinations(keys, 2)):
         pivot = complete.pivot_table(index=y, columns=x, values="objective", aggfunc="max" if maximize else "min")
         name = f"heatmap_{n}.png"
         figures.save_png(figures.heatmap(pivot, f"{sweep.metric} (best epoch)", maximize), out / name)
@@ -128,7 +128,7 @@ def _optuna_figures(sweep, runs_dir, out, md, page):
     import optuna.visualization.matplotlib as ovm
     from optuna.trial import TrialState
 
-    study = sweep_study.open_study(sweep, runs_dir)
+    study = sweep_study.open_study_and_storage(sweep, runs_dir)[0]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     plots = [("optimization_history.png", "optimization history", ovm.plot_optimization_history, 1)]
     if len(sweep.space) > 1:

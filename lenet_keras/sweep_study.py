@@ -1,9 +1,26 @@
 """Sweep files and the sweep's Optuna study: what a sweep is and where its trials live.
 
+A sweep file (TOML, read by `load`) names a base experiment, fixed overrides, and a search space::
+
+    [sweep]
+    base = "mnist_lenet5.toml"      # relative to the sweep file
+    method = "grid"                 # or "optuna"
+    metric = "val_accuracy"         # a history.csv column; the objective is its best epoch
+    direction = "maximize"          # or "minimize"
+    trials = 20                     # optuna only: how many trials the study should finish
+    storage = ""                    # "" = sqlite:///<runs>/<name>/study.db; or any database URL
+
+    [fixed]                         # overrides applied to every trial
+    "train.epochs" = 3
+
+    [space]                         # grid: lists of values
+    "optimizer.learning_rate" = [0.01, 0.03, 0.1]
+    # optuna: {low, high[, log, step]} for a float/int range, {choices = [...]} for categories
+
 Owns: reading and validating a sweep file (`load`, `Sweep`, `Dimension`); the study's storage
 (`storage_url`: SQLite in `runs/<sweep>/study.db` or any database URL such as PostgreSQL,
 `rdb_storage`: Optuna's RDBStorage with heartbeats, SQLite transactions as `BEGIN IMMEDIATE`);
-creating or loading the study (`open_study`, `open_study_and_storage`); queuing the points not
+creating or loading the study (`open_study_and_storage`); queuing the points not
 yet covered (`enqueue_missing`); claiming the next WAITING trial atomically (`claim`); worker
 heartbeats (`start_heartbeats`); and failing dead workers' trials and queuing their points again
 (`requeue_lost_trials`, after `GRACE_SECONDS` without a heartbeat, the one place that grace
@@ -52,7 +69,7 @@ class Dimension:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A validated sweep file (its format: the docstring of `lenet_keras.sweep`)."""
+    """A validated sweep file (its format: this module's docstring)."""
 
     name: str
     path: Path
@@ -266,13 +283,9 @@ def quiet_optuna():
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def open_study(sweep: Sweep, runs_dir: Path, worker: int = 0):
-    """Create or load the sweep's study (sampler seeded with `sweep.seed + worker`)."""
-    return open_study_and_storage(sweep, runs_dir, worker)[0]
-
-
 def open_study_and_storage(sweep: Sweep, runs_dir: Path, worker: int = 0):
-    """(study, its RDBStorage): `open_study`, keeping the storage for claims and heartbeats."""
+    """Create or load the sweep's study (sampler seeded with `sweep.seed + worker`); returns
+    (study, its RDBStorage), the storage for claims and heartbeats."""
     import optuna
 
     quiet_optuna()

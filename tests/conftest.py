@@ -56,15 +56,27 @@ def cifar_root() -> Path:
     return root
 
 
-def assert_png(path: Path, figsize: tuple[float, float], dpi: float = 110) -> None:
+def assert_png(path: Path, figsize: tuple[float, float], dpi: float = 110, tolerance: float | None = None,
+               min_rgb_std: float | None = None) -> None:
     """`path` is a PNG that decodes to about `figsize` inches x `dpi` (saved with bbox_inches="tight",
-    so within 75-110% of each side) and is not blank."""
+    so within 75-110% of each side) and is not blank (the std of all its channels above 0.01).
+
+    `tolerance`: instead, each side within this fraction of `figsize` x `dpi` (rounded to pixels)
+    either way. `min_rgb_std`: instead, the std of the colour channels above this."""
     import matplotlib.image
 
     assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path}: not a PNG"
     pixels = matplotlib.image.imread(path)
     height, width = pixels.shape[:2]
     want_width, want_height = figsize[0] * dpi, figsize[1] * dpi
-    assert 0.75 * want_width <= width <= 1.1 * want_width, f"{path}: {width} px wide, expected about {want_width:.0f}"
-    assert 0.75 * want_height <= height <= 1.1 * want_height, f"{path}: {height} px high, expected about {want_height:.0f}"
-    assert pixels.std() > 0.01, f"{path}: blank image"
+    if tolerance is None:
+        assert 0.75 * want_width <= width <= 1.1 * want_width, f"{path}: {width} px wide, expected about {want_width:.0f}"
+        assert 0.75 * want_height <= height <= 1.1 * want_height, f"{path}: {height} px high, expected about {want_height:.0f}"
+    else:
+        want_width, want_height = round(want_width), round(want_height)
+        assert abs(width - want_width) <= tolerance * want_width and abs(height - want_height) <= tolerance * want_height, \
+            f"{path}: {width}x{height} px, expected about {want_width}x{want_height}"
+    if min_rgb_std is None:
+        assert pixels.std() > 0.01, f"{path}: blank image"
+    else:
+        assert pixels[..., :3].std() > min_rgb_std, f"{path}: blank image"

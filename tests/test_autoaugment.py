@@ -5,7 +5,7 @@ CIFAR-10, seeding, and the pipeline switch."""
 import numpy as np
 import pytest
 
-from lenet_keras import augment, autoaugment, config, data
+from lenet_keras import augment, autoaugment, config
 from lenet_keras.errors import ConfigError
 
 tf = pytest.importorskip("tensorflow")
@@ -14,11 +14,9 @@ from PIL import ImageEnhance, ImageOps  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def images():
+def images(cifar_root):
     """20 real 32x32 RGB images, two of each class, from the JPEG copy (uint8 (20, 32, 32, 3))."""
-    root = next((r / "cifar10-jpeg" for r in data.search_dirs() if (r / "cifar10-jpeg" / "train").is_dir()), None)
-    if root is None:
-        pytest.skip("shared/datasets/cifar10-jpeg not available (set LENET_KERAS_DATA)")
+    root = cifar_root / "cifar10-jpeg"
     files = [f for d in sorted((root / "train").iterdir()) for f in sorted(d.iterdir())[:2]]
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 

@@ -76,17 +76,9 @@ def test_missing_archive_offline_says_how_to_use_an_image_folder(tmp_path):
     assert "make cifar DATA=" in message and "data.dataset=image_folder" in message
 
 
-@pytest.fixture(scope="module")
-def jpeg_root():
-    root = next((r for r in data.search_dirs() if (r / "cifar10-jpeg" / "train").is_dir()), None)
-    if root is None:
-        pytest.skip("shared/datasets/cifar10-jpeg not available (set LENET_KERAS_DATA)")
-    return root
-
-
-def test_image_folder_subset_of_the_jpeg_copy(jpeg_root):
+def test_image_folder_subset_of_the_jpeg_copy(cifar_root):
     cfg = DataConfig(dataset="image_folder", path="cifar10-jpeg", train_subset=300, test_subset=100, validation_split=0.1)
-    d = data.load_image_folder(cfg, [jpeg_root])
+    d = data.load_image_folder(cfg, [cifar_root])
     assert d.class_names == tuple(n.decode() for n in NAMES)
     assert (len(d.train_images), len(d.val_images), len(d.test_images)) == (270, 30, 100)
     assert d.train_images.dtype == np.uint8 and d.image_shape == (32, 32, 3)
@@ -95,24 +87,24 @@ def test_image_folder_subset_of_the_jpeg_copy(jpeg_root):
     assert d.checksums["folder_digest"] == "c217601eebcfee757a51b381539a30bc3b0a89cac54850a81d992750b4fa8352"
     assert d.validation.startswith("the last 30 of the first 300 of the 50000 training images of the folder, "
                                    "in the order of a seeded shuffle of its files (seed 0")
-    again = data.load_image_folder(cfg, [jpeg_root])
+    again = data.load_image_folder(cfg, [cifar_root])
     np.testing.assert_array_equal(again.train_images, d.train_images)  # same fixed order every time
 
 
-def test_image_folder_errors(tmp_path, jpeg_root):
+def test_image_folder_errors(tmp_path, cifar_root):
     with pytest.raises(ConfigError, match="data.path"):
         data.load_image_folder(DataConfig(dataset="image_folder"), [tmp_path])
     with pytest.raises(DataNotFoundError, match="no folder with train/ and test/"):
         data.load_image_folder(DataConfig(dataset="image_folder", path="nowhere"), [tmp_path])
     with pytest.raises(ConfigError, match="has no folder for zebra"):
         data.load_image_folder(DataConfig(dataset="image_folder", path="cifar10-jpeg", class_names=("cat", "zebra")),
-                               [jpeg_root])
+                               [cifar_root])
 
 
-def test_normalization_uses_mean_and_std_per_channel(jpeg_root):
+def test_normalization_uses_mean_and_std_per_channel(cifar_root):
     tf = pytest.importorskip("tensorflow")
     cfg = DataConfig(dataset="image_folder", path="cifar10-jpeg", train_subset=64, test_subset=16, validation_split=0.25)
-    d = data.load_image_folder(cfg, [jpeg_root])
+    d = data.load_image_folder(cfg, [cifar_root])
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
     _, _, test = pipeline.pipelines(d, 16, seed=0, mean=mean, std=std)
     images, _ = next(iter(test))

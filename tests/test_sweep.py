@@ -5,10 +5,7 @@ the event files, the report's figures, and the errors a sweep file can cause bef
 runs."""
 
 import dataclasses
-import json
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -17,40 +14,8 @@ import pytest
 from lenet_keras import sweep, sweep_report, sweep_study, sweep_trial
 from lenet_keras.errors import ConfigError
 
-from .conftest import REPO
-
-FIXED = """
-[fixed]
-"train.epochs" = {epochs}
-"train.histogram_freq" = 0
-"data.train_subset" = 600
-"data.test_subset" = 100
-"""
-
-
-def _write(tmp_path, name, head, space, epochs=1):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'[sweep]\nbase = "{REPO / "experiments/mnist_lenet5.toml"}"\n{head}\n'
-                    f'{FIXED.format(epochs=epochs)}\n[space]\n{space}\n')
-    return path
-
-
-def _assert_png(path, size_inches):
-    """`path` is a PNG that matplotlib decodes, of about `size_inches` x the figure dpi in pixels
-    (`bbox_inches="tight"` trims or pads the margins: within 5%), and not one flat colour."""
-    import matplotlib.image
-    import matplotlib.pyplot as plt
-
-    from lenet_keras import figures  # noqa: F401 - sets the figures' dpi
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    image = matplotlib.image.imread(path)
-    height, width = image.shape[:2]
-    dpi = plt.rcParams["figure.dpi"]
-    expected = (round(size_inches[1] * dpi), round(size_inches[0] * dpi))
-    assert abs(height - expected[0]) <= 0.05 * expected[0] and abs(width - expected[1]) <= 0.05 * expected[1], \
-        f"{path.name}: {width}x{height} px, expected about {expected[1]}x{expected[0]}"
-    assert image[..., :3].std() > 0.05, f"{path.name} is blank"
+from .conftest import REPO, assert_png
+from .sweep_helpers import race_claimers, write_sweep
 
 
 def _hparams_events(folder):
@@ -71,9 +36,9 @@ def _hparams_events(folder):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, mnist_dir):
     tmp = tmp_path_factory.mktemp("grid")
-    path = _write(tmp, "grid", 'method = "grid"',
-                  '"optimizer.learning_rate" = [0.01, 0.1]\n"train.batch_size" = [32, 128]', epochs=2)
-    plan = sweep.load(path)
+    path = write_sweep(tmp, "grid", 'method = "grid"',
+                        '"optimizer.learning_rate" = [0.01, 0.1]\n"train.batch_size" = [32, 128]', epochs=2)
+    plan = sweep_study.load(path)
     csv = sweep.run_sweep(plan, runs_dir=tmp / "runs", data_dir=mnist_dir)
     return plan, tmp, csv
 
@@ -81,8 +46,8 @@ def grid(tmp_path_factory, mnist_dir):
 @pytest.fixture()
 def grid_plan(tmp_path):
     """A one-point grid sweep file (nothing run)."""
-    return sweep.load(_write(tmp_path, "one", 'method = "grid"',
-                             '"optimizer.learning_rate" = [0.05]\n"train.batch_size" = [128]'))
+    return sweep_study.load(write_sweep(tmp_path, "one", 'method = "grid"',
+                                        '"optimizer.learning_rate" = [0.05]\n"train.batch_size" = [128]'))
 
 
 def test_grid_runs_every_point_once_as_normal_runs(grid):
@@ -126,11 +91,13 @@ def test_sweep_report_has_heatmap_curves_and_best_command(grid, tmp_path):
     plan, tmp, csv = grid
     index = sweep_report.build(plan, runs_dir=tmp / "runs", reports_dir=tmp_path)
     folder = index.parent
-    _assert_png(folder / "heatmap_0.png", (1.1 * 2 + 2.6, 0.7 * 2 + 1.6))  # figures.heatmap of a 2x2 grid
+    # figures.heatmap of a 2x2 grid (110 dpi, the figures' dpi); bbox_inches="tight": within 5%
+    assert_png(folder / "heatmap_0.png", (1.1 * 2 + 2.6, 0.7 * 2 + 1.6), tolerance=0.05, min_rgb_std=0.05)
     for n in (0, 1):
-        _assert_png(folder / f"curves_by_{n}.png", (6.4, 3.8))
+        assert_png(folder / f"curves_by_{n}.png", (6.4, 3.8), tolerance=0.05, min_rgb_std=0.05)
     text = (folder / "index.md").read_text()
-    best = pd.read_csv(csv).sort_values("objective").iloc[-1]
+    # the report's rule (sweep_report.build): highest objective, ties to the lowest trial number
+    best = pd.read_csv(csv).sort_values(["objective", "trial"], ascending=[False, True], kind="stable").iloc[0]
     assert f"Best trial: {best['trial']}" in text and "python -m lenet_keras train" in text
 
 
@@ -143,13 +110,13 @@ def test_rerunning_a_finished_sweep_runs_nothing_new(grid):
 
 
 def test_optuna_sweep_on_sqlite_with_pruner(tmp_path, mnist_dir):
-    path = _write(tmp_path, "search", 'method = "optuna"\ntrials = 3\npruner_startup_trials = 1\npruner_warmup_epochs = 0',
-                  '"optimizer.learning_rate" = {low = 1e-6, high = 0.3, log = true}\n'
-                  '"train.batch_size" = {choices = [32, 64]}', epochs=2)
-    plan = sweep.load(path)
+    path = write_sweep(tmp_path, "search", 'method = "optuna"\ntrials = 3\npruner_startup_trials = 1\npruner_warmup_epochs = 0',
+                       '"optimizer.learning_rate" = {low = 1e-6, high = 0.3, log = true}\n'
+                       '"train.batch_size" = {choices = [32, 64]}', epochs=2)
+    plan = sweep_study.load(path)
     # The first two trials are chosen (the rest is sampled): a learning rate that learns, then one
     # that cannot (1e-6), which the median pruner must stop after its first epoch.
-    study = sweep.open_study(plan, tmp_path / "runs")
+    study = sweep_study.open_study_and_storage(plan, tmp_path / "runs")[0]
     study.enqueue_trial({"optimizer.learning_rate": 0.1, "train.batch_size": 32})
     study.enqueue_trial({"optimizer.learning_rate": 1e-6, "train.batch_size": 32})
     table = pd.read_csv(sweep.run_sweep(plan, runs_dir=tmp_path / "runs", data_dir=mnist_dir)).set_index("trial")
@@ -162,13 +129,13 @@ def test_optuna_sweep_on_sqlite_with_pruner(tmp_path, mnist_dir):
         assert db.execute("select count(*) from trials").fetchone()[0] == 3
         assert db.execute("select state from trials where number = 1").fetchone()[0] == "PRUNED"
     index = sweep_report.build(plan, runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
-    _assert_png(index.parent / "optimization_history.png", (6.4, 3.8))
+    assert_png(index.parent / "optimization_history.png", (6.4, 3.8), tolerance=0.05, min_rgb_std=0.05)
 
 
 def test_two_worker_processes_share_one_study_without_duplicates(tmp_path, mnist_dir):
-    path = _write(tmp_path, "shared", 'method = "grid"',
-                  '"optimizer.learning_rate" = [0.01, 0.03, 0.1]\n"train.batch_size" = [64, 128]')
-    plan = sweep.load(path)
+    path = write_sweep(tmp_path, "shared", 'method = "grid"',
+                       '"optimizer.learning_rate" = [0.01, 0.03, 0.1]\n"train.batch_size" = [64, 128]')
+    plan = sweep_study.load(path)
     table = pd.read_csv(sweep.run_sweep(plan, runs_dir=tmp_path / "runs", data_dir=mnist_dir, workers=2))
     assert len(table) == 6 and set(table["state"]) == {"complete"}
     assert len(set(zip(table["optimizer.learning_rate"], table["train.batch_size"]))) == 6
@@ -176,78 +143,6 @@ def test_two_worker_processes_share_one_study_without_duplicates(tmp_path, mnist
     with sqlite3.connect(tmp_path / "runs" / "shared" / "study.db") as db:
         workers = db.execute("select value_json from trial_user_attributes where key = 'worker'").fetchall()
     assert len(workers) == 6 and len(set(workers)) == 2, workers  # both worker processes ran trials
-
-
-# One claiming worker: claims trials until the queue is empty (no training), each held for a
-# moment so that the workers interleave; prints the claimed trial numbers as JSON. "ready" then
-# a line on stdin is a barrier, so that all workers start claiming at the same time. Reads are
-# slowed down to widen the races a claim must survive: the list of WAITING trials is often stale
-# by the time a worker tries one (a claim that ignores "someone else took it" runs it twice),
-# and a trial read for update stays WAITING a while before it is set RUNNING (without the
-# database's lock, two workers then both set it).
-CLAIMER = """
-import json, sys, time
-import optuna
-from optuna.storages._rdb import models
-from lenet_keras import sweep_study
-
-find = models.TrialModel.find_or_raise_by_id
-def slow_find(trial_id, session, for_update=False):
-    trial = find(trial_id, session, for_update)
-    if for_update:
-        time.sleep(0.02)
-    return trial
-models.TrialModel.find_or_raise_by_id = slow_find
-get_trials = optuna.Study.get_trials
-def slow_get_trials(self, *args, **kwargs):
-    trials = get_trials(self, *args, **kwargs)
-    time.sleep(0.02)
-    return trials
-optuna.Study.get_trials = slow_get_trials
-
-sweep_study.quiet_optuna()
-storage = sweep_study.rdb_storage(sys.argv[1])
-study = optuna.load_study(study_name=sys.argv[2], storage=storage)
-print("ready", flush=True)
-sys.stdin.readline()
-claimed = []
-while (trial := sweep_study.claim(study, storage)) is not None:
-    claimed.append(trial.number)
-    time.sleep(0.02)
-    try:  # a trial claimed twice shows in the printed numbers, not as a crash
-        study.tell(trial, float(trial.number), skip_if_finished=True)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass
-print(json.dumps(claimed), flush=True)
-"""
-
-
-def race_claimers(url: str, study_name: str, trials: int = 30, workers: int = 3) -> list[list[int]]:
-    """Queue `trials` trials in a new study, let `workers` processes race to claim them all
-    (`CLAIMER`); returns the trial numbers each process claimed."""
-    import optuna
-
-    sweep_study.quiet_optuna()
-    storage = sweep_study.rdb_storage(url)
-    study = optuna.create_study(study_name=study_name, storage=storage)
-    for x in range(trials):
-        study.enqueue_trial({"x": x})
-    storage.engine.dispose()
-
-    processes = [subprocess.Popen([sys.executable, "-c", CLAIMER, url, study_name], cwd=REPO, text=True,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(workers)]
-    try:
-        assert all(p.stdout.readline().strip() == "ready" for p in processes)
-        for p in processes:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outputs = [p.communicate(timeout=300)[0] for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-    assert [p.returncode for p in processes] == [0] * workers
-    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
 
 def test_claiming_workers_on_sqlite_take_each_waiting_trial_once(tmp_path):
@@ -264,7 +159,7 @@ def test_a_worker_only_start_requeues_a_dead_workers_trial(grid_plan, tmp_path, 
     monkeypatch.setattr(sweep_study, "GRACE_SECONDS", 1)
     runs = tmp_path / "runs"
     study, storage = sweep_study.open_study_and_storage(grid_plan, runs)
-    assert sweep.enqueue_missing(grid_plan, study) == 1
+    assert sweep_study.enqueue_missing(grid_plan, study) == 1
     dead = sweep_study.claim(study, storage)  # a worker claims trial 0, records one heartbeat and dies
     sweep_study.start_heartbeats(study, storage, dead).set()
     time.sleep(2.5)  # > GRACE_SECONDS, in whole seconds of SQLite's clock
@@ -282,8 +177,8 @@ def test_a_worker_only_start_requeues_a_dead_workers_trial(grid_plan, tmp_path, 
 
 def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, mnist_dir):
     # Keras clips the cross-entropy, so only a rate that overflows float32 weights gives inf/NaN
-    path = _write(tmp_path, "nan", 'method = "grid"', '"optimizer.learning_rate" = [1e38, 0.05]\n"train.batch_size" = [32]')
-    table = pd.read_csv(sweep.run_sweep(sweep.load(path), runs_dir=tmp_path / "runs", data_dir=mnist_dir))
+    path = write_sweep(tmp_path, "nan", 'method = "grid"', '"optimizer.learning_rate" = [1e38, 0.05]\n"train.batch_size" = [32]')
+    table = pd.read_csv(sweep.run_sweep(sweep_study.load(path), runs_dir=tmp_path / "runs", data_dir=mnist_dir))
     by_lr = table.set_index("optimizer.learning_rate")
     assert by_lr.loc[1e38, "state"] == "fail" and "NaN or infinite" in by_lr.loc[1e38, "error"]
     assert by_lr.loc[0.05, "state"] == "complete"
@@ -300,14 +195,14 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path,
     ('method = "grid"\nmetric = "val_acc"', '"optimizer.learning_rate" = [0.1]', "sweep.metric must be one of"),
 ])
 def test_bad_sweep_files_fail_before_any_trial(tmp_path, head, space, message):
-    path = _write(tmp_path, "bad", head, space)
+    path = write_sweep(tmp_path, "bad", head, space)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        sweep.load(path)
+        sweep_study.load(path)
     assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("name, trials", [("mnist_lenet5_grid", 18), ("mnist_lenet5_optuna", 20)])
 def test_shipped_sweep_files_are_valid(name, trials):
-    plan = sweep.load(REPO / "experiments" / f"{name}.toml")
+    plan = sweep_study.load(REPO / "experiments" / f"{name}.toml")
     assert plan.total_trials() == trials and plan.base_path == REPO / "experiments" / "mnist_lenet5.toml"
     assert plan.experiment({}).train.epochs == 5

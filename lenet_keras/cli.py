@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+import lenet_keras
 from lenet_keras.data import DATA_DIR_HELP
 from lenet_keras.errors import LenetKerasError
 
@@ -86,7 +87,35 @@ def _print_run_and_report(args: argparse.Namespace, run_dir: Path, experiment_na
 
 
 def _raise_keyboard_interrupt(signum, frame):
+    """SIGTERM handler: stop training as Ctrl-C does (the run records "interrupted", resumable)."""
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def program_name() -> str:
+    """How the user started this command: `lenet-keras` (the console script) or `python -m lenet_keras`."""
+    name = Path(sys.argv[0]).name
+    return "python -m lenet_keras" if name in ("__main__.py", "-c", "") or name.startswith("python") else name
+
+
+def interrupted_message(error: KeyboardInterrupt) -> str:
+    """The one line printed for Ctrl-C or SIGTERM: the epochs the run keeps and how to continue it
+    (`train.run` names its run directory on the exception as `run_dir`)."""
+    run_dir = getattr(error, "run_dir", None)
+    if run_dir is None:
+        return "interrupted"
+    from lenet_keras import resume
+
+    epochs = resume.backup_epoch(run_dir)
+    kept = f"after epoch {epochs}" if epochs else "before the first epoch ended"
+    return f"interrupted {kept}; continue with: {program_name()} train --resume {run_dir}"
+
+
+def _list(args: argparse.Namespace) -> None:
+    """Print the shipped experiments and sweeps, one line each with their purpose."""
+    from lenet_keras import config
+
+    for name, kind, purpose in config.shipped_files():
+        print(f"{name:<24} {kind:<10} {purpose}")
 
 
 def _scratch(args: argparse.Namespace) -> None:
@@ -145,7 +174,7 @@ def _add_train(commands) -> None:
         "(TensorBoard logs, history.csv, best.keras, predictions.npz, manifest.json).",
     )
     train.add_argument("experiment", type=Path, nargs="?", default=None,
-                       help="experiment file, e.g. experiments/mnist_lenet5.toml (optional with --resume RUN_DIR)")
+                       help="experiment file or shipped name, e.g. experiments/mnist_lenet5.toml or mnist_lenet5 (optional with --resume RUN_DIR)")
     train.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys, e.g. train.epochs=3 seed=7"
     )
@@ -172,7 +201,7 @@ def _add_sweep(commands) -> None:
         "RUNS_DIR/<sweep>/study.db (or --storage), then write trials.csv, TensorBoard HParams "
         "summaries and REPORTS_DIR/<sweep>/. Running it again continues: finished trials are kept.",
     )
-    sweep.add_argument("sweep", type=Path, help="sweep file, e.g. experiments/mnist_lenet5_grid.toml")
+    sweep.add_argument("sweep", type=Path, help="sweep file or shipped name, e.g. experiments/mnist_lenet5_grid.toml or mnist_lenet5_grid")
     sweep.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default 1)")
     sweep.add_argument("--storage", default=None,
                        help="database URL of the study, e.g. postgresql://user:password@host/db (default: "
@@ -191,12 +220,18 @@ def _add_sweep(commands) -> None:
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m lenet_keras`."""
     top = argparse.ArgumentParser(
-        prog="python -m lenet_keras",
+        prog=program_name(),
         description="Reproducible LeNet-5 / CIFAR CNN experiments: train runs, then report on them.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {lenet_keras.__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_train(commands)
+    commands.add_parser(
+        "list", help="list the shipped experiments and sweeps",
+        description="Print each experiment and sweep file shipped with the package (usable by bare name, "
+        "e.g. `train mnist_lenet5`) with its kind and the first line of its comment.",
+    ).set_defaults(handler=_list)
 
     report = commands.add_parser(
         "report",
@@ -228,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
         "decay, epochs and batch size into RUNS_DIR/<experiment>/numpy-NNN/ (history.csv, manifest.json, "
         "predictions.npz), beside the experiment's Keras runs, so its report overlays both.",
     )
-    scratch.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/mnist_lenet5.toml")
+    scratch.add_argument("experiment", type=Path, help="experiment file or shipped name, e.g. mnist_lenet5")
     scratch.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys")
     _add_run_options(scratch)
     scratch.set_defaults(handler=_scratch)
@@ -257,4 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     except LenetKerasError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:
+        print(interrupted_message(error), file=sys.stderr)
+        return 130
     return 0

@@ -10,6 +10,10 @@ Names that select a registry entry (`data.dataset`, `model.name`, `optimizer.nam
 Example::
 
     experiment = load("experiments/mnist_lenet5.toml", ["train.epochs=3", "seed=7"])
+    experiment = load("mnist_lenet5")   # a shipped experiment by name (`find_experiment_file`)
+
+The shipped experiments and sweeps are the TOML files of the repository's `experiments/`; a
+wheel carries them as `lenet_keras/experiments/*.toml` (`experiments_dir`).
 """
 
 from __future__ import annotations
@@ -237,11 +241,42 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def experiments_dir() -> Path:
+    """The folder of the shipped experiment and sweep files: `lenet_keras/experiments/` of an
+    installed wheel, else `experiments/` of the repository this package runs from."""
+    packaged = Path(__file__).resolve().parent / "experiments"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
+
+
+def find_experiment_file(name: str | Path) -> Path:
+    """`name` as a path if that file exists, else a bare name (`mnist_lenet5`, with or without
+    `.toml`) of a shipped file in `experiments_dir()`; else `name` itself as a path (so the
+    missing-file error names what the user typed)."""
+    path = Path(name)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    shipped = experiments_dir() / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    return shipped if shipped.is_file() else path
+
+
+def shipped_files() -> list[tuple[str, str, str]]:
+    """(name, kind "experiment" or "sweep", one-line purpose: the file's first comment line) of
+    every shipped TOML file, sorted by name."""
+    rows = []
+    for path in sorted(experiments_dir().glob("*.toml")):
+        text = path.read_text(encoding="utf-8")
+        kind = "sweep" if re.search(r"^\[sweep\]", text, re.MULTILINE) else "experiment"
+        purpose = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
+        rows.append((path.stem, kind, purpose))
+    return rows
+
+
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
     """Read an experiment file, apply `section.key=value` overrides and validate everything.
 
     Args:
-        path: a TOML experiment file, e.g. `experiments/mnist_lenet5.toml`.
+        path: a TOML experiment file, e.g. `experiments/mnist_lenet5.toml`, or the bare name of a
+            shipped one, e.g. `mnist_lenet5` (`find_experiment_file`).
         overrides: strings `key=value` with dotted keys (`train.epochs=3`, `seed=7`); values
             are TOML values (`0.01`, `true`, `"sgd"`), a bare word is taken as a string.
 
@@ -253,7 +288,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Exper
             type or is impossible (e.g. a negative learning rate); the message names the file
             and the key.
     """
-    path = Path(path)
+    path = find_experiment_file(path)
     raw = read_toml(path, "experiment")
     for override in overrides:
         key, value = parse_override(override)

@@ -127,7 +127,7 @@ def load(path: str | Path, storage: str | None = None) -> Sweep:
     """Read and validate a sweep file; every point's experiment is validated before any trial runs.
 
     Args:
-        path: the sweep file.
+        path: the sweep file, or the bare name of a shipped one (`config.find_experiment_file`).
         storage: a database URL overriding the file's `storage` (e.g. `postgresql://...`).
 
     Raises:
@@ -136,7 +136,7 @@ def load(path: str | Path, storage: str | None = None) -> Sweep:
             it rejects, or an impossible range (low >= high, log range with low <= 0); the
             message names the file and the key.
     """
-    path = Path(path)
+    path = config_lib.find_experiment_file(path)
     raw = config_lib.read_toml(path, "sweep")
     unknown_tables = set(raw) - {"sweep", "fixed", "space"}
     if unknown_tables:

@@ -463,6 +463,7 @@ def run(
         result = evaluate(job, datasets[2])
     except BaseException as error:
         rundir.record_failure(job.run_dir, job.manifest, error, job.t0, warnings=job.record["warnings"])
+        error.run_dir = job.run_dir  # the CLI's "continue with: ... --resume RUN_DIR" line
         if not job.chief:
             shutil.rmtree(job.run_dir, ignore_errors=True)
         raise

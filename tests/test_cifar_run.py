@@ -64,9 +64,10 @@ def test_interrupted_cifar_run_resumes_to_the_same_weights(tmp_path, cifar_root)
             self.epoch = epoch
 
     whole = train.run(experiment, tmp_path, data_dir=root, run_id="whole", verbose=0)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as interrupted:
         train.run(experiment, tmp_path, data_dir=root, run_id="cut", verbose=0, callbacks=(CtrlC(),))
     cut = tmp_path / "cifar_cnn" / "cut"
+    assert interrupted.value.run_dir == cut  # the CLI's "continue with: ... --resume RUN_DIR"
     assert json.loads((cut / "manifest.json").read_text())["status"] == "interrupted"
     assert resume.backup_epoch(cut) == 1
     assert train.run(experiment, tmp_path, data_dir=root, resume=True, verbose=0) == cut

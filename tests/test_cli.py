@@ -105,3 +105,60 @@ def test_resume_experiment_file_reaches_train_as_resume_latest(monkeypatch, caps
     assert experiment.name == "mnist_lenet5" and experiment.train.epochs == 2 and kwargs["resume"] is True
     assert cli.main(["train", "--resume", EXPERIMENT, EXPERIMENT]) == 2
     assert "two experiment files" in capsys.readouterr().err
+
+
+def test_shipped_experiments_load_by_bare_name_and_a_user_file_still_works(tmp_path):
+    from lenet_keras import config
+    from lenet_keras.errors import ConfigError
+
+    assert config.find_experiment_file("mnist_lenet5") == config.experiments_dir() / "mnist_lenet5.toml"
+    assert config.load("mnist_lenet5").name == config.load(REPO / "experiments/mnist_lenet5.toml").name
+    assert config.load("cifar_fast.toml").model.name == "cifar_fast"
+    own = tmp_path / "mine.toml"
+    own.write_text('name = "mine"\nseed = 5\n')
+    assert config.load(own).seed == 5
+    with pytest.raises(ConfigError, match="no_such_experiment"):
+        config.load("no_such_experiment")
+    from lenet_keras import sweep_study
+
+    assert sweep_study.load("mnist_lenet5_grid").name == "mnist_lenet5_grid"
+
+
+def test_list_prints_every_shipped_experiment_and_sweep(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split()[1] for line in lines}
+    assert set(listed) == {p.stem for p in (REPO / "experiments").glob("*.toml")}
+    assert listed["mnist_lenet5"] == "experiment" and listed["mnist_lenet5_grid"] == "sweep"
+    assert any("deck's recipe" in line for line in lines if line.startswith("mnist_lenet5 "))
+
+
+def test_usage_names_the_console_script_and_version(monkeypatch, capsys):
+    import lenet_keras
+
+    monkeypatch.setattr(sys, "argv", ["/somewhere/bin/lenet-keras"])
+    assert cli.parser().format_usage().startswith("usage: lenet-keras ")
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"lenet-keras {lenet_keras.__version__}"
+    monkeypatch.setattr(sys, "argv", ["/x/lenet_keras/__main__.py"])
+    assert cli.program_name() == "python -m lenet_keras"
+
+
+def test_ctrl_c_prints_one_line_naming_the_run_to_resume_and_exits_130(monkeypatch, tmp_path, capsys):
+    from lenet_keras import resume, train
+
+    run_dir = tmp_path / "runs" / "mnist_lenet5" / "run-001"
+    (run_dir / resume.BACKUP_DIR).mkdir(parents=True)
+
+    def interrupted(*args, **kwargs):
+        error = KeyboardInterrupt()
+        error.run_dir = run_dir
+        raise error
+
+    monkeypatch.setattr(train, "run", interrupted)
+    monkeypatch.setattr(resume, "backup_epoch", lambda path: 3 if path == run_dir else 0)
+    monkeypatch.setattr(sys, "argv", ["lenet-keras"])
+    assert cli.main(["train", "mnist_lenet5", "--runs-dir", str(tmp_path / "runs")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"interrupted after epoch 3; continue with: lenet-keras train --resume {run_dir}"]

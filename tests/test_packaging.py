@@ -1,4 +1,5 @@
-"""The wheel built from this repository holds every module of the package (issue 18, item 1)."""
+"""The wheel built from this repository holds every module of the package and the shipped
+experiment files (issue 18, items 1 and 2)."""
 
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from .conftest import REPO
 def test_the_wheel_holds_every_module_and_declares_the_sweep_dependencies(tmp_path):
     source = tmp_path / "source"  # a clean copy: setuptools would reuse a stale build/ of the checkout
     shutil.copytree(REPO / "lenet_keras", source / "lenet_keras", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "experiments", source / "experiments")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
@@ -23,6 +25,8 @@ def test_the_wheel_holds_every_module_and_declares_the_sweep_dependencies(tmp_pa
     modules = {str(p.relative_to(REPO)) for p in (REPO / "lenet_keras").rglob("*.py")}
     assert modules - names == set()
     assert "lenet_keras/scratch/train.py" in names
+    shipped = {f"lenet_keras/experiments/{p.name}" for p in (REPO / "experiments").glob("*.toml")}
+    assert len(shipped) >= 7 and shipped - names == set()
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     for package in ("tensorflow", "keras", "optuna", "tqdm"):
         assert any(r.startswith(package) for r in requires), (package, requires)

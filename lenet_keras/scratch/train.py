@@ -145,6 +145,7 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
         test = _evaluate(network, test_x, dataset.test_labels)
     except BaseException as error:
         rundir.record_failure(run_dir, manifest, error, t0)
+        error.run_dir = run_dir  # named by the CLI's interrupted line
         raise
     _finish(run_dir, manifest, rows, dataset, test, t0)
     return run_dir

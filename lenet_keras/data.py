@@ -11,20 +11,22 @@ engine uses it): Keras is imported only to download, and to decode an image fold
 
 MNIST is read from the four official IDX files (gzip-compressed or raw), each verified by the
 SHA-256 of its decompressed content (the checksums of `shared/datasets/README.md`, recorded in
-`dataformats.MNIST_FILES`). Exactly ONE data folder is searched (`search_dirs`):
+`dataformats.MNIST_FILES`). The folders searched (`search_dirs`):
 
-1. `--data-dir DIR` when given (then `$LENET_KERAS_DATA` and `data/` are not looked at);
-2. else `$LENET_KERAS_DATA` when set and not empty (then `data/` is not looked at);
-3. else `data/` of the repository (MNIST ships there, so a fresh clone works offline).
+1. `--data-dir DIR` when given: only that folder;
+2. else `$LENET_KERAS_DATA` when set and not empty: only that folder;
+3. else, in order, `./data` (the working directory's), `data/` of the repository when the
+   package runs from a checkout (MNIST ships there, so a fresh clone works offline), and
+   Keras's dataset cache (`$KERAS_HOME/datasets`, default `~/.keras/datasets`: `keras_cache_dir`).
 
-The folder holds the files directly or in a sub-folder named after the dataset (`mnist/`,
+Each folder holds the files directly or in a sub-folder named after the dataset (`mnist/`,
 `cifar10/`). A folder the user named (1 or 2) is used or refused: if it is not a folder, or
 lacks a file, `DataNotFoundError` names it and the expected files it lacks; nothing is taken
-from another place and nothing is downloaded. Only when nothing was named (3) and the files are
-not in `data/`, Keras's `mnist.npz` (or the official CIFAR-10 archive) is downloaded into
-`data/mnist/` (`data/cifar10/`), its own SHA-256 checked, and MNIST converted to the official
-IDX files and checked against the same content checksums; offline this fails with
-`DataNotFoundError`, which lists the folders searched and how to provide the files.
+from another place and nothing is downloaded. Only when nothing was named (3) and no folder has
+the files, Keras's `mnist.npz` (or the official CIFAR-10 archive) is downloaded into the Keras
+cache (`<cache>/mnist/`, `<cache>/cifar10/`), its own SHA-256 checked, and MNIST converted to
+the official IDX files and checked against the same content checksums; offline this fails with
+`DataNotFoundError`, which lists each folder searched and how to provide the files.
 
 An image folder (`data.dataset = "image_folder"`) is `data.path` as given when that folder
 exists (absolute, or relative to the working directory), else `data.path` under the one data
@@ -48,12 +50,12 @@ from lenet_keras.config import DataConfig
 from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-"""`data/` of the repository: the data folder when none is named, and where downloads go."""
+"""`data/` of the repository (searched when the package runs from a checkout and no folder is named)."""
 
 DATA_ENV_VAR = "LENET_KERAS_DATA"
 
-DATA_DIR_HELP = (f"the only folder searched for the dataset (default: ${DATA_ENV_VAR} if set, else data/ of the "
-                 f"repository, downloading if missing)")
+DATA_DIR_HELP = (f"the only folder searched for the dataset (default: ${DATA_ENV_VAR} if set, else ./data, data/ "
+                 f"of the repository, the Keras cache ~/.keras/datasets, downloading into the cache if missing)")
 """The `--data-dir` help of every command that loads a dataset (`lenet_keras.cli`, `lenet_keras.bench`)."""
 
 MNIST_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
@@ -101,8 +103,27 @@ class ImageData:
         return tuple(self.train_images.shape[1:])
 
 
+def keras_cache_dir() -> Path:
+    """Keras's dataset cache, where `keras.utils.get_file` keeps downloads: `$KERAS_HOME/datasets`,
+    default `~/.keras/datasets`."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
+
+
+def default_dirs() -> list[Path]:
+    """The folders searched when none is named, in order: `./data`, the repository's `data/` (when
+    running from a checkout, i.e. beside pyproject.toml), the Keras cache; a folder met twice
+    (`./data` in the repository) once."""
+    checkout = (REPO_DATA_DIR.parent / "pyproject.toml").is_file()
+    candidates = [Path.cwd() / "data", *([REPO_DATA_DIR] if checkout else []), keras_cache_dir()]
+    unique: list[Path] = []
+    for folder in candidates:
+        if all(folder.resolve() != seen.resolve() for seen in unique):
+            unique.append(folder)
+    return unique
+
+
 def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    """The one data folder searched, as a list: `[data_dir]`, else `[$LENET_KERAS_DATA]`, else `[data/]`.
+    """The data folders searched: `[data_dir]`, else `[$LENET_KERAS_DATA]`, else `default_dirs()`.
 
     Raises:
         DataNotFoundError: the folder named by `data_dir` or `$LENET_KERAS_DATA` is not a
@@ -110,7 +131,7 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
     """
     named = named_data_dir(data_dir)
     if named is None:
-        return [REPO_DATA_DIR]
+        return default_dirs()
     origin, folder = named
     if not folder.is_dir():
         raise DataNotFoundError(f"{_named_text(origin, folder)}: no such folder (a data folder named there is used or "
@@ -439,8 +460,8 @@ def load(config: DataConfig, data_dir: str | Path | None = None, download: bool 
     """Load the dataset `config.dataset` from the one data folder of this module's docstring.
 
     `data_dir` (`--data-dir`), else `$LENET_KERAS_DATA`, is the only folder searched, and then
-    nothing is downloaded; with neither, the repository's `data/` is searched and, if
-    `download`, a missing dataset is downloaded into `data/<dataset>/`.
+    nothing is downloaded; with neither, `default_dirs()` are searched and, if `download`, a
+    missing dataset is downloaded into the Keras cache (`keras_cache_dir() / <dataset>`).
 
     Returns:
         `ImageData`: uint8 images (N, H, W, C) and int64 labels (N,) per split.
@@ -454,15 +475,15 @@ def load(config: DataConfig, data_dir: str | Path | None = None, download: bool 
     """
     check_name(config)
     roots, named = search_dirs(data_dir), named_data_dir(data_dir)
-    download_to = REPO_DATA_DIR / config.dataset if download and named is None else None
+    download_to = keras_cache_dir() / config.dataset if download and named is None else None
     try:
         return DATASETS[config.dataset](config, roots, download_to=download_to)
     except DataNotFoundError as error:
         if named is None:
             raise
         origin, folder = named
-        not_searched = (f"not ${DATA_ENV_VAR}, not the repository's data/" if origin == "--data-dir"
-                        else f"not the repository's data/; unset {DATA_ENV_VAR} to use data/ and the download")
+        not_searched = (f"not ${DATA_ENV_VAR}, not ./data, data/ or the Keras cache" if origin == "--data-dir"
+                        else f"not ./data, data/ or the Keras cache; unset {DATA_ENV_VAR} to use them and the download")
         raise DataNotFoundError(
             f"{_named_text(origin, folder)} {'was given' if origin == '--data-dir' else 'is set'}, so only that folder "
             f"is searched ({not_searched}) "

@@ -33,6 +33,8 @@ def no_mnist_anywhere(tmp_path, monkeypatch):
 
     monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
     monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo_data")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # an empty Keras cache
+    monkeypatch.chdir(tmp_path)  # ./data: none
     monkeypatch.setattr(data, "MNIST_NPZ_URL", "http://127.0.0.1:9/mnist.npz")  # port 9: refused
     return tmp_path
 

@@ -79,7 +79,11 @@ def test_one_data_folder_data_dir_else_env_else_repo(tmp_path, monkeypatch):
     assert data.search_dirs(tmp_path / "cli") == [tmp_path / "cli"]
     assert data.search_dirs() == [tmp_path / "env"]
     monkeypatch.delenv(data.DATA_ENV_VAR)
-    assert data.search_dirs() == [data.REPO_DATA_DIR]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.chdir(tmp_path)
+    assert data.search_dirs() == [tmp_path / "data", data.REPO_DATA_DIR, tmp_path / "keras_home" / "datasets"]
+    monkeypatch.chdir(data.REPO_DATA_DIR.parent)  # in the checkout ./data is the repository's data/: once
+    assert data.search_dirs() == [data.REPO_DATA_DIR.parent / "data", tmp_path / "keras_home" / "datasets"]
     with pytest.raises(DataNotFoundError, match=f"--data-dir {tmp_path / 'typo'}: no such folder"):
         data.search_dirs(tmp_path / "typo")
 

@@ -64,7 +64,7 @@ def test_data_dir_with_two_of_four_files_names_the_two_missing(mnist_dir, tmp_pa
 def test_data_dir_is_the_only_place_even_when_env_has_the_data(mnist_dir, tmp_path, no_download, monkeypatch):
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv(data.DATA_ENV_VAR, str(mnist_dir))
-    with pytest.raises(DataNotFoundError, match=f"not \\${data.DATA_ENV_VAR}, not the repository's data/"):
+    with pytest.raises(DataNotFoundError, match=f"not \\${data.DATA_ENV_VAR}, not ./data, data/ or the Keras cache"):
         data.load(DataConfig(), tmp_path / "empty")
 
 
@@ -93,7 +93,7 @@ def test_a_correct_data_dir_is_used_and_named_as_source(mnist_dir, tmp_path, no_
     assert data.load(SMALL).source == str(mnist_dir)  # no --data-dir: $LENET_KERAS_DATA
 
 
-def test_nothing_named_searches_repo_data_and_downloads_there(tmp_path, monkeypatch):
+def test_nothing_named_searches_default_folders_and_downloads_into_the_keras_cache(tmp_path, monkeypatch):
     attempts = []
 
     def offline(target, url=None):
@@ -101,13 +101,34 @@ def test_nothing_named_searches_repo_data_and_downloads_there(tmp_path, monkeypa
         raise DataNotFoundError("download of mnist.npz failed: offline")
 
     monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo_data")
+    monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo" / "data")
+    (tmp_path / "repo" / "pyproject.toml").parent.mkdir()
+    (tmp_path / "repo" / "pyproject.toml").write_text("")  # a checkout
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
     monkeypatch.setattr(data, "download_mnist", offline)
     with pytest.raises(DataNotFoundError) as info:
         data.load(DataConfig())
-    assert attempts == [tmp_path / "repo_data" / "mnist"]
-    assert f"  - {tmp_path / 'repo_data' / 'mnist'}: no such folder" in str(info.value)
+    cache = tmp_path / "keras_home" / "datasets"
+    assert attempts == [cache / "mnist"]
+    for folder in (tmp_path / "work" / "data" / "mnist", tmp_path / "repo" / "data" / "mnist", cache / "mnist"):
+        assert f"  - {folder}: no such folder" in str(info.value)
     assert "download of mnist.npz failed: offline" in str(info.value)
+
+
+def test_installed_package_finds_mnist_in_the_working_directory_or_the_keras_cache(mnist_dir, tmp_path, monkeypatch):
+    import shutil
+
+    mnist_dir = mnist_dir.resolve()  # before the chdir
+    monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "site-packages" / "data")  # no checkout there
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(mnist_dir, tmp_path / "keras_home" / "datasets" / "mnist")
+    assert data.load(DataConfig(test_subset=10), download=False).source == str(tmp_path / "keras_home" / "datasets" / "mnist")
+    shutil.copytree(mnist_dir, tmp_path / "data" / "mnist")
+    assert data.load(DataConfig(test_subset=10), download=False).source == str(tmp_path / "data" / "mnist")
 
 
 def _tiny_image_folder(root, per_class=6):

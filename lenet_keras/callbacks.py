@@ -116,6 +116,9 @@ class Throughput(keras.callbacks.Callback):
         if not self.quiet:
             print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {self.FIRST + 2}-{batch + 1}; "
                   f"projected training time {projected / 60:.1f} min for {self.epochs} epochs", flush=True)
+        message = long_run_message(projected, self.epochs, device)
+        if message:
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
     def on_test_begin(self, logs=None):
         """Start timing a validation pass inside `fit`."""
@@ -134,6 +137,21 @@ class Throughput(keras.callbacks.Callback):
         """Continue the count of validation seconds from the backup."""
         if state is not None:
             self.record["validation_seconds"] = float(state["validation_seconds"])
+
+
+LONG_RUN_SECONDS = 3600
+"""A projected training time above this (one hour) is announced with the cheaper alternatives."""
+
+
+def long_run_message(projected_seconds: float, epochs: int, device: str) -> str | None:
+    """The warning for a run projected to train longer than `LONG_RUN_SECONDS`, else None: how
+    long, how long one epoch takes, and the cheaper alternatives (fewer epochs, the fast recipe)."""
+    if projected_seconds <= LONG_RUN_SECONDS:
+        return None
+    per_epoch = projected_seconds / max(epochs, 1)
+    return (f"this run is projected to train for {projected_seconds / 3600:.1f} h on {device} ({epochs} epochs, "
+            f"{per_epoch / 60:.1f} min each). Cheaper: fewer epochs (train.epochs=N, `make ... EPOCHS=N`), or the "
+            f"fast CIFAR recipe (`make cifar-fast`, experiments/cifar_fast.toml); Ctrl-C stops it resumably.")
 
 
 CHANCE_FACTOR = 2.0

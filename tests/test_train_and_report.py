@@ -224,3 +224,15 @@ def test_a_run_that_trains_to_nothing_warns_records_and_reports_it(mnist_dir, tm
     index = report.build("mnist_lenet5", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
     md = (index.parent / "index.md").read_text()
     assert "## Warnings" in md and manifest["warnings"][0] in md and "completed (warning)" in md
+
+
+def test_a_run_projected_over_an_hour_says_so_with_the_cheaper_alternatives(capsys):
+    assert callbacks.long_run_message(3599, 20, "CPU") is None
+    message = callbacks.long_run_message(22 * 3600, 150, "CPU")
+    assert "22.0 h on CPU" in message and "150 epochs, 8.8 min each" in message
+    assert "train.epochs=N" in message and "make cifar-fast" in message
+    record = {}
+    throughput = callbacks.Throughput(batch_size=128, steps_per_epoch=352, epochs=150, record=record, quiet=True)
+    throughput.report(11, images_per_s=95.0)  # the notebook CNN's rate on 2 cores: ~22 h
+    assert record["projected_training_seconds"] > 3600
+    assert "WARNING: this run is projected to train for" in capsys.readouterr().err

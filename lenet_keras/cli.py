@@ -1,4 +1,4 @@
-"""The command line: `python -m lenet_keras {train,scratch,report,sweep,rerun,bench} ...` (each with `--help`).
+"""The command line: `python -m lenet_keras {train,scratch,report,sweep,rerun,bench,predict,export} ...` (each with `--help`).
 
 Exit codes: 0 success; 2 a problem with the user's input (bad experiment file or override,
 data missing or corrupted, run directory clash), printed as one clear message; 1 a bug
@@ -157,6 +157,58 @@ def _sweep(args: argparse.Namespace) -> None:
     print(f"TensorBoard HParams: make tensorboard RUNS={args.runs_dir / plan.name}")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from lenet_keras import predict
+
+    predictions = predict.predict_files(args.run_dir, args.images, top=args.top)
+    for prediction in predictions:
+        print(predict.format_prediction(prediction))
+    if args.out is not None:
+        print(f"predictions: {predict.write_csv(predictions, args.out)}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from lenet_keras import predict
+
+    print(f"exported: {predict.export(args.run_dir, args.out)}")
+
+
+def _add_predict(commands) -> None:
+    """The `predict` command."""
+    predict = commands.add_parser(
+        "predict",
+        help="classify image files with a run's best checkpoint",
+        description="Load RUN_DIR/best.keras, scale each PNG/JPEG image as the run's pipelines did "
+        "(manifest.json's config.data.mean/std) and print its top-K classes (names from the manifest) "
+        "with probabilities. Images must already have the model's size and channels (e.g. 28x28 "
+        "grayscale for LeNet-5 on MNIST, 32x32 RGB for CIFAR): there is no automatic resize, and no "
+        "conversion between grayscale and RGB; another size or channel count is an error (exit 2).",
+    )
+    predict.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_FOLDER",
+                         help="PNG/JPEG files, or folders (their .png/.jpg/.jpeg files, sorted by name)")
+    predict.add_argument("--top", type=int, default=3, metavar="K", help="classes printed per image (default 3)")
+    predict.add_argument("--out", type=Path, default=None, metavar="FILE.csv",
+                         help="also write a CSV: columns path,rank,class,probability, one row per image and rank")
+    predict.set_defaults(handler=_predict)
+
+
+def _add_export(commands) -> None:
+    """The `export` command."""
+    export = commands.add_parser(
+        "export",
+        help="export a run's best checkpoint as a TensorFlow SavedModel",
+        description="Write RUN_DIR/best.keras as a TensorFlow SavedModel (Keras model.export, endpoint "
+        "`serve`: float32 images scaled as in training -> class probabilities) into a new folder; "
+        "an existing folder is not overwritten (exit 2).",
+    )
+    export.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
+    export.add_argument("--format", choices=["savedmodel"], default="savedmodel", help="artifact format (savedmodel)")
+    export.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="output folder (default: RUN_DIR/export/savedmodel); must not exist")
+    export.set_defaults(handler=_export)
+
+
 def _add_run_options(command: argparse.ArgumentParser) -> None:
     """--runs-dir, --data-dir, --report and --reports-dir, shared by the commands that train a run."""
     command.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
@@ -275,6 +327,8 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=None)
 
     _add_sweep(commands)
+    _add_predict(commands)
+    _add_export(commands)
     return top
 
 

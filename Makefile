@@ -7,10 +7,13 @@
 #   make scratch [EPOCHS=3] [ARGS=...]                             the NumPy LeNet-5, deck recipe, + report
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
-#   make bench [ARGS="--peers --repeats 3"]                        speed of both models (+ the seeds' code)
+#   make bench [ARGS="--repeats 3"]                                speed of both models (python -m lenet_keras bench)
+#     ARGS="--peers ..." runs python -m benchmarks.bench_peers instead: also the seeds' scripts
 #   make cifar-fast [DATA=folder] [EPOCHS=..]                       airbench94's recipe in Keras + report
 #   make cifar-fast-bench [SEEDS="0 1 2"] [DATA=folder]              it side by side with airbench94 (PyTorch)
-#   make peers-venv                                                 .venv-peers with PyTorch, for bench --peers
+#   make crash-drill [ARGS="--kills 3"]                             SIGKILL make mnist, resume, compare
+#   make peers-venv                                                 .venv-peers with PyTorch, for the peer scripts
+#   (benchmarks/: development tools run from this checkout, not part of the installed package)
 #   make tensorboard [PORT=6006] [RUNS=runs/<sweep>]                TensorBoard (HParams tab for sweeps)
 #   make test                                                       the test suite
 PYTHON ?= python3
@@ -31,7 +34,7 @@ OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench scratch report sweep bench peers-venv tensorboard test clean-venv
+.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench crash-drill scratch report sweep bench peers-venv tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -57,7 +60,10 @@ cifar-fast: $(STAMP)
 SEEDS ?= 0 1 2
 cifar-fast-bench: $(STAMP)
 	test -x .venv-peers/bin/python || $(MAKE) peers-venv
-	$(PY) -m lenet_keras.airbench_compare --seeds $(SEEDS) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) $(ARGS)
+	$(PY) -m benchmarks.airbench_compare --seeds $(SEEDS) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) $(ARGS)
+
+crash-drill: $(STAMP)
+	$(PY) -m benchmarks.crash_drill $(ARGS)
 
 scratch: $(STAMP)
 	$(PY) -m lenet_keras scratch experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) --report --reports-dir $(REPORTS)
@@ -68,10 +74,12 @@ report: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)
 
+# ARGS with --peers: the development tool benchmarks/bench_peers.py (the same options, peers in between)
+BENCH = $(if $(filter --peers,$(ARGS)),benchmarks.bench_peers,lenet_keras bench)
 bench: $(STAMP)
-	$(PY) -m lenet_keras bench --out-dir $(RUNS)/bench $(ARGS)
+	$(PY) -m $(BENCH) --out-dir $(RUNS)/bench $(filter-out --peers,$(ARGS))
 
-# PyTorch 2.13.0 (CPU build) for the peer scripts of ../shared/peers (bench --peers)
+# PyTorch 2.13.0 (CPU build) for the peer scripts of ../shared/peers (make bench ARGS=--peers, cifar-fast-bench)
 peers-venv:
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 numpy pillow

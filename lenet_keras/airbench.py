@@ -1,7 +1,8 @@
 """The airbench94 ingredients Keras does not have, each small and tested on its own.
 
 Source: Keller Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU" (2024), code
-`airbench94.py` of PyPI `airbench==0.1.8` (run on the CPU by ../shared/peers/airbench94_cpu.py).
+`airbench94.py` of PyPI `airbench==0.1.8` (run on the CPU, next to ours, by the repository's
+development tool `benchmarks/airbench_compare.py`).
 The model that uses them is `lenet_keras.models.CifarFast`; the optimizer and schedule are
 `lenet_keras.optim.AirbenchSGD` and the "triangular" schedule; everything else (GELU, BatchNorm
 without scale, label smoothing, flips and translations) is Keras or `lenet_keras.augment`.

@@ -1,8 +1,13 @@
-"""Benchmark: how fast LeNet-5/MNIST and the CIFAR CNN train and predict here, optionally against the seeds' code.
+"""Benchmark: how fast LeNet-5/MNIST and the CIFAR CNN train and predict here.
 
-    python -m lenet_keras bench                         # our two workloads, fp32 and bf16
-    python -m lenet_keras bench --peers --repeats 3     # alternating with the peer scripts
-    make bench [ARGS="--peers"]
+    python -m lenet_keras bench                         # our workloads, fp32 and bf16
+    python -m lenet_keras bench --workloads lenet5 --repeats 3
+    make bench [ARGS="--repeats 3"]
+
+Against the seeds' own scripts (a development tool of the repository, not part of the package):
+`make bench ARGS="--peers --repeats 3"`, i.e. `python -m benchmarks.bench_peers --repeats 3`
+from a checkout (`benchmarks/bench_peers.py`, which uses this module's public functions for our
+side and `run_bench`'s `companion` hook for the peer runs between ours).
 
 Each measurement runs in a fresh Python process (so thread pools, the mixed-precision policy
 and peak memory are its own) and reports, for one workload and precision:
@@ -34,13 +39,6 @@ median of the ratios, never the ratio of two medians. Printed and in the JSON
 (`per_measurement_ratios`): train GFLOP/s / matmul GFLOP/s per workload and precision, and bf16 /
 fp32 train and compute images/s per workload (same repeat).
 
-With `--peers`, each repeat runs ours and the peers one after another (A B A B ...):
-`seed002_keras_lenet.py` (the deck's Keras code) and `seed000_torch_lenet.py` against our
-LeNet-5 epoch time, `seed004_torch_cifar.py` (fp32 and bf16 autocast) against our CIFAR CNN's
-in-memory images/s. Ratios are ours / peer in speed (>1: ours faster), printed as
-min / median / max over the repeats. PyTorch peers run with `--peer-python` (default
-`.venv-peers/bin/python`; `make peers-venv` creates it).
-
 Results go to `runs/bench/bench-NNN.json` (everything) and `.csv` (one row per measurement).
 """
 
@@ -49,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -57,7 +54,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PEERS_DIR = REPO.parent / "shared" / "peers"
 WORKLOADS = {
     "lenet5": {"experiment": "experiments/mnist_lenet5.toml", "overrides": []},
     "cifar_cnn": {
@@ -274,8 +270,12 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
     return result
 
 
-def _ours(workload: str, precision: str, data_dir: str | None) -> dict:
-    """`measure` in a fresh process; returns its figures."""
+def measure_in_subprocess(workload: str, precision: str, data_dir: str | None) -> dict:
+    """`measure` in a fresh process (`python -m lenet_keras.bench --measure ...`); returns its figures.
+
+    Raises:
+        RuntimeError: the measuring process failed (the end of its stderr in the message).
+    """
     command = [sys.executable, "-m", "lenet_keras.bench", "--measure", workload, "--precision", precision]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
@@ -284,31 +284,6 @@ def _ours(workload: str, precision: str, data_dir: str | None) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"bench {workload} {precision} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _peer(python: str, script: str, args: list[str], mnist_dir: str | None) -> dict:
-    """Run a peer script; parse its epoch times (median of epochs 2+) or its images/s."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    if mnist_dir:
-        env["MNIST_DIR"] = mnist_dir
-    done = subprocess.run([python, str(PEERS_DIR / script), *args], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"peer {script} failed:\n{done.stderr[-3000:]}")
-    epochs = [float(s) for s in re.findall(r"^epoch \d+ ([\d.]+)s", done.stdout, re.M)]
-    found = re.search(r"images_per_s=([\d.]+)", done.stdout)
-    accuracy = re.search(r"test_acc=([\d.]+)", done.stdout)
-    return {"peer": script, "args": args,
-            **({"epoch_seconds": statistics.median(epochs[1:] or epochs), "epoch_seconds_all": epochs} if epochs else {}),
-            **({"images_per_s": float(found.group(1))} if found else {}),
-            **({"test_accuracy": float(accuracy.group(1))} if accuracy else {})}
-
-
-def _mnist_gz_dir(data_dir: str | None) -> str | None:
-    """The folder of the gzip MNIST files the peer scripts read, if there is one."""
-    from lenet_keras import data
-
-    folder = data.find_mnist(data.search_dirs(data_dir))
-    return str(folder) if folder and (folder / "train-images-idx3-ubyte.gz").exists() else None
 
 
 def spread(values: list[float]) -> dict:
@@ -342,34 +317,28 @@ def per_measurement_ratios(ours: list[dict]) -> dict:
     return out
 
 
-def _print_spreads(title: str, spreads: dict) -> None:
+def print_spreads(title: str, spreads: dict) -> None:
+    """Print `spreads` ({name: `spread` dict}) under `title`, one line each: min / median / max and the values."""
     print(f"\n{title} (min / median / max; the median of the ratios, not a ratio of medians):")
     for name, s in spreads.items():
         print(f"  {name}: {s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}  (values {s['values']})")
 
 
-def _peer_jobs(workload: str, precision: str, peer_epochs: int, peer_python: str, torch_ok: bool) -> list[tuple]:
-    """The peer runs that go with one of our measurements: (name, python, script, args, "epoch" | "images")."""
-    jobs = []
-    if workload == "lenet5" and precision == "fp32":
-        jobs.append(("deck keras lenet5", sys.executable, "seed002_keras_lenet.py", [str(peer_epochs)], "epoch"))
-        if torch_ok:
-            jobs.append(("torch lenet5", peer_python, "seed000_torch_lenet.py", [str(peer_epochs)], "epoch"))
-    if workload == "cifar_cnn" and torch_ok:
-        jobs.append((f"torch cifar {precision}", peer_python, "seed004_torch_cifar.py", ["10", "128", precision], "images"))
-    return jobs
+def write_results(out_dir: Path, ours: list[dict], theirs: list[dict], peer_ratios: dict, medians) -> Path:
+    """Print the summaries; write bench-NNN.json (everything) and .csv (one row per measurement); return the JSON path.
 
-
-def _write_results(out_dir: Path, ours: list[dict], theirs: list[dict], peer_ratios: dict, medians) -> Path:
-    """Print the summaries; write bench-NNN.json (everything) and .csv (one row per measurement); return the JSON path."""
+    `ours` are the `measure` results (with "repeat"), `theirs` the peer runs and `peer_ratios`
+    their ours / peer `spread`s (both empty without peers: `benchmarks/bench_peers.py` fills
+    them), `medians` the table of medians (a pandas DataFrame indexed by workload, precision).
+    """
     import pandas as pd
 
     from lenet_keras import manifest, rundir
 
     ratios = per_measurement_ratios(ours)
-    _print_spreads("per-measurement ratios", ratios)
+    print_spreads("per-measurement ratios", ratios)
     if peer_ratios:
-        _print_spreads("speed ratios ours / peer (>1 = ours faster)", peer_ratios)
+        print_spreads("speed ratios ours / peer (>1 = ours faster)", peer_ratios)
     path = rundir.next_numbered_path(out_dir, "bench", ".json")
     manifest.write_json_atomic(path, {
         "command": manifest.command_line(), "utc": manifest.utc_now(), "versions": manifest.versions(),
@@ -389,40 +358,36 @@ REPORTED = ("_per_s", "seconds", "fraction", "projected", "rss_mib", "timed_step
 """Endings of the result keys printed per measurement and summarised as medians."""
 
 
-def run_bench(precisions: list[str], workloads: list[str], repeats: int, peers: bool, peer_python: str,
-              peer_epochs: int, data_dir: str | None, out_dir: Path) -> Path:
-    """Run the benchmark (module docstring), print the table and ratios, write JSON + CSV; return the JSON path."""
+def run_bench(precisions: list[str], workloads: list[str], repeats: int, data_dir: str | None, out_dir: Path,
+              companion=None) -> Path:
+    """Run the benchmark (module docstring), print the table and ratios, write JSON + CSV; return the JSON path.
+
+    `companion` (optional) runs other programs between our measurements (`benchmarks/bench_peers.py`'s
+    peer scripts): its `note` (a line or None) is printed after ours, `companion.after(repeat,
+    workload, precision, result)` is called after each of our measurements, and its `runs` (list
+    of dicts) and `ratios()` ({name: `spread` dict}) go into the results as "peers" and "ratios".
+    """
     import pandas as pd
 
-    mnist_gz = _mnist_gz_dir(data_dir)
-    torch_ok = Path(peer_python).exists()
     print(f"note: ours run with train's seed, op determinism, model and pipelines; {TRAIN_DIFFERENCES}", flush=True)
-    if peers and not torch_ok:
-        print(f"note: {peer_python} not found (make peers-venv): PyTorch peers skipped", flush=True)
-    ours, theirs, values = [], [], {}
+    if companion is not None and companion.note:
+        print(companion.note, flush=True)
+    ours = []
     for repeat in range(1, repeats + 1):
         for workload in workloads:
             for precision in precisions:
-                result = _ours(workload, precision, data_dir) | {"repeat": repeat}
+                result = measure_in_subprocess(workload, precision, data_dir) | {"repeat": repeat}
                 ours.append(result)
                 print(f"[{repeat}] ours {workload} {precision}: "
                       + ", ".join(f"{k}={v}" for k, v in result.items() if k.endswith(REPORTED)), flush=True)
-                for name, python, script, args, kind in _peer_jobs(workload, precision, peer_epochs, peer_python,
-                                                                    torch_ok) if peers else ():
-                    peer = _peer(python, script, args, mnist_gz) | {"repeat": repeat, "name": name}
-                    theirs.append(peer)
-                    if kind == "epoch":
-                        ratio = peer["epoch_seconds"] / result["epoch_seconds"]
-                    else:
-                        ratio = result["compute_images_per_s"] / peer["images_per_s"]
-                    values.setdefault(f"ours {workload} {precision} vs {name}", []).append(ratio)
-                    print(f"[{repeat}] {name}: {peer.get('epoch_seconds', peer.get('images_per_s'))} "
-                          f"({'s per epoch' if kind == 'epoch' else 'images/s'}); speed ratio ours/peer {ratio:.2f}", flush=True)
+                if companion is not None:
+                    companion.after(repeat, workload, precision, result)
     table = pd.DataFrame(ours)
     medians = table.groupby(["workload", "precision"])[[c for c in table.columns if c.endswith(REPORTED)]].median()
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print("\nmedians over repeats (each column separately):\n" + medians.to_string())
-    return _write_results(out_dir, ours, theirs, {k: spread(v) for k, v in values.items()}, medians)
+    theirs, peer_ratios = (companion.runs, companion.ratios()) if companion is not None else ([], {})
+    return write_results(out_dir, ours, theirs, peer_ratios, medians)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -433,10 +398,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=list(WORKLOADS))
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=1, help="times to run everything (default 1)")
-    p.add_argument("--peers", action="store_true", help="also run the seeds' own scripts, alternating with ours")
-    p.add_argument("--peer-python", default=str(REPO / ".venv-peers" / "bin" / "python"),
-                   help="Python with PyTorch for the PyTorch peers (default: .venv-peers/bin/python)")
-    p.add_argument("--peer-epochs", type=int, default=3, help="epochs of the LeNet peers (default 3; epochs 2+ are timed)")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out-dir", type=Path, default=Path("runs/bench"), help="where results go (default runs/bench)")
     p.add_argument("--measure", choices=sorted(WORKLOADS), help=argparse.SUPPRESS)
@@ -450,8 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure, args.precision, args.data_dir)))
         return 0
-    run_bench(args.precisions, args.workloads, args.repeats, args.peers, args.peer_python, args.peer_epochs,
-              args.data_dir, args.out_dir)
+    run_bench(args.precisions, args.workloads, args.repeats, args.data_dir, args.out_dir)
     return 0
 
 

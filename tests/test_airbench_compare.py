@@ -1,6 +1,7 @@
-"""The side-by-side tool reads airbench94's own printed table (the format of
-airbench==0.1.8's `print_training_details`) and the peer wrapper's last lines, times both sides'
-whole commands the same way (decoding included) and writes its notes into the table and files.
+"""The side-by-side tool (benchmarks/airbench_compare.py, a development tool of the checkout) reads
+airbench94's own printed table (the format of airbench==0.1.8's `print_training_details`) and the
+peer wrapper's last lines, times both sides' whole commands the same way (decoding included) and
+writes its notes into the table and files.
 
 PEER_OUTPUT is the peer's real output of seed 0 on the JPEG copy (README's table: 88.59 / 89.68,
 1002.6 s of training, wall_s 1069.0), epochs 2-8 left out."""
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lenet_keras import airbench_compare
+from benchmarks import airbench_compare
 
 PEER_OUTPUT = """\
 -----------------------------------------------------------------------------------------

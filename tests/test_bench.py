@@ -152,3 +152,56 @@ def test_lenet5_measurement_times_the_documented_steps_with_op_determinism(mnist
                 "matmul_peak_gflop_per_s", "peak_rss_mib", "train_gflop_per_s", "peak_fraction"):
         assert result[key] > 0, key
     assert result["differs_from_train"] == bench.TRAIN_DIFFERENCES and result["op_determinism"] is True
+
+
+def test_package_bench_has_no_peer_options():
+    """The peers are the checkout's development tool (benchmarks/bench_peers.py), not the package command's."""
+    options = {o for action in bench.parser()._actions for o in action.option_strings}
+    assert not {"--peers", "--peer-python", "--peer-epochs"} & options
+    assert not hasattr(bench, "PEERS_DIR")
+
+
+def test_bench_peers_parses_the_peer_scripts_output():
+    from benchmarks import bench_peers
+
+    lenet = bench_peers.parse_peer_output("epoch 1 9.0s\nepoch 2 4.0s\nepoch 3 6.0s\ntest_acc=0.98\n",
+                                          "seed000_torch_lenet.py", ["3"])
+    assert lenet == {"peer": "seed000_torch_lenet.py", "args": ["3"], "epoch_seconds": 5.0,
+                     "epoch_seconds_all": [9.0, 4.0, 6.0], "test_accuracy": 0.98}  # median of epochs 2+
+    cifar = bench_peers.parse_peer_output("images_per_s=123.5\n", "seed004_torch_cifar.py", ["10", "128", "bf16"])
+    assert cifar == {"peer": "seed004_torch_cifar.py", "args": ["10", "128", "bf16"], "images_per_s": 123.5}
+
+
+def test_bench_peers_alternates_with_ours_and_writes_the_ratios(tmp_path, monkeypatch, capsys):
+    """`python -m benchmarks.bench_peers`: each of our measurements is followed by its peers
+    (A B A B ...); the ours / peer speed ratios go into bench-NNN.json and the CSV, as `bench --peers` did."""
+    import json
+
+    from benchmarks import bench_peers
+
+    order = []
+
+    def fake_ours(workload, precision, data_dir):
+        order.append(("ours", workload, precision))
+        return {"workload": workload, "precision": precision, "epoch_seconds": 2.0, "compute_images_per_s": 300.0,
+                "train_images_per_s": 100.0, "peak_fraction": 0.5}
+
+    def fake_peer(python, script, args, mnist_dir):
+        order.append(("peer", script, args[-1]))
+        return {"peer": script, "args": args, **({"images_per_s": 100.0} if "cifar" in script else {"epoch_seconds": 3.0})}
+
+    monkeypatch.setattr(bench, "measure_in_subprocess", fake_ours)
+    companion = bench_peers.PeerRuns(str(tmp_path / "no-python"), 3, None, run=fake_peer)
+    assert "PyTorch peers skipped" in companion.note  # no .venv-peers here: only the deck's Keras peer
+    companion.torch_ok = True
+    path = bench.run_bench(["fp32", "bf16"], ["lenet5", "cifar_cnn"], 2, None, tmp_path, companion=companion)
+    assert order[:6] == [("ours", "lenet5", "fp32"), ("peer", "seed002_keras_lenet.py", "3"),
+                         ("peer", "seed000_torch_lenet.py", "3"), ("ours", "lenet5", "bf16"),
+                         ("ours", "cifar_cnn", "fp32"), ("peer", "seed004_torch_cifar.py", "fp32")]
+    assert len(order) == 2 * (4 + 4)  # per repeat: 4 of ours, 2 LeNet peers, 2 CIFAR peers
+    written = json.loads(path.read_text())
+    assert written["ratios"]["ours lenet5 fp32 vs torch lenet5"]["median"] == 1.5  # 3 s / 2 s
+    assert written["ratios"]["ours cifar_cnn bf16 vs torch cifar bf16"]["values"] == [3.0, 3.0]  # 300 / 100 images/s
+    assert len(written["peers"]) == 2 * 4 and "side" in path.with_suffix(".csv").read_text().splitlines()[0]
+    printed = capsys.readouterr().out
+    assert "speed ratios ours / peer (>1 = ours faster)" in printed and "speed ratio ours/peer 1.50" in printed

@@ -1,13 +1,18 @@
 """The package's shape (issue 16): functions fit on a screen, no module reaches into another's
-private names, the NumPy engine and the data look-up load no TensorFlow."""
+private names, the NumPy engine and the data look-up load no TensorFlow; the package does not
+reach into ../shared/peers (the development tools that run the peers live in benchmarks/, issue 18)."""
 
 import ast
+import re
 import subprocess
 import sys
 
 from .conftest import REPO
 
 PACKAGE = REPO / "lenet_keras"
+BENCHMARKS = REPO / "benchmarks"
+"""The repository's development tools (not installed); held to the same shape as the package."""
+SOURCES = (PACKAGE, BENCHMARKS)
 MAX_LINES = 60
 """Lines of code of one function (docstring, blank and comment lines not counted)."""
 
@@ -25,8 +30,8 @@ def _code_lines(node: ast.AST, source_lines: list[str]) -> int:
 
 
 def function_lengths():
-    """(path:qualified name, lines of code) of every function and method in lenet_keras/."""
-    for path in sorted(PACKAGE.rglob("*.py")):
+    """(path:qualified name, lines of code) of every function and method in lenet_keras/ and benchmarks/."""
+    for path in sorted(p for folder in SOURCES for p in folder.rglob("*.py")):
         source = path.read_text(encoding="utf-8")
         lines = source.splitlines()
         for node in ast.walk(ast.parse(source)):
@@ -42,7 +47,7 @@ def test_every_function_fits_on_a_screen():
 def private_imports():
     """`from lenet_keras.x import _name` and `alias._name` uses where alias is a lenet_keras module."""
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted(p for folder in SOURCES for p in folder.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         aliases = set()
         for node in ast.walk(tree):
@@ -72,3 +77,22 @@ def test_the_numpy_engine_and_data_look_up_load_no_tensorflow():
             "[m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')][:5]")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+SHARED_PATH = re.compile(r"\.\./shared|shared/peers|[\"']shared[\"']")
+"""A path to ../shared or its peers: `../shared`, `shared/peers`, or "shared" as a path part (`/ "shared" /`)."""
+
+
+def test_the_package_does_not_reach_into_shared_peers():
+    found = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in sorted(PACKAGE.rglob("*"))
+             if path.suffix in (".py", ".toml") for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if SHARED_PATH.search(line)]
+    assert found == [], "the peers are run by benchmarks/, not by the package:\n" + "\n".join(found)
+    assert SHARED_PATH.search((BENCHMARKS / "bench_peers.py").read_text())  # the pattern does catch the tools' paths
+
+
+def test_the_development_tools_run_from_the_repository_root():
+    for module in ("benchmarks.airbench_compare", "benchmarks.crash_drill", "benchmarks.bench_peers"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0 and f"python -m {module}" in result.stdout, (module, result.stderr[-2000:])

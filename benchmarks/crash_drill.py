@@ -1,8 +1,12 @@
 """Crash drill: SIGKILL a real training command at random moments, resume it, compare with an uninterrupted run.
 
-    python -m lenet_keras.crash_drill --kills 5            # `make mnist`, 5 random kills
-    python -m lenet_keras.crash_drill --command "make mnist EPOCHS=3 RUNS={runs} REPORTS={runs}/reports" --kills 3
-    python -m lenet_keras.crash_drill --at 1.5 47                 # during start-up, during the test/report
+A development tool of the repository (not part of the installed package); run it from the
+repository root:
+
+    python -m benchmarks.crash_drill --kills 5            # `make mnist`, 5 random kills
+    python -m benchmarks.crash_drill --command "make mnist EPOCHS=3 RUNS={runs} REPORTS={runs}/reports" --kills 3
+    python -m benchmarks.crash_drill --at 1.5 47                 # during start-up, during the test/report
+    make crash-drill [ARGS="--kills 3"]
 
 First the command runs once uninterrupted (the reference). Then, for each kill, it starts the
 command in a fresh runs folder, kills its whole process group with SIGKILL after a random
@@ -74,7 +78,7 @@ def _state_at_kill(runs: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the drill (see the module docstring); returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m lenet_keras.crash_drill", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.crash_drill", description=__doc__.split("\n\n")[0])
     parser.add_argument("--command", default="make mnist RUNS={runs} REPORTS={runs}/reports",
                         help="training command; {runs} is replaced by a fresh runs folder (default: %(default)s)")
     parser.add_argument("--kills", type=int, default=5, help="number of killed-and-resumed runs (default 5)")

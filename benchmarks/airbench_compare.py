@@ -1,8 +1,11 @@
 """Side by side: airbench94 (PyTorch, the peer) and `experiments/cifar_fast.toml` (Keras), same data,
 same machine, one invocation.
 
-    python -m lenet_keras.airbench_compare --seeds 0 1 2 [--data-dir ../shared/datasets/cifar10-jpeg]
+    python -m benchmarks.airbench_compare --seeds 0 1 2 [--data-dir ../shared/datasets/cifar10-jpeg]
     make cifar-fast-bench SEEDS="0 1 2"
+
+A development tool of the repository (not part of the installed package): run it from the
+repository root.
 
 For each seed, the peer (`../shared/peers/airbench94_cpu.py`, unmodified airbench94 training moved
 to the CPU in bfloat16; `make peers-venv` installs torch, pillow and airbench) and then ours
@@ -295,8 +298,8 @@ def write_results(results: dict, out: Path) -> Path:
 
 
 def parser() -> argparse.ArgumentParser:
-    """Arguments of `python -m lenet_keras.airbench_compare`."""
-    p = argparse.ArgumentParser(prog="python -m lenet_keras.airbench_compare", description=__doc__,
+    """Arguments of `python -m benchmarks.airbench_compare`."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.airbench_compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds, each run by both (default 0 1 2)")
     p.add_argument("--data-dir", type=Path, default=None,

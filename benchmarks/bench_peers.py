@@ -1,0 +1,144 @@
+"""`bench` against the seeds' own scripts: our measurements (`lenet_keras.bench`) alternating with the peers'.
+
+    python -m benchmarks.bench_peers --repeats 3                          # from the repository root
+    python -m benchmarks.bench_peers --workloads lenet5 cifar_cnn --repeats 3 --data-dir ../shared/datasets
+    make bench ARGS="--peers --repeats 3"                                 # the same through make
+
+Takes `python -m lenet_keras bench`'s options (our side is exactly that command's, through
+`lenet_keras.bench.run_bench`) plus `--peer-python` and `--peer-epochs`. Each repeat runs ours
+and the peers of `../shared/peers` one after another (A B A B ...): `seed002_keras_lenet.py`
+(the deck's Keras code) and `seed000_torch_lenet.py` against our LeNet-5 epoch time,
+`seed004_torch_cifar.py` (fp32 and bf16 autocast) against our CIFAR CNN's in-memory images/s.
+Ratios are ours / peer in speed (>1: ours faster), printed as min / median / max over the
+repeats (the median of the ratios). PyTorch peers run with `--peer-python` (default
+`.venv-peers/bin/python`; `make peers-venv` creates it); without it they are skipped with a note.
+
+Results go, with ours, to `runs/bench/bench-NNN.json` ("peers", "ratios") and `.csv` (side = peer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from lenet_keras import bench
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS_DIR = REPO.parent / "shared" / "peers"
+"""The seeds' scripts (../shared/peers next to the repository)."""
+
+
+def run_peer(python: str, script: str, args: list[str], mnist_dir: str | None) -> dict:
+    """Run a peer script; parse its epoch times (median of epochs 2+) or its images/s.
+
+    Raises:
+        RuntimeError: the script exited with a non-zero status (the end of its stderr in the message).
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if mnist_dir:
+        env["MNIST_DIR"] = mnist_dir
+    done = subprocess.run([python, str(PEERS_DIR / script), *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"peer {script} failed:\n{done.stderr[-3000:]}")
+    return parse_peer_output(done.stdout, script, args)
+
+
+def parse_peer_output(output: str, script: str, args: list[str]) -> dict:
+    """A peer's figures from its printed output: `epoch N S.SSs` lines (median of epochs 2+, or of
+    all when there is one), `images_per_s=`, `test_acc=`; each key only when printed."""
+    epochs = [float(s) for s in re.findall(r"^epoch \d+ ([\d.]+)s", output, re.M)]
+    found = re.search(r"images_per_s=([\d.]+)", output)
+    accuracy = re.search(r"test_acc=([\d.]+)", output)
+    return {"peer": script, "args": args,
+            **({"epoch_seconds": statistics.median(epochs[1:] or epochs), "epoch_seconds_all": epochs} if epochs else {}),
+            **({"images_per_s": float(found.group(1))} if found else {}),
+            **({"test_accuracy": float(accuracy.group(1))} if accuracy else {})}
+
+
+def mnist_gz_dir(data_dir: str | None) -> str | None:
+    """The folder of the gzip MNIST files the peer scripts read, if there is one."""
+    from lenet_keras import data
+
+    folder = data.find_mnist(data.search_dirs(data_dir))
+    return str(folder) if folder and (folder / "train-images-idx3-ubyte.gz").exists() else None
+
+
+def peer_jobs(workload: str, precision: str, peer_epochs: int, peer_python: str, torch_ok: bool) -> list[tuple]:
+    """The peer runs that go with one of our measurements: (name, python, script, args, "epoch" | "images")."""
+    jobs = []
+    if workload == "lenet5" and precision == "fp32":
+        jobs.append(("deck keras lenet5", sys.executable, "seed002_keras_lenet.py", [str(peer_epochs)], "epoch"))
+        if torch_ok:
+            jobs.append(("torch lenet5", peer_python, "seed000_torch_lenet.py", [str(peer_epochs)], "epoch"))
+    if workload == "cifar_cnn" and torch_ok:
+        jobs.append((f"torch cifar {precision}", peer_python, "seed004_torch_cifar.py", ["10", "128", precision], "images"))
+    return jobs
+
+
+def speed_ratio(ours: dict, peer: dict, kind: str) -> float:
+    """Ours / peer in speed (>1: ours faster): epoch seconds peer / ours ("epoch"), or our in-memory
+    images/s / the peer's ("images")."""
+    if kind == "epoch":
+        return peer["epoch_seconds"] / ours["epoch_seconds"]
+    return ours["compute_images_per_s"] / peer["images_per_s"]
+
+
+class PeerRuns:
+    """`lenet_keras.bench.run_bench`'s companion: the peers after each of our measurements.
+
+    `runs` collects the peers' figures (with "repeat" and "name"), `ratios()` the ours / peer
+    speed ratios as `bench.spread`s, one per (our workload and precision, peer)."""
+
+    def __init__(self, peer_python: str, peer_epochs: int, data_dir: str | None, run=run_peer):
+        self.peer_python, self.peer_epochs, self.run = peer_python, peer_epochs, run
+        self.torch_ok = Path(peer_python).exists()
+        self.mnist_gz = mnist_gz_dir(data_dir)
+        self.note = None if self.torch_ok else f"note: {peer_python} not found (make peers-venv): PyTorch peers skipped"
+        self.runs: list[dict] = []
+        self.values: dict[str, list[float]] = {}
+
+    def after(self, repeat: int, workload: str, precision: str, result: dict) -> None:
+        """Run the peers that go with our `result` (`peer_jobs`); record and print each one's speed ratio."""
+        for name, python, script, args, kind in peer_jobs(workload, precision, self.peer_epochs, self.peer_python,
+                                                          self.torch_ok):
+            peer = self.run(python, script, args, self.mnist_gz) | {"repeat": repeat, "name": name}
+            self.runs.append(peer)
+            ratio = speed_ratio(result, peer, kind)
+            self.values.setdefault(f"ours {workload} {precision} vs {name}", []).append(ratio)
+            print(f"[{repeat}] {name}: {peer.get('epoch_seconds', peer.get('images_per_s'))} "
+                  f"({'s per epoch' if kind == 'epoch' else 'images/s'}); speed ratio ours/peer {ratio:.2f}", flush=True)
+
+    def ratios(self) -> dict:
+        """{"ours <workload> <precision> vs <peer>": `bench.spread` of the ratios over the repeats}."""
+        return {key: bench.spread(values) for key, values in self.values.items()}
+
+
+def parser():
+    """`python -m lenet_keras bench`'s parser plus the peer options."""
+    p = bench.parser()
+    p.prog = "python -m benchmarks.bench_peers"
+    p.description = __doc__.split("\n\n")[0]
+    p.add_argument("--peer-python", default=str(REPO / ".venv-peers" / "bin" / "python"),
+                   help="Python with PyTorch for the PyTorch peers (default: .venv-peers/bin/python)")
+    p.add_argument("--peer-epochs", type=int, default=3, help="epochs of the LeNet peers (default 3; epochs 2+ are timed)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: our benchmark with the peers between our measurements; writes bench-NNN.json/.csv."""
+    args = parser().parse_args(argv)
+    if args.measure:  # one of our measurements printed as JSON, as `python -m lenet_keras.bench --measure`
+        print(json.dumps(bench.measure(args.measure, args.precision, args.data_dir)))
+        return 0
+    companion = PeerRuns(args.peer_python, args.peer_epochs, args.data_dir)
+    bench.run_bench(args.precisions, args.workloads, args.repeats, args.data_dir, args.out_dir, companion=companion)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,5 +28,9 @@ def test_the_wheel_holds_every_module_and_declares_the_sweep_dependencies(tmp_pa
     shipped = {f"lenet_keras/experiments/{p.name}" for p in (REPO / "experiments").glob("*.toml")}
     assert len(shipped) >= 7 and shipped - names == set()
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    for package in ("tensorflow", "keras", "optuna", "tqdm"):
+    for package in ("tensorflow", "keras", "optuna", "tqdm", "pillow"):
         assert any(r.startswith(package) for r in requires), (package, requires)
+    import lenet_keras
+
+    version = next(line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Version:"))
+    assert version == lenet_keras.__version__  # `lenet-keras --version` says what the wheel is

@@ -20,7 +20,7 @@ TensorFlow/Keras are imported inside the functions that need them.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from lenet_keras.errors import LenetKerasError
+from lenet_keras.manifest import read_run_manifest, write_text_atomic
 from lenet_keras.pipeline import normalize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -59,19 +60,15 @@ def load_run(run_dir: Path):
 
     Raises:
         LenetKerasError: `run_dir` is not a folder, or its best.keras or manifest.json is missing
-            or unreadable (the message names the file).
+            or unreadable (the message names the file; `manifest.read_run_manifest`).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LenetKerasError(f"{run_dir}: not a run directory (no such folder)")
-    checkpoint, manifest_path = run_dir / "best.keras", run_dir / "manifest.json"
-    for path in (manifest_path, checkpoint):
-        if not path.is_file():
-            raise LenetKerasError(f"{path}: missing; is {run_dir} a run directory of a run that completed an epoch?")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise LenetKerasError(f"{manifest_path}: unreadable manifest ({error})") from error
+    manifest = read_run_manifest(run_dir)
+    checkpoint = run_dir / "best.keras"
+    if not checkpoint.is_file():
+        raise LenetKerasError(f"{checkpoint}: missing; is {run_dir} a run directory of a run that completed an epoch?")
     import keras
 
     import lenet_keras.models  # noqa: F401  (registers the custom model classes for load_model)
@@ -199,20 +196,21 @@ def format_prediction(prediction: Prediction) -> str:
 
 def write_csv(predictions: Sequence[Prediction], out: Path) -> Path:
     """Write `predictions` to the CSV file `out` (columns `CSV_COLUMNS`, one row per image and rank,
-    probability with 6 decimals) and return `out`.
+    probability with 6 decimals; temp file + rename, never half-written) and return `out`.
 
     Raises:
         LenetKerasError: the file cannot be written.
     """
     out = Path(out)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for prediction in predictions:
+        for rank, (name, probability) in enumerate(prediction.top, start=1):
+            writer.writerow([str(prediction.path), rank, name, f"{probability:.6f}"])
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(CSV_COLUMNS)
-            for prediction in predictions:
-                for rank, (name, probability) in enumerate(prediction.top, start=1):
-                    writer.writerow([str(prediction.path), rank, name, f"{probability:.6f}"])
+        write_text_atomic(out, text.getvalue())
     except OSError as error:
         raise LenetKerasError(f"{out}: cannot write the CSV ({error})") from error
     return out

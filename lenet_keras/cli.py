@@ -70,11 +70,40 @@ def _train(args: argparse.Namespace) -> None:
         experiment = config.load(args.experiment, args.overrides)
     if args.run_id is not None and resume is not None:
         raise LenetKerasError("train: --run-id names a new run; it cannot be combined with --resume")
+    if args.seeds:
+        _train_seeds(args, experiment.name, resume)
+        return
     run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id,
                         resume=True if resume == LATEST else resume)
     if run_dir is None:  # a multi-worker job's non-chief worker: the chief writes the run and report
         return
     _print_run_and_report(args, run_dir, experiment.name)
+
+
+def _train_seeds(args: argparse.Namespace, experiment_name: str, resume) -> None:
+    """`train EXPERIMENT --seeds S ...`: one run per seed (`lenet_keras.seeds`), then the report."""
+    from lenet_keras import seeds
+
+    if args.run_id is not None or isinstance(resume, Path):
+        raise LenetKerasError("train --seeds makes one run per seed: it takes neither --run-id nor --resume RUN_DIR")
+    outcomes = seeds.train_seeds(args.experiment, args.overrides, args.seeds, args.runs_dir, args.data_dir,
+                                 resume=resume == LATEST)
+    print(seeds.summary_line(outcomes))
+    if args.report:
+        from lenet_keras import report
+
+        print(f"report: {report.build(experiment_name, runs_dir=args.runs_dir, reports_dir=args.reports_dir)}")
+
+
+def _seed(text: str) -> int:
+    """argparse type of a --seeds value: a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed (put KEY=VALUE overrides before --seeds)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed {value} is negative")
+    return value
 
 
 def _print_run_and_report(args: argparse.Namespace, run_dir: Path, experiment_name: str) -> None:
@@ -232,6 +261,9 @@ def _add_train(commands) -> None:
     )
     _add_run_options(train)
     train.add_argument("--run-id", default=None, help="name of the run directory (default: run-NNN, the next number)")
+    train.add_argument("--seeds", type=_seed, nargs="+", default=None, metavar="SEED",
+                       help="train one run per seed (each `train ... seed=S` in a fresh process), skipping seeds whose "
+                       "config already has a completed run; put KEY=VALUE overrides before --seeds")
     train.add_argument(
         "--resume", nargs="?", const=LATEST, default=None, metavar="RUN_DIR",
         help="continue a killed or interrupted run from its last completed epoch (same final weights as an "

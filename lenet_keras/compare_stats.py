@@ -1,0 +1,212 @@
+"""Statistics of a comparison: runs -> groups of seeds -> summaries and differences with intervals.
+
+Owns: which runs form a group (equal engine and resolved config, the seed aside), what a run's
+test accuracy, training seconds and training images/s are, the per-group summary (n, mean with a
+95% confidence interval, median, min-max) and the difference of each group from a baseline group
+(Welch's t-test and its confidence interval, and how many seeds per group a difference of that
+size needs). All statistics come from `scipy.stats`; nothing here draws or writes files.
+
+Definitions used everywhere (report pages, the reproduction scorecard):
+- test accuracy: `manifest["test"]["accuracy"]`, top-1 as a fraction (0..1);
+- training seconds: the sum of `history.csv`'s `epoch_seconds`, each engine timing its own
+  epochs (training steps plus the epoch's validation pass), so start-up and data loading are out;
+- training images/s: training images (`manifest["data"]["train_images"]`) x epochs / training seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CONFIDENCE = 0.95
+"""Level of every confidence interval (two-sided)."""
+POWER = 0.8
+"""Probability of resolving a difference that `seeds_needed` plans for (at significance 1 - CONFIDENCE)."""
+
+
+def engine_of(manifest: dict) -> str:
+    """The engine that made a run: "keras" when the manifest names none, else its first word
+    ("numpy (lenet_keras.scratch)" -> "numpy"; peers' "keras-deck", "pytorch", "airbench94")."""
+    return str(manifest.get("engine") or "keras").split(" (")[0]
+
+
+def flat_config(manifest: dict) -> dict[str, str]:
+    """The run's resolved config as {dotted key: value as text}, without `seed`; adds `engine`
+    and, when the manifest has none in its config, the precision ("float32" default for Keras)."""
+    flat = pd.json_normalize(manifest.get("config") or {}, sep=".").to_dict(orient="records")
+    values = {key: _text(value) for key, value in (flat[0] if flat else {}).items() if key != "seed"}
+    values["engine"] = engine_of(manifest)
+    return values
+
+
+def _text(value) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return repr(value)
+    return str(value)
+
+
+@dataclass
+class Group:
+    """Runs that share engine and config except the seed: one recipe measured over seeds.
+
+    `label` is a short name ("mnist_lenet5 · keras", with the differing keys when two groups would share it); `runs` are `report.Run`s;
+    `config` the shared flat config (`flat_config`)."""
+
+    label: str
+    config: dict[str, str]
+    runs: list = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list:
+        """The runs' seeds in run order (None for an unseeded run)."""
+        return [run.manifest.get("seed") for run in self.runs]
+
+
+def group_runs(runs: list) -> list[Group]:
+    """Completed runs grouped by `flat_config`, in order of each group's first run.
+
+    Raises:
+        ValueError: `runs` holds no completed run.
+    """
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        if run.manifest.get("status") != "completed":
+            continue
+        config = flat_config(run.manifest)
+        key = tuple(sorted(config.items()))
+        if key not in groups:
+            name = config.get("name") or run.manifest.get("experiment", "?")
+            groups[key] = Group(f"{name} · {config['engine']}", config)
+        groups[key].runs.append(run)
+    if not groups:
+        raise ValueError("no completed run to compare")
+    _disambiguate(list(groups.values()))
+    return list(groups.values())
+
+
+def _disambiguate(groups: list[Group]) -> None:
+    """Append the differing keys to labels that would otherwise be equal."""
+    by_label: dict[str, list[Group]] = {}
+    for group in groups:
+        by_label.setdefault(group.label, []).append(group)
+    for same in by_label.values():
+        if len(same) > 1:
+            keys = differing_keys(same)
+            for group in same:
+                group.label += " (" + ", ".join(f"{k}={group.config.get(k, '-')}" for k in keys[:3]) + ")"
+
+
+def differing_keys(groups: list[Group]) -> list[str]:
+    """Config keys whose value is not the same in every group (a key missing in a group counts as different), sorted."""
+    keys = sorted({key for group in groups for key in group.config})
+    return [key for key in keys if len({group.config.get(key) for group in groups}) > 1]
+
+
+def run_measures(run) -> dict[str, float]:
+    """A completed run's test accuracy (fraction), training seconds and training images/s (NaN when not recorded)."""
+    manifest, history = run.manifest, run.history
+    seconds = float(history["epoch_seconds"].sum()) if history is not None and "epoch_seconds" in history else math.nan
+    epochs = len(history) if history is not None else 0
+    images = manifest.get("data", {}).get("train_images")
+    test = manifest.get("test", {}) or {}
+    return {
+        "test_accuracy": float(test.get("accuracy", math.nan)),
+        "training_seconds": seconds,
+        "images_per_second": images * epochs / seconds if images and seconds > 0 else math.nan,
+    }
+
+
+def summarize(values) -> dict[str, float]:
+    """n, mean, its 95% confidence interval (Student's t, `scipy.stats.t.interval`), median, min,
+    max and standard deviation (ddof 1) of finite `values`; the interval is NaN for n < 2 and
+    the mean itself for n >= 2 equal values."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return {"n": 0, **dict.fromkeys(("mean", "ci_low", "ci_high", "median", "min", "max", "std"), math.nan)}
+    std = float(x.std(ddof=1)) if n > 1 else math.nan
+    low = high = math.nan
+    if n > 1:
+        low, high = (float(x.mean()),) * 2 if std == 0 else stats.t.interval(
+            CONFIDENCE, n - 1, loc=x.mean(), scale=stats.sem(x))
+    return {"n": n, "mean": float(x.mean()), "ci_low": float(low), "ci_high": float(high),
+            "median": float(np.median(x)), "min": float(x.min()), "max": float(x.max()), "std": std}
+
+
+def difference(values, baseline) -> dict[str, float]:
+    """Difference in means `values` - `baseline` with Welch's t-test (`scipy.stats.ttest_ind`,
+    equal_var=False): the difference, its 95% confidence interval, the two-sided p-value, and
+    `seeds_needed` (per group, `seeds_needed`). NaN where either side has fewer than 2 values."""
+    a = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    b = np.asarray([v for v in baseline if math.isfinite(v)], dtype=float)
+    out = {"difference": float(a.mean() - b.mean()) if len(a) and len(b) else math.nan,
+           "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "seeds_needed": math.nan}
+    if len(a) < 2 or len(b) < 2:
+        return out
+    if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
+        same = out["difference"] == 0
+        return out | {"ci_low": out["difference"], "ci_high": out["difference"], "p_value": 1.0 if same else 0.0,
+                      "seeds_needed": math.nan if same else 2}
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(CONFIDENCE)
+    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    return out | {"ci_low": float(interval.low), "ci_high": float(interval.high), "p_value": float(test.pvalue),
+                  "seeds_needed": seeds_needed(out["difference"], pooled)}
+
+
+def seeds_needed(effect: float, std: float, limit: int = 1000) -> float:
+    """Seeds per group for a two-sided two-sample t-test at significance 1 - CONFIDENCE to find
+    a true difference `effect` with probability POWER when each run varies by `std` (same units):
+    the smallest n with power >= POWER, power from the noncentral t distribution
+    (`scipy.stats.nct`); NaN when effect is 0 or above `limit` seeds."""
+    if not effect or not math.isfinite(effect) or not math.isfinite(std):
+        return math.nan
+    if std == 0:
+        return 2
+    for n in range(2, limit + 1):
+        df = 2 * n - 2
+        critical = stats.t.ppf(1 - (1 - CONFIDENCE) / 2, df)
+        shift = abs(effect) / (std * math.sqrt(2 / n))
+        power = stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
+        if power >= POWER:
+            return n
+    return math.nan
+
+
+def group_table(groups: list[Group]) -> pd.DataFrame:
+    """One row per group: n, seeds, test accuracy (mean, 95% CI, median, min, max), training
+    seconds (mean, 95% CI, median, min, max) and training images/s (median)."""
+    rows = []
+    for group in groups:
+        measures = [run_measures(run) for run in group.runs]
+        accuracy = summarize(m["test_accuracy"] for m in measures)
+        seconds = summarize(m["training_seconds"] for m in measures)
+        rows.append({"group": group.label, "n": len(group.runs),
+                     "seeds": " ".join("-" if s is None else str(s) for s in group.seeds),
+                     **{f"test acc {k}": accuracy[k] for k in ("mean", "ci_low", "ci_high", "median", "min", "max")},
+                     **{f"train s {k}": seconds[k] for k in ("mean", "ci_low", "ci_high", "median", "min", "max")},
+                     "images/s": summarize(m["images_per_second"] for m in measures)["median"]})
+    return pd.DataFrame(rows)
+
+
+def difference_table(groups: list[Group], baseline: Group) -> pd.DataFrame:
+    """One row per group other than `baseline`: the difference from it in test accuracy
+    (fraction; percentage points are 100x) and in training seconds, each with its 95% CI,
+    Welch p-value and seeds per group needed to resolve a difference of that size."""
+    base = [run_measures(run) for run in baseline.runs]
+    rows = []
+    for group in groups:
+        if group is baseline:
+            continue
+        measures = [run_measures(run) for run in group.runs]
+        row = {"group": group.label, "vs": baseline.label}
+        for key, name in (("test_accuracy", "test acc"), ("training_seconds", "train s")):
+            d = difference([m[key] for m in measures], [m[key] for m in base])
+            row |= {f"Δ {name}": d["difference"], f"Δ {name} ci_low": d["ci_low"], f"Δ {name} ci_high": d["ci_high"],
+                    f"{name} p": d["p_value"], f"{name} seeds needed": d["seeds_needed"]}
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,7 +1,8 @@
-"""A sweep's exports: `runs/<sweep>/trials.csv` and the TensorBoard HParams summaries.
+"""A sweep's exports: `runs/<sweep>/trials.csv` and the TensorBoard HParams experiment summary.
 
-Owns: the HParams experiment summary in `runs/<sweep>/` (`write_hparams_config`), one trial's
-HParams session summary (`write_hparams`), the table of every trial of the study
+Owns: the HParams experiment summary in `runs/<sweep>/` (`write_hparams_config`; each trial's
+session is the one every run writes, `lenet_keras.hparams_log`, whose flattened config holds
+the swept keys under the same dotted names), the table of every trial of the study
 (`trials_table`: hyperparameters, final and best metrics, test accuracy, objective, wall
 seconds, run directory, the command that reruns it, error) and its atomic write
 (`write_trials_csv`).
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import sweep_study
@@ -44,18 +44,6 @@ def write_hparams_config(sweep: Sweep, runs_dir: Path) -> None:
     writer = tf.summary.create_file_writer(str(folder))
     with writer.as_default():
         hp.hparams_config(hparams=hparams, metrics=metrics)
-    writer.close()
-
-
-def write_hparams(run_dir: Path, params: dict[str, Any]) -> None:
-    """One trial's HParams session summary in its `tensorboard/` folder (the metrics are the
-    Keras TensorBoard callback's epoch scalars and the test scalars already there)."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-    with writer.as_default():
-        hp.hparams(dict(params), trial_id=run_dir.name)
     writer.close()
 
 

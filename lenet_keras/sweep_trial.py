@@ -18,7 +18,6 @@ from typing import Any
 
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import sweep_study
-from lenet_keras.sweep_export import write_hparams
 from lenet_keras.sweep_study import Sweep
 
 
@@ -81,7 +80,6 @@ def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None
         manifest = manifest_lib.read_json(run_dir / "manifest.json")
         value = objective(run_dir, sweep)
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
-        write_hparams(run_dir, params)
         if manifest.get("stopped_early"):
             trial.set_user_attr("stopped_early", manifest["stopped_early"])
             study.tell(trial, state=TrialState.PRUNED)
@@ -92,12 +90,6 @@ def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
         trial.set_user_attr("error", message[:2000])
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
-        run_dir = Path(runs_dir) / sweep.name / run_id
-        if run_dir.is_dir():
-            try:
-                write_hparams(run_dir, trial.params)
-            except Exception:  # noqa: BLE001
-                pass
         study.tell(trial, state=TrialState.FAIL)
         return "FAIL"
     finally:

@@ -17,7 +17,8 @@ callbacks supplies them (`optim.callbacks_for`), test-time augmentation is a nam
         backup/            while training: the state after the last completed epoch, from
                            which `--resume` continues (removed once the run completes)
         predictions.npz    test labels, predicted probabilities and a few sample images
-        tensorboard/       train/ and validation/ epoch scalars (incl. learning rate), the
+        tensorboard/       the run's HParams session (its flattened config, `hparams_log`);
+                           train/ and validation/ epoch scalars (incl. learning rate), the
                            graph and weight histograms; test/ final scalars and an image of
                            sample predictions
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
-from lenet_keras import distribute
+from lenet_keras import distribute, hparams_log
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import models, optim, pipeline, rundir
 from lenet_keras import resume as resume_lib
@@ -186,7 +187,8 @@ def _new_manifest(experiment, run_dir: Path, dataset, model, cluster: dict, scal
 
 def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     """Stage 1: strategy, data, seeds, compiled model, run directory (new, resumed or a worker's
-    temporary one), restored backup and the manifest written with status "running".
+    temporary one), restored backup, the manifest written with status "running" and (chief) the
+    run's HParams session (`hparams_log.ensure_run_session`).
 
     Raises: as `run` (config, data and run-directory errors, before anything trains).
     """
@@ -223,6 +225,8 @@ def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     else:
         manifest = _new_manifest(experiment, run_dir, dataset, model, cluster, scale, started)
     rundir.write_manifest(run_dir, manifest)
+    if chief:  # one HParams session per run; a resumed run keeps its first (`lenet_keras.hparams_log`)
+        hparams_log.ensure_run_session(run_dir, manifest)
     return Job(experiment, dataset, strategy, cluster, model, run_dir, manifest, backup, bool(target), first_epoch,
                kept_history(run_dir, first_epoch) if target else [], t0, chief)
 

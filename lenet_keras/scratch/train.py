@@ -3,9 +3,12 @@
 `run(experiment)` writes `runs/<experiment>/numpy-NNN/` with the files the report reads:
 `history.csv` (the Keras columns: epoch, accuracy, epoch_seconds, learning_rate, loss,
 val_accuracy, val_loss), `manifest.json` (engine "numpy", config, versions, data checksums,
-machine, status, test metrics) and `predictions.npz`. So `python -m lenet_keras report
-mnist_lenet5` overlays the NumPy and Keras learning curves, the comparison the LeNet paper seed
-(000) draws between its from-scratch and framework networks.
+machine, status, test metrics), `predictions.npz` and `tensorboard/`: the run's HParams session,
+each epoch's scalars in train/ and validation/ and the test scalars in test/, under the tags a
+Keras run writes (`epoch_accuracy`, `epoch_loss`, ...; `lenet_keras.hparams_log`, without
+TensorFlow). So `python -m lenet_keras report mnist_lenet5` overlays the NumPy and Keras
+learning curves, the comparison the LeNet paper seed (000) draws between its from-scratch and
+framework networks.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
+from lenet_keras import hparams_log
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import rundir
 from lenet_keras.errors import ConfigError, TrainingDivergedError
@@ -127,7 +131,9 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
                                      {"name": "lenet5 (NumPy)", "parameters": network.count_params()}, started,
                                      engine="numpy (lenet_keras.scratch)")
     rundir.write_manifest(run_dir, manifest)
+    hparams_log.write_run_session(run_dir, manifest)
     rows = []
+    scalars = hparams_log.EpochScalars(run_dir / "tensorboard")
     try:
         for epoch in range(epochs):
             start = time.perf_counter()
@@ -139,13 +145,17 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
                          "learning_rate": optimizer.current_learning_rate(), "loss": loss,
                          "val_accuracy": val_accuracy, "val_loss": val_loss})
             write_history(run_dir / "history.csv", rows)
+            scalars.write(rows[-1])
             if verbose:
                 print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} accuracy {accuracy:.4f} val_loss {val_loss:.4f} "
                       f"val_accuracy {val_accuracy:.4f} ({rows[-1]['epoch_seconds']:.1f} s)", flush=True)
         test = _evaluate(network, test_x, dataset.test_labels)
+        scalars.write_test(epochs, test[0], test[1])
     except BaseException as error:
         rundir.record_failure(run_dir, manifest, error, t0)
         error.run_dir = run_dir  # named by the CLI's interrupted line
         raise
+    finally:
+        scalars.close()
     _finish(run_dir, manifest, rows, dataset, test, t0)
     return run_dir

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 RIGHT, WRONG = "#1a9641", "#d7191c"
 TRAIN, VALIDATION = "#2b83ba", "#fdae61"
@@ -54,8 +54,56 @@ def png_bytes(figure: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+class ReadableLogLocator(LogLocator):
+    """Major ticks of a log axis that always label the range it shows.
+
+    The multiples of each power of ten depend on the span of the view: 1 per decade over more
+    than two decades, 1, 2, 5 over one to two, 1, 2, 3, 5, 7 within one decade; when that leaves
+    under two ticks in view (a range like 0.42..0.61), evenly spaced round numbers instead.
+    """
+
+    def tick_values(self, vmin, vmax):
+        """The tick positions for the view `vmin`..`vmax` (see the class docstring)."""
+        low, high = sorted((vmin, vmax))
+        if not low > 0 or not np.isfinite(high):
+            return super().tick_values(vmin, vmax)
+        span = high / low
+        subs = (1.0,) if span > 100 else (1.0, 2.0, 5.0) if span > 10 else (1.0, 2.0, 3.0, 5.0, 7.0)
+        decades = np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
+        decades = decades[::max(1, -(-len(decades) // 9))]  # at most about 9 decades labelled
+        ticks = np.array([m * 10.0**d for d in decades for m in subs])
+        if ((ticks >= low * (1 - 1e-9)) & (ticks <= high * (1 + 1e-9))).sum() >= 2:
+            return ticks
+        linear = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+        return linear[linear > 0]
+
+
+def plain_number(value: float, position=None) -> str:
+    """A tick label as a plain number (0.05, 0.3, 1, 20; 1e-05 below 0.0001), never 10^x."""
+    return f"{value:.4g}"
+
+
+def readable_log_axis(ax: plt.Axes, axis: str = "y") -> None:
+    """Put `ax`'s `axis` ("x" or "y") on a log scale whose ticks are labelled with plain numbers.
+
+    Major ticks from `ReadableLogLocator` (0.2, 0.3, 0.5, 0.7, 1 within a decade; 0.1, 0.2, 0.5,
+    1, 2 over two), labelled by `plain_number`; unlabelled minor ticks at the other multiples.
+    Works before or after plotting (ticks follow the view). Also for a colour bar with a
+    `LogNorm`: `readable_log_axis(colorbar.ax, "y")` (its scale is already log and stays).
+    """
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    if target.get_scale() != "log":
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(ReadableLogLocator())
+    target.set_major_formatter(FuncFormatter(plain_number))
+    target.set_minor_locator(LogLocator(subs=np.arange(2, 10)))
+    target.set_minor_formatter(NullFormatter())
+
+
 def training_curves(history: pd.DataFrame, title: str) -> plt.Figure:
     """Accuracy and loss per epoch, training vs validation, the best validation epoch marked.
+
+    The loss axis is log-scale with plain-number ticks (`readable_log_axis`).
 
     Args:
         history: one row per epoch with columns epoch (0-based), accuracy, loss,
@@ -65,7 +113,7 @@ def training_curves(history: pd.DataFrame, title: str) -> plt.Figure:
     figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
     epochs = history["epoch"] + 1
     best = history["val_accuracy"].idxmax()
-    for ax, metric, label in ((acc_ax, "accuracy", "top-1 accuracy"), (loss_ax, "loss", "cross-entropy loss")):
+    for ax, metric, label in ((acc_ax, "accuracy", "top-1 accuracy"), (loss_ax, "loss", "cross-entropy loss (log scale)")):
         ax.plot(epochs, history[metric], "o-", ms=3, color=TRAIN, label="training")
         ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, color=VALIDATION, label="validation")
         ax.axvline(epochs[best], color="grey", ls=":", lw=1)
@@ -73,6 +121,7 @@ def training_curves(history: pd.DataFrame, title: str) -> plt.Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+    readable_log_axis(loss_ax, "y")
     acc_ax.annotate(
         f"best val {history['val_accuracy'][best]:.4f}\n(epoch {epochs[best]})",
         (epochs[best], history["val_accuracy"][best]),
@@ -101,8 +150,8 @@ def overlaid_curves(histories: Mapping[str, pd.DataFrame]) -> plt.Figure:
     for ax in (acc_ax, loss_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy (solid: validation, dotted: training)")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss (solid: validation, dotted: training)")
-    loss_ax.set_yscale("log")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="loss (solid: validation, dotted: training)")
+    readable_log_axis(loss_ax, "y")
     acc_ax.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     return figure
@@ -228,7 +277,9 @@ def curves_by_hyperparameter(histories: Mapping[str, pd.DataFrame], values: Mapp
         colour_of = lambda v: plt.cm.viridis(norm(v) * 0.9)  # noqa: E731
         mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=matplotlib.colors.ListedColormap(
             plt.cm.viridis(np.linspace(0, 0.9, 256))))
-        figure.colorbar(mappable, ax=ax, label=key)
+        colorbar = figure.colorbar(mappable, ax=ax, label=key)
+        if use_log:
+            readable_log_axis(colorbar.ax, "y")
     else:
         palette = plt.cm.tab10(np.arange(len(distinct)) % 10)
         colour_of = lambda v: palette[distinct.index(v)]  # noqa: E731

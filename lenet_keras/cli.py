@@ -301,6 +301,38 @@ def _add_sweep(commands) -> None:
     sweep.set_defaults(handler=_sweep)
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from lenet_keras import compare
+
+    index = compare.build(args.names, runs_dir=args.runs_dir, reports_dir=args.reports_dir, label=args.label,
+                          baseline=args.baseline, where=args.where)
+    print(f"report: {index} (and {index.with_suffix('.md').name} beside it)")
+
+
+def _add_compare(commands) -> None:
+    """The `compare` command."""
+    compare = commands.add_parser(
+        "compare",
+        help="one report over the runs of several experiments, engines and seeds",
+        description="Group the completed runs of RUNS_DIR/<NAME>/ for each NAME (experiments, sweeps, peers' "
+        "folders) by config except the seed, and render REPORTS_DIR/compare-<label>/index.html and index.md: "
+        "test accuracy and training seconds per group (mean with 95% confidence interval, median, min-max), "
+        "each group's difference from the baseline (Welch's t-test, seeds needed), the config keys that differ, "
+        "validation curves against epochs and training seconds, and every run.",
+    )
+    compare.add_argument("names", nargs="+", metavar="NAME",
+                         help="experiment name or file, or a folder of RUNS_DIR, e.g. mnist_lenet5 mnist_lenet5_fast")
+    compare.add_argument("--label", default=None, help="names the report folder compare-LABEL (default: the NAMEs joined by -vs-)")
+    compare.add_argument("--baseline", default=None,
+                         help="reference group: its letter (A), label or experiment name (default: the first group)")
+    compare.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                         help="keep only runs with this value (repeatable): a config key such as train.batch_size, "
+                         "or engine, seed, status, experiment, run; e.g. --where engine=keras")
+    compare.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs are (default: runs)")
+    compare.add_argument("--reports-dir", type=Path, default=Path("reports"), help="output parent (default: reports)")
+    compare.set_defaults(handler=_compare)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m lenet_keras`."""
     top = argparse.ArgumentParser(
@@ -311,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_train(commands)
+    _add_compare(commands)
     commands.add_parser(
         "list", help="list the shipped experiments and sweeps",
         description="Print each experiment and sweep file shipped with the package (usable by bare name, "

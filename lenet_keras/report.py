@@ -212,7 +212,7 @@ def display_path(path: str | os.PathLike, max_up: int = 2) -> str:
     """A path as a report shows it: relative to the working directory when under it or a near relative.
 
     `path` relative: returned as given. `path` absolute: `os.path.relpath` from the current
-    working directory when that climbs at most `max_up` folders (`../shared/datasets/mnist`) and
+    working directory when that climbs at most `max_up` folders (`../datasets/mnist`) and
     the two share more than the filesystem root; else the path as given. Symlinks are never
     resolved (`os.path`, not `Path.resolve`), so the result is no more machine-absolute than `path`.
     """
@@ -347,7 +347,7 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
           ".row{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}.warn{color:#b2182b}"
           ".best{background:#e6f5d0;padding:.5em 1em;border-left:4px solid #1a9641}"
           "code{background:#f4f4f4;padding:0 .2em;overflow-wrap:anywhere}"
-          "nav.toc{font-size:.9em;margin:1em 0}nav.toc ul{margin:.3em 0;padding-left:1.2em;columns:2}")
+          "nav.toc{font-size:.9em;margin:1em 0}nav.toc ul{margin:.3em 0;padding-left:1.2em}")
 
 
 def heading_anchor(text: str) -> str:

@@ -11,7 +11,10 @@ For each seed, the peer (`../shared/peers/airbench94_cpu.py`, unmodified airbenc
 to the CPU in bfloat16; `make peers-venv` installs torch, pillow and airbench) and then ours
 (`python -m lenet_keras train experiments/cifar_fast.toml seed=S` on the same image folder) run
 one after the other in fresh processes, alternating. The peer is seeded by replacing its
-`torch.manual_seed(0)` with the seed; its file is not changed.
+`torch.manual_seed(0)` with the seed; its file is not changed. Each peer run is also recorded as a
+run directory `RUNS_DIR/peer_airbench94/run-NNN/` (engine "airbench94", `benchmarks.peer_runs`;
+its path is the peer row's "run_dir"), beside ours in `RUNS_DIR/airbench_compare/`, so `compare`
+can draw both.
 
 Printed per seed and as medians (min-max): test accuracy without and with test-time
 augmentation (percent), training seconds, wall seconds, and ours/peer ratios, then notes on what
@@ -47,6 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import peer_runs
 from lenet_keras import data as data_lib
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import rundir
@@ -59,14 +63,8 @@ PEER_REFERENCE = {"tta_accuracy": 89.68, "accuracy": 88.59, "training_seconds": 
 """The issue's measurement of the peer on the JPEG copy, 2 cores (percent and seconds; the peer's own
 `wall_s`, which excludes decoding the images, so not comparable with the "wall s incl. decoding" column)."""
 
-SEED_WRAPPER = (
-    "import atexit, resource, runpy, sys, torch\n"
-    "atexit.register(lambda: print(f'peak_rss_mib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}'))\n"
-    "seed = int(sys.argv.pop(1)); real = torch.manual_seed\n"
-    "torch.manual_seed = lambda _: real(seed)\n"
-    "sys.argv[0] = sys.argv[1]; del sys.argv[1]\n"
-    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-)
+SEED_WRAPPER = peer_runs.SEED_WRAPPER
+"""The seed wrapper (`benchmarks.peer_runs.SEED_WRAPPER`): the peer's `torch.manual_seed(0)` seeded with the run's seed."""
 
 PEER_DTYPES = {"bf16": ("bfloat16", "bfloat16"), "fp32": ("float32", "float32")}
 """The peer's precision argument -> (weights, compute): airbench's `.half()` becomes `.to(dtype)`,
@@ -130,16 +128,19 @@ def timed_run(command: list[str], who: str) -> tuple[subprocess.CompletedProcess
     return done, seconds
 
 
-def run_peer(python: str, folder: Path, seed: int, precision: str) -> dict:
+def run_peer(python: str, folder: Path, seed: int, precision: str, runs_dir: Path | None = None) -> dict:
     """Run the peer once with `seed` and a fresh image cache; `parse_peer`'s dict plus the command.
 
     `wall_seconds` is the whole command (decoding included: the cache directory starts empty);
-    the peer's own figure is kept as `peer_wall_seconds_after_decoding`.
+    the peer's own figure is kept as `peer_wall_seconds_after_decoding`. With `runs_dir`, the run
+    is recorded as `runs_dir/peer_airbench94/run-NNN/` (`peer_runs.record_peer_output`, the same
+    wall seconds), whose path is "run_dir".
 
     Raises:
         RuntimeError: the peer exited with a non-zero status.
-        ValueError: its output has no final "eval" row.
+        ValueError: its output has no final "eval" row (or, recorded, cannot be parsed: no run directory is made).
     """
+    started = manifest_lib.utc_now()
     with tempfile.TemporaryDirectory(prefix="airbench-cache-") as cache:
         command = [python, "-c", SEED_WRAPPER, str(seed), str(PEER), str(folder), precision, cache]
         done, seconds = timed_run(command, "peer")
@@ -148,6 +149,14 @@ def run_peer(python: str, folder: Path, seed: int, precision: str) -> dict:
     result["peer_wall_seconds_after_decoding"] = result.pop("wall_seconds_after_decoding")
     result.update(wall_seconds=seconds, weights=weights, compute=compute,
                   command=" ".join(command[:2] + ["<seed wrapper>"] + command[3:-1] + ["<fresh cache dir>"]))
+    if runs_dir is not None:
+        peer = peer_runs.PEERS["airbench94"]
+        shown = peer_runs.peer_command(peer, python, [str(folder), precision], seed, wrap=True)[1]
+        run_dir = peer_runs.record_peer_output(
+            peer, done.stdout, Path(runs_dir), args=[str(folder), precision], command=shown + " <fresh cache dir>",
+            wall_seconds=seconds, seed=seed, versions=peer_runs.versions_of(python), source=folder,
+            started_utc=started, extra={"seed_wrapper": SEED_WRAPPER})
+        result["run_dir"] = str(run_dir)
     return result
 
 
@@ -267,7 +276,7 @@ def compare(seeds: list[int], folder: Path, peer_python: str | None, runs_dir: P
     for seed in seeds:
         if peer_python:
             print(f"seed {seed}: airbench94 (peer) ...", flush=True)
-            results["peer"].append({"seed": seed, **run_peer(peer_python, folder, seed, precision)})
+            results["peer"].append({"seed": seed, **run_peer(peer_python, folder, seed, precision, runs_dir)})
             print("  ", {k: results["peer"][-1][k] for k in ("accuracy", "tta_accuracy", "training_seconds")}, flush=True)
         print(f"seed {seed}: cifar_fast (ours) ...", flush=True)
         results["ours"].append({"seed": seed, **run_ours(folder, seed, runs_dir / "airbench_compare", overrides)})
@@ -308,7 +317,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peer-python", default=str(REPO / ".venv-peers/bin/python"),
                    help="Python with torch, pillow and airbench (make peers-venv); 'none' = only ours")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="the peer's precision (default bf16)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="our runs go to RUNS_DIR/airbench_compare/")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="our runs go to RUNS_DIR/airbench_compare/, the peer's to RUNS_DIR/peer_airbench94/")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for ours, e.g. train.epochs=8")
     return p
 

@@ -14,6 +14,11 @@ repeats (the median of the ratios). PyTorch peers run with `--peer-python` (defa
 `.venv-peers/bin/python`; `make peers-venv` creates it); without it they are skipped with a note.
 
 Results go, with ours, to `runs/bench/bench-NNN.json` ("peers", "ratios") and `.csv` (side = peer).
+Every LeNet peer run is also recorded as a run directory (`benchmarks.peer_runs`), under
+`--runs-dir` (default: the folder above `--out-dir`, i.e. `runs/`): `seed002_keras_lenet.py` in
+`peer_deck_keras_lenet5/`, `seed000_torch_lenet.py` in `peer_torch_lenet5/` (its "run_dir" in the
+peer's figures), so `compare` can draw them. `seed004_torch_cifar.py` is not recorded: it times
+synthetic images and prints no accuracy, so there is no run to compare (only its images/s).
 """
 
 from __future__ import annotations
@@ -26,19 +31,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks import peer_runs
 from lenet_keras import bench
 
 REPO = Path(__file__).resolve().parent.parent
-PEERS_DIR = REPO.parent / "shared" / "peers"
+PEERS_DIR = peer_runs.PEERS_DIR
 """The seeds' scripts (../shared/peers next to the repository)."""
+mnist_gz_dir = peer_runs.mnist_gz_dir
 
 
-def run_peer(python: str, script: str, args: list[str], mnist_dir: str | None) -> dict:
+def run_peer(python: str, script: str, args: list[str], mnist_dir: str | None, runs_dir: Path | None = None) -> dict:
     """Run a peer script; parse its epoch times (median of epochs 2+) or its images/s.
+
+    With `runs_dir`, a LeNet peer (`peer_runs.BY_SCRIPT`) is recorded as a run directory under
+    it (`peer_runs.run_and_record`; the script's own seed), whose path is the figures' "run_dir".
 
     Raises:
         RuntimeError: the script exited with a non-zero status (the end of its stderr in the message).
+        ValueError: a recorded peer's output cannot be parsed (no run directory is made).
     """
+    if runs_dir is not None and script in peer_runs.BY_SCRIPT:
+        run_dir, output, _ = peer_runs.run_and_record(peer_runs.BY_SCRIPT[script], python, args, Path(runs_dir),
+                                                      mnist_dir=mnist_dir, source=Path(mnist_dir) if mnist_dir else None)
+        return parse_peer_output(output, script, args) | {"run_dir": str(run_dir)}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if mnist_dir:
         env["MNIST_DIR"] = mnist_dir
@@ -58,14 +73,6 @@ def parse_peer_output(output: str, script: str, args: list[str]) -> dict:
             **({"epoch_seconds": statistics.median(epochs[1:] or epochs), "epoch_seconds_all": epochs} if epochs else {}),
             **({"images_per_s": float(found.group(1))} if found else {}),
             **({"test_accuracy": float(accuracy.group(1))} if accuracy else {})}
-
-
-def mnist_gz_dir(data_dir: str | None) -> str | None:
-    """The folder of the gzip MNIST files the peer scripts read, if there is one."""
-    from lenet_keras import data
-
-    folder = data.find_mnist(data.search_dirs(data_dir))
-    return str(folder) if folder and (folder / "train-images-idx3-ubyte.gz").exists() else None
 
 
 def peer_jobs(workload: str, precision: str, peer_epochs: int, peer_python: str, torch_ok: bool) -> list[tuple]:
@@ -92,10 +99,12 @@ class PeerRuns:
     """`lenet_keras.bench.run_bench`'s companion: the peers after each of our measurements.
 
     `runs` collects the peers' figures (with "repeat" and "name"), `ratios()` the ours / peer
-    speed ratios as `bench.spread`s, one per (our workload and precision, peer)."""
+    speed ratios as `bench.spread`s, one per (our workload and precision, peer). With `runs_dir`,
+    the LeNet peers are recorded as run directories under it (`run_peer`)."""
 
-    def __init__(self, peer_python: str, peer_epochs: int, data_dir: str | None, run=run_peer):
-        self.peer_python, self.peer_epochs, self.run = peer_python, peer_epochs, run
+    def __init__(self, peer_python: str, peer_epochs: int, data_dir: str | None, run=run_peer,
+                 runs_dir: Path | None = None):
+        self.peer_python, self.peer_epochs, self.run, self.runs_dir = peer_python, peer_epochs, run, runs_dir
         self.torch_ok = Path(peer_python).exists()
         self.mnist_gz = mnist_gz_dir(data_dir)
         self.note = None if self.torch_ok else f"note: {peer_python} not found (make peers-venv): PyTorch peers skipped"
@@ -106,7 +115,7 @@ class PeerRuns:
         """Run the peers that go with our `result` (`peer_jobs`); record and print each one's speed ratio."""
         for name, python, script, args, kind in peer_jobs(workload, precision, self.peer_epochs, self.peer_python,
                                                           self.torch_ok):
-            peer = self.run(python, script, args, self.mnist_gz) | {"repeat": repeat, "name": name}
+            peer = self.run(python, script, args, self.mnist_gz, runs_dir=self.runs_dir) | {"repeat": repeat, "name": name}
             self.runs.append(peer)
             ratio = speed_ratio(result, peer, kind)
             self.values.setdefault(f"ours {workload} {precision} vs {name}", []).append(ratio)
@@ -126,6 +135,9 @@ def parser():
     p.add_argument("--peer-python", default=str(REPO / ".venv-peers" / "bin" / "python"),
                    help="Python with PyTorch for the PyTorch peers (default: .venv-peers/bin/python)")
     p.add_argument("--peer-epochs", type=int, default=3, help="epochs of the LeNet peers (default 3; epochs 2+ are timed)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="the LeNet peers' runs are recorded in RUNS_DIR/peer_deck_keras_lenet5/ and "
+                   "RUNS_DIR/peer_torch_lenet5/ (default: the folder above --out-dir, e.g. runs)")
     return p
 
 
@@ -135,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:  # one of our measurements printed as JSON, as `python -m lenet_keras.bench --measure`
         print(json.dumps(bench.measure(args.measure, args.precision, args.data_dir)))
         return 0
-    companion = PeerRuns(args.peer_python, args.peer_epochs, args.data_dir)
+    runs_dir = args.runs_dir if args.runs_dir is not None else args.out_dir.parent
+    companion = PeerRuns(args.peer_python, args.peer_epochs, args.data_dir, runs_dir=runs_dir)
     bench.run_bench(args.precisions, args.workloads, args.repeats, args.data_dir, args.out_dir, companion=companion)
     return 0
 

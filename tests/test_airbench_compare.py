@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import airbench_compare
+from benchmarks import airbench_compare, peer_runs
 
 PEER_OUTPUT = """\
 -----------------------------------------------------------------------------------------
@@ -44,9 +44,12 @@ def test_parse_peer_refuses_output_without_the_final_eval_row():
         airbench_compare.parse_peer(truncated)
 
 
+PEER_RUN_OUTPUT = (Path(__file__).parent / "fixtures" / "peers" / "airbench94_tiny_folder_bf16.txt").read_text()
+"""What the fake peer prints: a whole real run (every epoch row, so it can be recorded as a run
+directory) on a small image folder (tests/fixtures/peers/README.md): 170.3978 s of training, wall_s 178.0."""
 PEER_DECODING_SECONDS = 51.0
 """Start to the peer's own timer: imports and decoding the JPEGs into its (fresh) cache."""
-PEER_WHOLE_SECONDS = PEER_DECODING_SECONDS + 1069.0
+PEER_WHOLE_SECONDS = PEER_DECODING_SECONDS + 178.0
 OURS_WHOLE_SECONDS = 1010.0
 OURS_MANIFEST_WALL_SECONDS = 999.9
 
@@ -56,13 +59,14 @@ def fake_world(tmp_path, monkeypatch):
     """Both commands replaced by fakes on a fake clock; the peer's cache directory is checked to start empty."""
     clock = {"now": 1000.0, "caches": []}
     monkeypatch.setattr(airbench_compare, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    monkeypatch.setattr(peer_runs, "versions_of", lambda python: {"python": "3.11.7", "torch": "2.13.0+cpu"})
 
     def fake_run(command, capture_output, text):
         if command[1] == "-c":  # the peer, through the seed wrapper
             cache = Path(command[-1])
             clock["caches"].append((cache, cache.is_dir() and not any(cache.iterdir())))
             clock["now"] += PEER_WHOLE_SECONDS
-            return subprocess.CompletedProcess(command, 0, PEER_OUTPUT, "")
+            return subprocess.CompletedProcess(command, 0, PEER_RUN_OUTPUT, "")
         run_dir = tmp_path / "runs" / f"run-{len(clock['caches']):03d}"
         run_dir.mkdir(parents=True)
         (run_dir / "manifest.json").write_text(json.dumps({
@@ -85,8 +89,24 @@ def test_run_peer_counts_the_whole_command_decoding_included(fake_world, tmp_pat
     assert was_empty, "the peer must get a fresh cache directory, so that it decodes the images as ours does"
     assert not cache.exists(), "the fresh cache is removed afterwards"
     assert result["wall_seconds"] == PEER_WHOLE_SECONDS  # start to exit, decoding included
-    assert result["peer_wall_seconds_after_decoding"] == 1069.0  # kept apart, not compared
+    assert result["peer_wall_seconds_after_decoding"] == 178.0  # kept apart, not compared
     assert (result["weights"], result["compute"]) == ("bfloat16", "bfloat16")
+    assert "run_dir" not in result  # no runs_dir: not recorded
+
+
+def test_run_peer_records_the_peer_run_as_a_run_directory(fake_world, tmp_path):
+    result = airbench_compare.run_peer("python", tmp_path, seed=3, precision="bf16", runs_dir=tmp_path / "runs")
+
+    run_dir = Path(result["run_dir"])
+    assert run_dir == tmp_path / "runs" / "peer_airbench94" / "run-001"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert (manifest["engine"], manifest["seed"], manifest["status"]) == ("airbench94", 3, "completed")
+    assert manifest["wall_seconds"] == PEER_WHOLE_SECONDS  # the same whole-command timer as the table's
+    assert manifest["test"]["accuracy"] == result["accuracy"] / 100 and manifest["test"]["tta_accuracy"] == 0.506
+    assert manifest["training_seconds"] == result["training_seconds"] == 170.3978
+    assert "<seed wrapper> 3 " in manifest["command"] and manifest["command"].endswith("bf16 <fresh cache dir>")
+    assert manifest["data"]["validation"].startswith("the test set")
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 10  # header and 10 epoch rows
 
 
 def test_run_ours_counts_the_whole_command_as_the_peer_is(fake_world, tmp_path):
@@ -112,12 +132,15 @@ def test_table_and_files_carry_the_notes_and_like_for_like_wall_seconds(fake_wor
     assert "| peer | 0 | bfloat16 / bfloat16 |" in printed and "| ours | 0 | float32 / bfloat16 |" in printed
     assert f"| {PEER_WHOLE_SECONDS:.1f} |" in printed and f"| {OURS_WHOLE_SECONDS:.1f} |" in printed
     assert results["wall_seconds_ratio_ours_over_peer"] == round(OURS_WHOLE_SECONDS / PEER_WHOLE_SECONDS, 3)
-    assert results["training_seconds_ratio_ours_over_peer"] == round((8 * 118.0 - 40.0 + 20.0) / 1002.5853, 3)
+    assert results["training_seconds_ratio_ours_over_peer"] == round((8 * 118.0 - 40.0 + 20.0) / 170.3978, 3)
+    assert sorted(p.name for p in (tmp_path / "runs" / "peer_airbench94").iterdir()) == ["run-001", "run-002"]
+    assert [row["run_dir"] for row in results["peer"]] == [
+        str(tmp_path / "runs" / "peer_airbench94" / f"run-00{n}") for n in (1, 2)]
 
     with open(path.with_suffix(".csv"), newline="") as file:
         rows = list(csv.DictReader(file))
     assert [(row["who"], float(row["wall_seconds"])) for row in rows] == [
         ("peer", PEER_WHOLE_SECONDS), ("peer", PEER_WHOLE_SECONDS), ("ours", OURS_WHOLE_SECONDS), ("ours", OURS_WHOLE_SECONDS)]
-    assert float(rows[0]["peer_wall_seconds_after_decoding"]) == 1069.0
+    assert float(rows[0]["peer_wall_seconds_after_decoding"]) == 178.0
     assert float(rows[-1]["manifest_wall_seconds"]) == OURS_MANIFEST_WALL_SECONDS
     assert json.loads(path.read_text())["notes"] == results["notes"]

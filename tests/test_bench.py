@@ -186,12 +186,13 @@ def test_bench_peers_alternates_with_ours_and_writes_the_ratios(tmp_path, monkey
         return {"workload": workload, "precision": precision, "epoch_seconds": 2.0, "compute_images_per_s": 300.0,
                 "train_images_per_s": 100.0, "peak_fraction": 0.5}
 
-    def fake_peer(python, script, args, mnist_dir):
+    def fake_peer(python, script, args, mnist_dir, runs_dir=None):
         order.append(("peer", script, args[-1]))
+        assert runs_dir == tmp_path / "runs", "every peer run is given the folder its run directory goes to"
         return {"peer": script, "args": args, **({"images_per_s": 100.0} if "cifar" in script else {"epoch_seconds": 3.0})}
 
     monkeypatch.setattr(bench, "measure_in_subprocess", fake_ours)
-    companion = bench_peers.PeerRuns(str(tmp_path / "no-python"), 3, None, run=fake_peer)
+    companion = bench_peers.PeerRuns(str(tmp_path / "no-python"), 3, None, run=fake_peer, runs_dir=tmp_path / "runs")
     assert "PyTorch peers skipped" in companion.note  # no .venv-peers here: only the deck's Keras peer
     companion.torch_ok = True
     path = bench.run_bench(["fp32", "bf16"], ["lenet5", "cifar_cnn"], 2, None, tmp_path, companion=companion)

@@ -156,6 +156,13 @@ def validation_is_test(group: Group) -> bool:
     return any("test set" in str((run.manifest.get("data") or {}).get("validation", "")) for run in group.runs)
 
 
+def short_key(key: str) -> str:
+    """A config key as a legend shows it: its last part (`train.batch_size` -> `batch_size`), or
+    its section for a `name` (`model.name` -> `model`)."""
+    section, _, last = key.rpartition(".")
+    return section.rsplit(".", 1)[-1] if last == "name" and section else last
+
+
 LEGEND_FIRST = ("train.precision", "precision", "model.name", "optimizer.name", "schedule.name", "train.epochs",
                 "epochs", "train.batch_size", "batch_size", "optimizer.learning_rate")
 """Config keys a legend names first when they differ (the rest follow alphabetically)."""
@@ -163,10 +170,10 @@ LEGEND_FIRST = ("train.precision", "precision", "model.name", "optimizer.name", 
 
 def legend_label(group: Group, keys: list[str], shown: int = 3) -> str:
     """The group's label and its values of the differing config `keys` (`LEGEND_FIRST` first, at
-    most `shown`, keys by their last part), e.g. "A: mnist_lenet5 · keras: model=lenet5, epochs=20 (+4)"."""
+    most `shown`, keys by `short_key`), e.g. "A: mnist_lenet5 · keras: model=lenet5, epochs=20 (+4)"."""
     keys = sorted((k for k in keys if k not in ("name", "engine")),
                   key=lambda k: (LEGEND_FIRST.index(k) if k in LEGEND_FIRST else len(LEGEND_FIRST), k))
-    parts = [f"{k.rsplit('.', 1)[-1]}={group.config.get(k, '-')}" for k in keys[:shown]]
+    parts = [f"{short_key(k)}={group.config.get(k, '-')}" for k in keys[:shown]]
     more = f" (+{len(keys) - shown})" if len(keys) > shown else ""
     test = " [validated on the test set]" if validation_is_test(group) else ""
     return group.label + (": " + ", ".join(parts) + more if parts else "") + test

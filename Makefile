@@ -1,11 +1,17 @@
 # lenet-keras: every target creates .venv first if it is missing (python3 -m venv, the pinned
 # requirements, then this package in editable mode).
 #   make mnist [EPOCHS=3] [ARGS="seed=7 train.batch_size=256"]   train LeNet-5 on MNIST + report
+#     SEEDS="0 1 2" (mnist, cifar, cifar-fast): one run per seed, seeds already completed skipped
 #   make cifar [EPOCHS=2] [DATA=folder] [ARGS=...]                 the CIFAR-10 notebook's CNN + report
 #     both continue the last unfinished run of the same config (killed, Ctrl-C) from its last
 #     completed epoch; RESUME= (empty) always starts a new run
 #   make scratch [EPOCHS=3] [ARGS=...]                             the NumPy LeNet-5, deck recipe, + report
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
+#   make compare [EXPERIMENTS="mnist_lenet5 mnist_lenet5_fast"] [ARGS="--where engine=keras"]
+#                                                                   one report over several experiments' runs
+#   make figures [SEEDS="0 1 2"]                                    the README's MNIST comparison (runs/figures/,
+#                                                                   trains what is missing) -> reports/compare-mnist/
+#   make reproduce [FULL=1]                                         the reproduction scorecard -> reports/reproduction/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
 #   make bench [ARGS="--repeats 3"]                                speed of both models (python -m lenet_keras bench)
 #     ARGS="--peers ..." runs python -m benchmarks.bench_peers instead: also the seeds' scripts
@@ -29,12 +35,16 @@ REPORTS ?= reports
 RESUME ?= --resume
 # train.epochs=N when EPOCHS is given; ARGS are passed through (overrides, --data-dir ...)
 OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
+# SEEDS="0 1 2": one run per seed (train --seeds, after the overrides)
+SEEDS ?=
+SEED_RUNS = $(if $(SEEDS),--seeds $(SEEDS))
+EXPERIMENTS ?= mnist_lenet5 mnist_lenet5_fast
 
 # make cifar DATA=folder: train on an image folder (train/<class>/*, test/<class>/*) instead
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench crash-drill scratch report sweep bench peers-venv tensorboard test clean-venv
+.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench crash-drill scratch report compare figures reproduce sweep bench peers-venv tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -49,18 +59,17 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 mnist: $(STAMP)
-	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
+	$(PY) -m lenet_keras train experiments/mnist_lenet5.toml $(OVERRIDES) $(SEED_RUNS) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
 
 cifar: $(STAMP)
-	$(PY) -m lenet_keras train experiments/cifar_cnn.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
+	$(PY) -m lenet_keras train experiments/cifar_cnn.toml $(CIFAR_DATA) $(OVERRIDES) $(SEED_RUNS) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
 
 cifar-fast: $(STAMP)
-	$(PY) -m lenet_keras train experiments/cifar_fast.toml $(CIFAR_DATA) $(OVERRIDES) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
+	$(PY) -m lenet_keras train experiments/cifar_fast.toml $(CIFAR_DATA) $(OVERRIDES) $(SEED_RUNS) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
 
-SEEDS ?= 0 1 2
 cifar-fast-bench: $(STAMP)
 	test -x .venv-peers/bin/python || $(MAKE) peers-venv
-	$(PY) -m benchmarks.airbench_compare --seeds $(SEEDS) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) $(ARGS)
+	$(PY) -m benchmarks.airbench_compare --seeds $(or $(SEEDS),0 1 2) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) $(ARGS)
 
 crash-drill: $(STAMP)
 	$(PY) -m benchmarks.crash_drill $(ARGS)
@@ -70,6 +79,16 @@ scratch: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m lenet_keras report $(EXPERIMENT) --runs-dir $(RUNS) --reports-dir $(REPORTS)
+
+compare: $(STAMP)
+	$(PY) -m lenet_keras compare $(EXPERIMENTS) --runs-dir $(RUNS) --reports-dir $(REPORTS) $(ARGS)
+
+# the README's figures: runs in $(RUNS)/figures/ (nothing else mixes in), reports kept in git
+figures: $(STAMP)
+	$(PY) -m benchmarks.mnist_comparison --seeds $(or $(SEEDS),0 1 2) --runs-dir $(RUNS)/figures --reports-dir $(REPORTS) $(ARGS)
+
+reproduce: $(STAMP)
+	$(PY) -m lenet_keras reproduce --runs-dir $(RUNS) --reports-dir $(REPORTS) $(if $(FULL),--full) $(ARGS)
 
 sweep: $(STAMP)
 	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)

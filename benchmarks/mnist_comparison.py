@@ -1,0 +1,113 @@
+"""The README's MNIST comparison: the deck recipe, the fast recipe, the deck's own Keras code and
+the NumPy network on one page, each seed's runs made side by side, then `compare`.
+
+    python -m benchmarks.mnist_comparison --seeds 0 1 2            # what `make figures` runs
+    python -m benchmarks.mnist_comparison --seeds 0 1 2 3 4 --numpy-epochs 20
+
+For each seed in turn: `train mnist_lenet5 --seeds S`, `train mnist_lenet5_fast --seeds S`
+(both skip a seed whose config already completed) and one run of the deck's script
+`../shared/peers/seed002_keras_lenet.py 20` (`benchmarks.peer_runs`, recorded in
+`runs/peer_deck_keras_lenet5/`; skipped while that folder already holds as many completed
+20-epoch runs as seeds done so far) - so the recipes alternate and a slow spell of the machine
+hits them alike. Then one NumPy run (`scratch mnist_lenet5 train.epochs=N`, skipped when one
+with that config completed; its 20 epochs take about half an hour on 2 cores, hence the default
+of 3) and `compare mnist_lenet5 mnist_lenet5_fast peer_deck_keras_lenet5 --label mnist`, which
+writes `reports/compare-mnist/` (kept in git). Rerunning trains nothing new and re-renders.
+
+A development tool of the repository (it runs the seeds' scripts): run it from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import peer_runs
+from lenet_keras import compare, config, manifest, rundir, seeds
+
+RECIPES = ("mnist_lenet5", "mnist_lenet5_fast")
+"""Our experiments in the comparison; the first is the baseline (the deck recipe)."""
+DECK_EPOCHS = 20
+"""The deck's 20 epochs (seed 002), for both the deck recipe and the deck's code."""
+
+
+def completed(folder: Path, **config_values) -> list[Path]:
+    """Completed run directories of `folder` whose manifest config has these values, by name."""
+    found = []
+    for path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
+        record = manifest.read_json(path)
+        if record.get("status") == "completed" and all(
+                (record.get("config") or {}).get(key) == value for key, value in config_values.items()):
+            found.append(path.parent)
+    return found
+
+
+def deck_code_run(runs_dir: Path, data_dir: str | None, wanted: int) -> None:
+    """One run of the deck's script unless `runs_dir/peer_deck_keras_lenet5` has `wanted` completed 20-epoch runs.
+
+    Raises:
+        RuntimeError, ValueError: the script failed or printed what cannot be parsed (`peer_runs`).
+    """
+    peer = peer_runs.PEERS["deck-keras"]
+    if len(completed(runs_dir / peer.experiment, epochs=DECK_EPOCHS)) >= wanted:
+        print(f"{peer.experiment}: {wanted} run(s) there already", flush=True)
+        return
+    mnist = peer_runs.mnist_gz_dir(data_dir)
+    if mnist is None:
+        raise ValueError(f"no MNIST .gz files found from --data-dir {data_dir!r}")
+    print(f"{peer.experiment}: running {peer.script} {DECK_EPOCHS}", flush=True)
+    run_dir, _, seconds = peer_runs.run_and_record(peer, sys.executable, [str(DECK_EPOCHS)], runs_dir,
+                                                   mnist_dir=mnist, source=Path(mnist))
+    print(f"{peer.experiment}: {run_dir} ({seconds:.0f} s)", flush=True)
+
+
+def numpy_run(runs_dir: Path, data_dir: str | None, epochs: int) -> None:
+    """One NumPy-engine run of the deck recipe with `epochs` epochs, unless one with that config completed.
+
+    Raises:
+        RuntimeError: the scratch command failed.
+    """
+    want = rundir.config_block(config.load(Path(RECIPES[0]), [f"train.epochs={epochs}"]))
+    done = [p for p in (runs_dir / RECIPES[0]).glob("numpy-*/manifest.json")
+            if manifest.read_json(p).get("status") == "completed" and manifest.read_json(p).get("config") == want]
+    if done:
+        print(f"NumPy run: {done[0].parent} has this config already", flush=True)
+        return
+    command = [sys.executable, "-m", "lenet_keras", "scratch", RECIPES[0], f"train.epochs={epochs}",
+               "--runs-dir", str(runs_dir), *(["--data-dir", data_dir] if data_dir else [])]
+    if subprocess.run(command).returncode:
+        raise RuntimeError("NumPy run failed: " + " ".join(command))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.mnist_comparison", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of our recipes (default 0 1 2); "
+                   "the deck's script is unseeded and runs as many times")
+    p.add_argument("--numpy-epochs", type=int, default=3, help="epochs of the NumPy run (default 3)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default runs")
+    p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="default reports")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST (default: $LENET_KERAS_DATA, then data/)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train what is missing (seeds alternating between recipes), then render `reports/compare-mnist/`."""
+    args = parser().parse_args(argv)
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    for number, seed in enumerate(args.seeds, 1):
+        for experiment in RECIPES:
+            seeds.train_seeds(Path(experiment), [], [seed], args.runs_dir, data_dir)
+        deck_code_run(args.runs_dir, args.data_dir, number)
+    numpy_run(args.runs_dir, args.data_dir, args.numpy_epochs)
+    index = compare.build([*RECIPES, peer_runs.PEERS["deck-keras"].experiment], runs_dir=args.runs_dir,
+                          reports_dir=args.reports_dir, label="mnist")
+    print(f"report: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

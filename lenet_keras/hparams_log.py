@@ -10,7 +10,9 @@ Every run of every engine (`lenet_keras.train`, `lenet_keras.scratch.train`, swe
 are normal runs) has exactly one HParams session, in `<run>/tensorboard/` itself. TensorBoard
 finds its metrics below that folder: `epoch_accuracy` and `epoch_loss` in the `train` and
 `validation` groups (`<run>/tensorboard/train`, `.../validation`) and `test_accuracy` in `test`.
-So `tensorboard --logdir runs/` lists every run in its HParams tab, comparable by config.
+So `tensorboard --logdir runs/` lists every run in its HParams tab, comparable by config (where
+a sweep's experiment summary is under the logdir, `sweep_export.write_hparams_config`, TensorBoard
+takes that summary's hyperparameters and metrics as the columns for every session instead).
 
 The session is written once, when a run starts (so a failed or interrupted run is listed too,
 with the epochs it finished). Resuming a run does not write another: its config is the one
@@ -19,9 +21,9 @@ epochs trained again (`resume.trim_tensorboard`), which drops the session (step 
 run resumes from epoch 0; `ensure_run_session` then writes it anew, so a resumed run also ends
 with exactly one session.
 
-Only `tensorboard` protos and its pure-Python record writer are used: the NumPy engine must
-not load TensorFlow (tests/test_code_shape.py), and `tensorboard.summary.Writer` /
-`EventFileWriter` would (they use `tf.io.gfile`).
+Only `tensorboard`'s protos and its pure-Python CRC-32C are used, records framed here (`_record`):
+the NumPy engine must not load TensorFlow (tests/test_code_shape.py), and
+`tensorboard.summary.Writer` / `EventFileWriter` would (they use `tf.io.gfile`).
 """
 
 from __future__ import annotations

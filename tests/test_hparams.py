@@ -7,6 +7,7 @@ runs' metrics below their sessions."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -114,8 +115,6 @@ def numpy_run(tmp_path_factory, mnist_dir):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    from pathlib import Path
-
     return Path(result.stdout.strip().splitlines()[-1])
 
 

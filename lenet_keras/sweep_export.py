@@ -3,8 +3,9 @@
 Owns: the HParams experiment summary in `runs/<sweep>/` (`write_hparams_config`; each trial's
 session is the one every run writes, `lenet_keras.hparams_log`, whose flattened config holds
 the swept keys under the same dotted names), the table of every trial of the study
-(`trials_table`: hyperparameters, final and best metrics, test accuracy, objective, wall
-seconds, run directory, the command that reruns it, error) and its atomic write
+(`trials_table`: hyperparameters, final and best metrics, test accuracy, objective, with
+`repeats` > 1 its spread over the seeds (`sweep_study.SPREAD_COLUMNS`), wall seconds, run
+directory, the command that reruns it, error) and its atomic write
 (`write_trials_csv`).
 """
 
@@ -70,6 +71,8 @@ def trials_table(sweep: Sweep, study, runs_dir: Path):
             row[f"best {metric}"] = float(best) if best is not None else None
         row["test accuracy"] = manifest.get("test", {}).get("accuracy")
         row["objective"] = t.value
+        if sweep.repeats > 1:  # the mean over the seeds' runs; the per-run columns are the first seed's
+            row.update(sweep_study.spread_columns(t.user_attrs))
         row["epochs run"] = len(history) if history is not None else 0
         row["wall seconds"] = t.user_attrs.get("wall_seconds")
         row["run directory"] = str(run_dir) if run_dir.is_dir() else ""

@@ -5,6 +5,15 @@ command line that reruns it), validation curves of every trial coloured by each
 hyperparameter, a heatmap of the objective over every pair of grid axes (the best value over
 the other axes), and for Optuna sweeps the optimization history and the parameter
 importances (Optuna's matplotlib plots).
+
+With `repeats` > 1 (several seeds per trial, `sweep_study`), the objective is the mean over the
+seeds; the table adds each trial's min-max and standard deviation over the seeds, and a figure
+draws every trial's mean with its min-max as an error bar and each seed's value as a dot. The
+learning curves are those of each trial's first seed.
+
+The HTML trials table fits the page: long texts (errors, rerun commands) fold into a
+`<details>` element whose summary is their first words, and break anywhere rather than
+stretching the row (`trials_html`).
 """
 
 from __future__ import annotations
@@ -50,35 +59,22 @@ def build(sweep: sweep_study.Sweep, runs_dir: str | Path = "runs", reports_dir: 
     out = final.with_name(f".{sweep.name}.partial")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    if "command" in table:  # the base experiment's path as the reader gives it, not machine-absolute
+        table["command"] = table["command"].fillna("").astype(str).str.replace(
+            str(sweep.base_path), report_lib.display_path(sweep.base_path), regex=False)
 
     maximize = sweep.direction == "maximize"
     complete = table[table["state"] == "complete"].sort_values(["objective", "trial"], ascending=[not maximize, True], kind="stable")
     best = complete.iloc[0] if len(complete) else None
     keys = [d.key for d in sweep.space]
-    shown = table.sort_values(["state", "objective"], ascending=[True, not maximize], key=lambda c: (
-        c.map({"complete": 0, "pruned": 1, "fail": 2}).fillna(3) if c.name == "state" else c))
-    columns = ["trial", "state", *keys, "objective", f"final {sweep.metric}", "test accuracy", "epochs run",
-               "wall seconds", "error"]
-    summary = shown[[c for c in columns if c in shown]]
-
-    title = f"Sweep: {sweep.name}"
-    intro = (f"{sweep.method} search over {', '.join(keys)}; base experiment `{sweep.base_path.name}` with "
-             f"{' '.join(sweep.base_overrides) or 'no fixed overrides'}. Objective: the best epoch's "
-             f"{sweep.metric} ({sweep.direction}). {len(table)} trials: "
-             + ", ".join(f"{n} {s}" for s, n in table["state"].value_counts().items()) + ".")
-    md = [f"# {title}", "", intro, ""]
-    page = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
-    if best is not None:
-        point = ", ".join(f"{k} = {best[k]}" for k in keys)
-        text = (f"Best trial: {int(best['trial'])} ({point}): {sweep.metric} {best['objective']:.4f}, "
-                f"test accuracy {best['test accuracy']:.4f}.")
-        md += [f"**{text}**", "", "Rerun it:", "", f"    {best['command']}", ""]
-        page.append(f"<div class='best'><p><strong>{html.escape(text)}</strong></p><p>Rerun it: "
-                    f"<code>{html.escape(str(best['command']))}</code></p></div>")
-    md += ["## Trials", "", report_lib.markdown_table(summary), ""]
-    page += ["<h2>Trials</h2>", report_lib.html_table(summary)]
+    md, page = _head(sweep, table, best)
+    summary = _summary(sweep, table)
+    md += ["## Trials", "", report_lib.markdown_table(summary.drop(columns=["command"], errors="ignore")), ""]
+    page += ["<h2>Trials</h2>", trials_html(summary)]
 
     best_label = f"trial {int(best['trial'])}" if best is not None else None
+    if "objective min" in table and len(complete):
+        _spread_figure(sweep, complete, out, md, page)
     _curve_figures(sweep, table, best_label, out, md, page)
     if sweep.method == "grid" and len(keys) >= 2 and len(complete):
         _heatmap_figures(sweep, complete, keys, maximize, out, md, page)
@@ -87,6 +83,134 @@ def build(sweep: sweep_study.Sweep, runs_dir: str | Path = "runs", reports_dir: 
     report_lib.write_pages(out, sweep.name, md, page)
     report_lib.publish(out, final)
     return final / "index.html"
+
+
+def _head(sweep, table: pd.DataFrame, best) -> tuple[list[str], list[str]]:
+    """The report's title, introduction and best trial (with its rerun command): (Markdown lines, HTML parts)."""
+    keys = [d.key for d in sweep.space]
+    title = f"Sweep: {sweep.name}"
+    seeds = (f" (the mean over {sweep.repeats} seeds per trial: the experiment's seed, +1, ...)"
+             if sweep.repeats > 1 else "")
+    states = ", ".join(f"{n} {s}" for s, n in table["state"].value_counts().items())
+    intro = [f"{sweep.method} search over {', '.join(keys)}; base experiment ", sweep.base_path.name,
+             f" with {' '.join(sweep.base_overrides) or 'no fixed overrides'}. Objective: the best epoch's "
+             f"{sweep.metric} ({sweep.direction}){seeds}. {len(table)} trials: {states}."]
+    md = [f"# {title}", "", f"{intro[0]}`{intro[1]}`{intro[2]}", ""]
+    page = [STYLE, f"<h1>{html.escape(title)}</h1>",
+            f"<p>{html.escape(intro[0])}<code>{html.escape(intro[1])}</code>{html.escape(intro[2])}</p>"]
+    if best is not None:
+        point = ", ".join(f"{k} = {best[k]}" for k in keys)
+        spread = (f" (seeds {best['seeds']}: min {best['objective min']:.4f}, max {best['objective max']:.4f}, "
+                  f"std {best['objective std']:.4f})" if "objective min" in best else "")
+        text = (f"Best trial: {int(best['trial'])} ({point}): {sweep.metric} {best['objective']:.4f}{spread}, "
+                f"test accuracy {best['test accuracy']:.4f}.")
+        md += [f"**{text}**", "", "Rerun it:", "", f"    {best['command']}", ""]
+        page.append(f"<div class='best'><p><strong>{html.escape(text)}</strong></p><p>Rerun it: "
+                    f"<code>{html.escape(str(best['command']))}</code></p></div>")
+    return md, page
+
+
+def _summary(sweep, table: pd.DataFrame) -> pd.DataFrame:
+    """The trials table's rows (complete trials first, best first) and columns; with several
+    seeds per trial, 'min-max' and 'std' of the objective over the seeds after 'objective'."""
+    maximize = sweep.direction == "maximize"
+    shown = table.sort_values(["state", "objective"], ascending=[True, not maximize], key=lambda c: (
+        c.map({"complete": 0, "pruned": 1, "fail": 2}).fillna(3) if c.name == "state" else c))
+    if "objective min" in shown:
+        shown = shown.assign(**{
+            "min-max": [f"{lo:.4f}-{hi:.4f}" if pd.notna(lo) else "" for lo, hi in zip(shown["objective min"], shown["objective max"])],
+            "std": shown["objective std"]})
+    columns = ["trial", "state", *(d.key for d in sweep.space), "objective", "min-max", "std", f"final {sweep.metric}",
+               "test accuracy", "epochs run", "wall seconds", "error", "command"]
+    return shown[[c for c in columns if c in shown]]
+
+
+STYLE = ("<style>.trials-wrap{max-width:100%;overflow-x:auto}"
+         "table.trials{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
+         "table.trials td,table.trials th{padding:.25em .45em;border-bottom:1px solid #ddd;text-align:right;"
+         "vertical-align:top}"
+         "table.trials td.text{text-align:left}"
+         "table.trials td.fold{max-width:20em;overflow-wrap:anywhere}"
+         "table.trials details summary{cursor:pointer;color:#555}"
+         "table.trials details code,.best code{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}"
+         "</style>")
+"""The sweep report's own CSS (the trials table; the best trial's rerun command wraps too)."""
+FOLD_CHARACTERS = 60
+"""Texts in the trials table longer than this (or of several lines) fold into a `<details>` element."""
+
+
+def trials_html(table: pd.DataFrame) -> str:
+    """The trials table as HTML (class `trials`, in a `div.trials-wrap`) that fits the page.
+
+    Floats show 4 decimals, missing values nothing. A text cell longer than `FOLD_CHARACTERS`
+    or of several lines (an error, a rerun command) folds: `<details>` whose `<summary>` is its
+    first words (about 40 characters, then an ellipsis) and whose body is the full text, which
+    breaks anywhere (CSS `overflow-wrap:anywhere`) within the column's maximum width (20em), so
+    no row or the table is stretched by it; short texts break only between words. Headers may break after the '.' and '_' of dotted keys.
+    """
+    head = "".join(f"<th>{_breakable(str(c))}</th>" for c in table.columns)
+    rows = []
+    for values in table.itertuples(index=False):
+        cells = []
+        for value in values:
+            if isinstance(value, str):
+                folded = _folded(value)
+                cells.append(f"<td class='text{' fold' if folded.startswith('<details>') else ''}'>{folded}</td>")
+            elif value is None or isinstance(value, float) and pd.isna(value):
+                cells.append("<td></td>")
+            else:
+                number = float(value) if isinstance(value, float) else value
+                text = (f"{number:.4f}" if abs(number) < 10 else f"{number:.1f}") if isinstance(number, float) else str(number)
+                cells.append(f"<td>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='trials-wrap'><table class='trials'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _breakable(header: str) -> str:
+    """`header` escaped, with a line-break opportunity (`<wbr>`) after every '.' and '_' of a dotted key."""
+    return "".join(html.escape(c) + ("<wbr>" if c in "._" else "") for c in header)
+
+
+def _folded(text: str) -> str:
+    """`text` escaped; folded into `<details>` (summary: its first words) when long or of several lines."""
+    if len(text) <= FOLD_CHARACTERS and "\n" not in text:
+        return html.escape(text)
+    first = text.splitlines()[0] if text.strip() else text
+    words, summary = first.split(), ""
+    for word in words:
+        if len(summary) + len(word) > 40:
+            break
+        summary = f"{summary} {word}".strip()
+    summary = summary or first[:40]
+    return f"<details><summary>{html.escape(summary)} ...</summary><code>{html.escape(text)}</code></details>"
+
+
+def _spread_figure(sweep, complete: pd.DataFrame, out: Path, md: list, page: list) -> None:
+    """`objective_spread.png` in `out`: each complete trial's mean objective over the seeds with its
+    min-max as an error bar and each seed's value as a dot; appended to `md` and `page`."""
+    import matplotlib.pyplot as plt
+
+    ordered = complete.sort_values("trial")
+    x = ordered["trial"].to_numpy()
+    mean = ordered["objective"].to_numpy(dtype=float)
+    below = mean - ordered["objective min"].to_numpy(dtype=float)
+    above = ordered["objective max"].to_numpy(dtype=float) - mean
+    figure, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.errorbar(x, mean, yerr=[below, above], fmt="o", color="#2b83ba", capsize=4, label="mean, min-max over seeds")
+    for number, values in zip(x, ordered["objective per seed"]):
+        seeds = [float(v) for v in str(values).split()] if isinstance(values, str) else []
+        ax.plot([number] * len(seeds), seeds, ".", color="#555555", alpha=0.7)
+    ax.plot([], [], ".", color="#555555", label="one seed")
+    ax.set(xlabel="trial", ylabel=f"{sweep.metric} (best epoch)",
+           title=f"objective per trial over {sweep.repeats} seeds")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    name = "objective_spread.png"
+    figures.save_png(figure, out / name)
+    md += ["## Spread over seeds", "", f"![objective per trial over seeds]({name})", ""]
+    page += ["<h2>Spread over seeds</h2>", f"<img src='{name}' alt='objective per trial over seeds'>"]
 
 
 def _curve_figures(sweep, table: pd.DataFrame, best_label: str | None, out: Path, md: list, page: list) -> None:

@@ -9,6 +9,7 @@ A sweep file (TOML, read by `load`) names a base experiment, fixed overrides, an
     direction = "maximize"          # or "minimize"
     trials = 20                     # optuna only: how many trials the study should finish
     storage = ""                    # "" = sqlite:///<runs>/<name>/study.db; or any database URL
+    repeats = 1                     # runs per trial, seeds seed..seed+N-1; the objective is their mean
 
     [fixed]                         # overrides applied to every trial
     "train.epochs" = 3
@@ -16,6 +17,12 @@ A sweep file (TOML, read by `load`) names a base experiment, fixed overrides, an
     [space]                         # grid: lists of values
     "optimizer.learning_rate" = [0.01, 0.03, 0.1]
     # optuna: {low, high[, log, step]} for a float/int range, {choices = [...]} for categories
+
+`repeats = N` (an integer >= 1, default 1): every trial trains N normal runs, with the
+experiment's `seed` (the base file's, a `[fixed]` or `[space]` override of `seed`: not
+`[sweep] seed`, which seeds the TPE sampler) plus 0, 1, ..., N-1 (`Sweep.seeds`), and its
+objective is the mean of the N runs' objectives. Consecutive seeds, rather than seeds drawn at
+random, so that every trial is compared on the same seeds and a rerun by hand is a short loop.
 
 Owns: reading and validating a sweep file (`load`, `Sweep`, `Dimension`); the study's storage
 (`storage_url`: SQLite in `runs/<sweep>/study.db` or any database URL such as PostgreSQL,
@@ -85,6 +92,7 @@ class Sweep:
     pruner_startup_trials: int
     pruner_warmup_epochs: int
     space: tuple[Dimension, ...] = field(default_factory=tuple)
+    repeats: int = 1
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every point of the grid, in file order (last key varies fastest)."""
@@ -95,19 +103,37 @@ class Sweep:
         """How many trials the sweep asks for: the grid's size, or `trials` for Optuna."""
         return len(self.grid_points()) if self.method == "grid" else self.trials
 
-    def experiment(self, params: dict[str, Any]) -> config_lib.Experiment:
-        """The base experiment with the fixed overrides, then `params`, named after the sweep.
+    def experiment(self, params: dict[str, Any], seed: int | None = None) -> config_lib.Experiment:
+        """The base experiment with the fixed overrides, then `params` (then `seed=seed` when
+        given), named after the sweep.
 
         Raises:
             ConfigError: a value the experiment rejects (naming the key).
         """
-        overrides = [*self.base_overrides, *(f"{k}={_toml_value(v)}" for k, v in params.items()), f"name={_toml_value(self.name)}"]
+        overrides = [*self._overrides(params, seed), f"name={_toml_value(self.name)}"]
         return config_lib.load(self.base_path, overrides)
 
-    def command(self, params: dict[str, Any]) -> str:
-        """The `python -m lenet_keras train ...` command line that reruns one trial's point."""
-        overrides = [*self.base_overrides, *(f"{k}={_toml_value(v)}" for k, v in params.items())]
-        return " ".join(["python -m lenet_keras train", str(self.base_path), *(shlex.quote(o) for o in overrides)])
+    def seeds(self, params: dict[str, Any]) -> list[int]:
+        """The experiment seeds of one trial at `params`: the point's own `seed` plus 0..repeats-1.
+
+        Raises:
+            ConfigError: a value the experiment rejects (naming the key).
+        """
+        first = self.experiment(params).seed
+        return [first + k for k in range(self.repeats)]
+
+    def command(self, params: dict[str, Any], seeds: list[int] | None = None) -> str:
+        """The `python -m lenet_keras train ...` command line that reruns one trial's point; with
+        several `seeds`, a shell loop running it once per seed (`seed=$s`)."""
+        words = ["python -m lenet_keras train", str(self.base_path), *(shlex.quote(o) for o in self._overrides(params))]
+        if not seeds or len(seeds) == 1:
+            return " ".join(words + ([f"seed={seeds[0]}"] if seeds and self.repeats > 1 else []))
+        return f"for s in {' '.join(map(str, seeds))}; do {' '.join(words)} seed=$s; done"
+
+    def _overrides(self, params: dict[str, Any], seed: int | None = None) -> list[str]:
+        """`key=value` overrides: the fixed ones, then `params`, then `seed` when given."""
+        seeded = [f"seed={seed}"] if seed is not None else []
+        return [*self.base_overrides, *(f"{k}={_toml_value(v)}" for k, v in params.items()), *seeded]
 
 
 def _toml_value(value: Any) -> str:
@@ -120,7 +146,7 @@ def _toml_value(value: Any) -> str:
 
 
 _SWEEP_KEYS = {"base", "method", "metric", "direction", "trials", "storage", "seed", "pruner",
-               "pruner_startup_trials", "pruner_warmup_epochs", "name"}
+               "pruner_startup_trials", "pruner_warmup_epochs", "name", "repeats"}
 
 
 def load(path: str | Path, storage: str | None = None) -> Sweep:
@@ -171,13 +197,14 @@ def load(path: str | Path, storage: str | None = None) -> Sweep:
         seed=pick("seed", 0, kind=int), pruner=pick("pruner", "median", ("median", "none")),
         pruner_startup_trials=pick("pruner_startup_trials", 3, kind=int),
         pruner_warmup_epochs=pick("pruner_warmup_epochs", 1, kind=int),
-        space=_space(raw.get("space", {}), method, path),
+        space=_space(raw.get("space", {}), method, path), repeats=pick("repeats", 1, kind=int),
     )
-    if method == "optuna" and sweep.trials < 1:
-        raise ConfigError(f"{path}: sweep.trials must be >= 1, got {sweep.trials}")
+    for key, value in (("trials", sweep.trials if method == "optuna" else 1), ("repeats", sweep.repeats)):
+        if value < 1:
+            raise ConfigError(f"{path}: sweep.{key} must be an integer >= 1, got {value}")
     # Validate before anything runs: the base with the fixed overrides, then every value/endpoint.
     try:
-        sweep.experiment({})
+        sweep.experiment({}, seed=sweep.seeds({})[-1])  # the base, and its last repeat's seed
         for dimension in sweep.space:
             candidates = dimension.values or (dimension.low, dimension.high)
             for value in candidates:
@@ -400,3 +427,30 @@ def start_heartbeats(study, storage, trial) -> threading.Event:
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(storage, trial_id, stop), daemon=True).start()
     return stop
+
+
+SPREAD_COLUMNS = ("seeds", "objective per seed", "objective min", "objective max", "objective std")
+"""trials.csv's columns (and the Optuna trial's user attributes) of a sweep with `repeats` > 1."""
+
+
+def seed_spread(seeds: list[int], values: list[float]) -> dict[str, Any]:
+    """The spread of one trial's per-seed objectives: {SPREAD_COLUMNS name: value}.
+
+    `seeds` and `objective per seed` are lists (in seed order); `objective std` is the sample
+    standard deviation (n - 1 in the denominator; 0.0 for a single seed).
+    """
+    import statistics
+
+    return {"seeds": list(seeds), "objective per seed": [float(v) for v in values],
+            "objective min": float(min(values)), "objective max": float(max(values)),
+            "objective std": float(statistics.stdev(values)) if len(values) > 1 else 0.0}
+
+
+def spread_columns(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """trials.csv's spread columns from a trial's user attributes (lists as space-separated
+    text; None where the trial did not record them, e.g. pruned or failed)."""
+    row = {}
+    for key in SPREAD_COLUMNS:
+        value = user_attrs.get(key)
+        row[key] = " ".join(f"{v:.10g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) else value
+    return row

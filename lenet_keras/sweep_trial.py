@@ -1,9 +1,11 @@
 """One trial of a sweep: train a claimed trial's point as a normal run and tell the study.
 
 Owns: the trial's hyperparameter values (a queued grid point's, or the sampler's), running it
-through `lenet_keras.train.run` in `runs/<sweep>/trial-NNN/` with heartbeats, the Keras callback
+through `lenet_keras.train.run` in `runs/<sweep>/trial-NNN/` with heartbeats (with `repeats` =
+N > 1: N runs, `trial-NNN-seed-S/`, one per seed, `run_trial`), the Keras callback
 that reports the sweep metric to Optuna and stops a pruned trial, the objective (the best
-epoch's metric in history.csv), and recording the outcome (COMPLETE, PRUNED or FAIL).
+epoch's metric in history.csv; with several seeds their mean), and recording the outcome
+(COMPLETE, PRUNED or FAIL).
 """
 
 from __future__ import annotations
@@ -59,41 +61,84 @@ class _PruningCallback:
         return PruningCallback()
 
 
+def run_ids(number: int, seeds: list[int]) -> list[str]:
+    """The run directory names of trial `number`: `trial-NNN` for one seed (as without `repeats`),
+    else `trial-NNN-seed-S` per seed (flat, so `runs/<sweep>/` stays a folder of normal runs)."""
+    if len(seeds) == 1:
+        return [f"trial-{number:03d}"]
+    return [f"trial-{number:03d}-seed-{seed}" for seed in seeds]
+
+
 def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None) -> str:
-    """Train one claimed trial as a normal run and tell the study; returns the final state name."""
+    """Train one claimed trial as `sweep.repeats` normal runs and tell the study; returns the final state name.
+
+    The runs use the seeds `sweep.seeds(params)` (one run, the experiment's own seed, without
+    `repeats`) in the folders `run_ids`; the objective told to Optuna is the mean of the runs'
+    objectives (`objective`). With several seeds the trial's user attributes also hold
+    `run_dirs` and, once every seed has run, `sweep_study.seed_spread` (`seeds`, `objective per
+    seed`, min, max, sample standard deviation).
+
+    Pruning with several seeds: only the first seed's run reports its metric to Optuna each
+    epoch and can be pruned; a pruned first seed prunes the trial and the other seeds are not
+    trained. The pruner so compares like with like (every trial's first seed, each epoch
+    reported once) and pruning saves the whole trial's time; the later seeds train to the end.
+    A seed whose training fails fails the trial (the error names the seed); a trial whose worker
+    dies is queued again whole (`sweep_study.requeue_lost_trials`), its retry runs every seed
+    in new folders.
+    """
     from optuna.trial import TrialState
 
-    from lenet_keras import train
-
     stop = sweep_study.start_heartbeats(study, storage, trial)
-    run_id = f"trial-{trial.number:03d}"
-    trial.set_user_attr("run_dir", run_id)
+    trial.set_user_attr("run_dir", f"trial-{trial.number:03d}")
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    started = time.perf_counter()
+    started, seed = time.perf_counter(), None
     try:
         params = _suggest(sweep, trial)
-        trial.set_user_attr("command", sweep.command(params))
-        experiment = sweep.experiment(params)
-        pruning = _PruningCallback(trial, sweep.metric) if sweep.method == "optuna" and sweep.pruner != "none" else None
-        run_dir = train.run(experiment, runs_dir, data_dir=data_dir, run_id=run_id, verbose=0,
-                            callbacks=(pruning,) if pruning else ())
-        manifest = manifest_lib.read_json(run_dir / "manifest.json")
-        value = objective(run_dir, sweep)
+        seeds = sweep.seeds(params)
+        ids = run_ids(trial.number, seeds)
+        trial.set_user_attr("run_dir", ids[0])
+        if len(seeds) > 1:
+            trial.set_user_attr("run_dirs", ids)
+        trial.set_user_attr("command", sweep.command(params, seeds))
+        values = []
+        for seed, run_id in zip(seeds, ids):
+            value, stopped = _train_one(sweep, trial, params, seed if len(seeds) > 1 else None, run_id,
+                                        runs_dir, data_dir, prune=not values)
+            values.append(value)
+            if stopped:
+                trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
+                trial.set_user_attr("stopped_early", stopped)
+                study.tell(trial, state=TrialState.PRUNED)
+                return "PRUNED"
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
-        if manifest.get("stopped_early"):
-            trial.set_user_attr("stopped_early", manifest["stopped_early"])
-            study.tell(trial, state=TrialState.PRUNED)
-            return "PRUNED"
-        study.tell(trial, value)
+        if len(seeds) > 1:
+            for key, spread in sweep_study.seed_spread(seeds, values).items():
+                trial.set_user_attr(key, spread)
+        study.tell(trial, sum(values) / len(values))
         return "COMPLETE"
     except Exception as error:  # noqa: BLE001 - a failed trial is recorded and the sweep goes on
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
-        trial.set_user_attr("error", message[:2000])
+        trial.set_user_attr("error", (f"seed {seed}: " if seed is not None and sweep.repeats > 1 else "") + message[:2000])
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
         study.tell(trial, state=TrialState.FAIL)
         return "FAIL"
     finally:
         stop.set()
+
+
+def _train_one(sweep: Sweep, trial, params: dict, seed: int | None, run_id: str, runs_dir: Path, data_dir,
+               prune: bool) -> tuple[float, str | None]:
+    """Train one run of a trial (with `seed=seed` when given) in `runs/<sweep>/<run_id>/`, with the
+    pruning callback when `prune` and the sweep prunes; returns (its objective, why it stopped
+    early or None)."""
+    from lenet_keras import train
+
+    pruning = (_PruningCallback(trial, sweep.metric)
+               if prune and sweep.method == "optuna" and sweep.pruner != "none" else None)
+    run_dir = train.run(sweep.experiment(params, seed), runs_dir, data_dir=data_dir, run_id=run_id, verbose=0,
+                        callbacks=(pruning,) if pruning else ())
+    manifest = manifest_lib.read_json(run_dir / "manifest.json")
+    return objective(run_dir, sweep), manifest.get("stopped_early")
 
 
 def objective(run_dir: Path, sweep: Sweep) -> float:

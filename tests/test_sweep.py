@@ -2,16 +2,21 @@
 stops, two worker processes on one study, claiming processes racing on SQLite, a dead worker's
 trial queued again by a `--worker-only` start, resuming, a failing trial, HParams summaries in
 the event files, the report's figures, and the errors a sweep file can cause before any trial
-runs."""
+runs; `repeats` (several seeds per trial: the mean objective and its spread, pruning on the
+first seed, a dead worker's trial queued again) and the report's trials table folding long
+texts."""
 
 import dataclasses
+import html.parser
+import json
 import sqlite3
+import statistics
 import time
 
 import pandas as pd
 import pytest
 
-from lenet_keras import sweep, sweep_report, sweep_study, sweep_trial
+from lenet_keras import report, sweep, sweep_report, sweep_study, sweep_trial
 from lenet_keras.errors import ConfigError
 
 from .conftest import REPO, assert_png
@@ -196,11 +201,15 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path,
     ('method = "grid"', '"optimizer.learning_rate" = {low = 0.1, high = 0.2}', "a grid needs a list"),
     ('method = "random"', '"optimizer.learning_rate" = [0.1]', "sweep.method must be one of grid, optuna"),
     ('method = "grid"\nmetric = "val_acc"', '"optimizer.learning_rate" = [0.1]', "sweep.metric must be one of"),
+    ('method = "grid"\nrepeats = 0', '"optimizer.learning_rate" = [0.1]', "sweep.repeats must be an integer >= 1, got 0"),
+    ('method = "grid"\nrepeats = 2.5', '"optimizer.learning_rate" = [0.1]', "sweep.repeats must be int, got 2.5"),
+    ('method = "grid"\nrepeats = true', '"optimizer.learning_rate" = [0.1]', "sweep.repeats must be int, got True"),
 ])
 def test_bad_sweep_files_fail_before_any_trial(tmp_path, head, space, message):
     path = write_sweep(tmp_path, "bad", head, space)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
         sweep_study.load(path)
+    assert str(error.value).startswith(f"{path}: ")  # every message names the sweep file
     assert not (tmp_path / "runs").exists()
 
 
@@ -209,3 +218,154 @@ def test_shipped_sweep_files_are_valid(name, trials):
     plan = sweep_study.load(REPO / "experiments" / f"{name}.toml")
     assert plan.total_trials() == trials and plan.base_path == REPO / "experiments" / "mnist_lenet5.toml"
     assert plan.experiment({}).train.epochs == 5
+
+
+def test_repeats_past_the_largest_seed_fail_before_any_trial(tmp_path):
+    path = write_sweep(tmp_path, "seeds", 'method = "grid"\nrepeats = 2', '"optimizer.learning_rate" = [0.1]')
+    path.write_text(path.read_text().replace("[fixed]\n", "[fixed]\nseed = 4294967295\n"))
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*32\), got 4294967296") as error:
+        sweep_study.load(path)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+# --------------------------------------------------------------------------- repeats (several seeds)
+
+
+@pytest.fixture(scope="module")
+def repeated(tmp_path_factory, mnist_dir):
+    """A 2-point grid with `repeats = 2`, run: (plan, folder, trials.csv)."""
+    tmp = tmp_path_factory.mktemp("repeated")
+    path = write_sweep(tmp, "twice", 'method = "grid"\nrepeats = 2',
+                       '"optimizer.learning_rate" = [0.05, 0.1]\n"train.batch_size" = [128]')
+    plan = sweep_study.load(path)
+    return plan, tmp, sweep.run_sweep(plan, runs_dir=tmp / "runs", data_dir=mnist_dir)
+
+
+def _best_epoch(run_dir, metric="val_accuracy"):
+    return float(pd.read_csv(run_dir / "history.csv")[metric].max())
+
+
+def test_repeats_train_one_run_per_seed_and_the_objective_is_their_mean(repeated):
+    plan, tmp, csv = repeated
+    folder = tmp / "runs" / "twice"
+    base_seed = plan.experiment({}).seed
+    assert sorted(p.name for p in folder.glob("trial-*")) == [
+        f"trial-{n:03d}-seed-{s}" for n in (0, 1) for s in (base_seed, base_seed + 1)]
+    table = pd.read_csv(csv).set_index("trial")
+    assert list(table["state"]) == ["complete", "complete"]
+    for number, row in table.iterrows():
+        runs = [folder / f"trial-{number:03d}-seed-{s}" for s in (base_seed, base_seed + 1)]
+        seeds = [json.loads((r / "manifest.json").read_text())["config"]["seed"] for r in runs]
+        assert seeds == [base_seed, base_seed + 1]
+        assert not pd.read_csv(runs[0] / "history.csv").equals(pd.read_csv(runs[1] / "history.csv"))
+        values = [_best_epoch(r) for r in runs]  # each run's objective, from its own history.csv
+        assert row["objective"] == pytest.approx(statistics.fmean(values), abs=1e-12)
+        assert row["seeds"] == f"{base_seed} {base_seed + 1}"
+        assert [float(v) for v in row["objective per seed"].split()] == pytest.approx(values, abs=1e-9)
+        assert row["objective min"] == pytest.approx(min(values), abs=1e-12)
+        assert row["objective max"] == pytest.approx(max(values), abs=1e-12)
+        assert row["objective std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
+        assert row["command"].startswith(f"for s in {base_seed} {base_seed + 1}; do python -m lenet_keras train")
+        assert row["command"].endswith("seed=$s; done")
+    study = sweep_study.open_study_and_storage(plan, tmp / "runs")[0]
+    for trial in study.get_trials():
+        assert trial.user_attrs["seeds"] == [base_seed, base_seed + 1]
+        assert trial.value == pytest.approx(statistics.fmean(trial.user_attrs["objective per seed"]), abs=1e-12)
+        assert trial.user_attrs["run_dirs"] == [f"trial-{trial.number:03d}-seed-{s}" for s in (base_seed, base_seed + 1)]
+
+
+def test_the_report_of_a_repeated_sweep_shows_the_spread(repeated, tmp_path):
+    plan, tmp, csv = repeated
+    index = sweep_report.build(plan, runs_dir=tmp / "runs", reports_dir=tmp_path)
+    assert_png(index.parent / "objective_spread.png", (6.4, 3.8), tolerance=0.05, min_rgb_std=0.05)
+    page = index.read_text()
+    table = pd.read_csv(csv)
+    assert "<th>min-max</th>" in page and "<th>std</th>" in page
+    for _, row in table.iterrows():
+        assert f">{row['objective min']:.4f}-{row['objective max']:.4f}</td>" in page
+        assert f"<td>{row['objective std']:.4f}</td>" in page
+    assert "| min-max | std |" in (index.parent / "index.md").read_text()
+
+
+def test_pruning_with_repeats_looks_at_the_first_seed_only(tmp_path, mnist_dir):
+    path = write_sweep(tmp_path, "prune2", 'method = "optuna"\ntrials = 2\nrepeats = 2\npruner_startup_trials = 1\n'
+                       'pruner_warmup_epochs = 0', '"optimizer.learning_rate" = {low = 1e-6, high = 0.3, log = true}', epochs=2)
+    plan = sweep_study.load(path)
+    study = sweep_study.open_study_and_storage(plan, tmp_path / "runs")[0]
+    study.enqueue_trial({"optimizer.learning_rate": 0.1})  # learns
+    study.enqueue_trial({"optimizer.learning_rate": 1e-6})  # cannot learn: pruned after its first seed's first epoch
+    table = pd.read_csv(sweep.run_sweep(plan, runs_dir=tmp_path / "runs", data_dir=mnist_dir)).set_index("trial")
+    assert list(table["state"]) == ["complete", "pruned"]
+    runs = sorted(p.name for p in (tmp_path / "runs" / "prune2").glob("trial-*"))
+    assert runs == ["trial-000-seed-42", "trial-000-seed-43", "trial-001-seed-42"]  # the pruned trial's 2nd seed never ran
+    first = pd.read_csv(tmp_path / "runs" / "prune2" / "trial-000-seed-42" / "history.csv")
+    # the pruner saw the first seed's epochs, each once (the second seed reports nothing)
+    assert study.get_trials()[0].intermediate_values == pytest.approx(dict(enumerate(first["val_accuracy"])), abs=1e-6)
+    assert pd.isna(table.loc[1, "objective min"]) and table.loc[1, "epochs run"] == 1
+
+
+def test_a_dead_workers_repeated_trial_is_queued_again_and_runs_every_seed(grid_plan, tmp_path, mnist_dir, monkeypatch):
+    monkeypatch.setattr(sweep_study, "GRACE_SECONDS", 1)
+    plan = dataclasses.replace(grid_plan, repeats=2)
+    runs = tmp_path / "runs"
+    study, storage = sweep_study.open_study_and_storage(plan, runs)
+    assert sweep_study.enqueue_missing(plan, study) == 1
+    dead = sweep_study.claim(study, storage)  # a worker claims trial 0, records one heartbeat and dies
+    sweep_study.start_heartbeats(study, storage, dead).set()
+    time.sleep(2.5)  # > GRACE_SECONDS, in whole seconds of SQLite's clock
+
+    table = pd.read_csv(sweep.run_sweep(plan, runs_dir=runs, data_dir=mnist_dir))
+    assert list(table["state"]) == ["fail", "complete"] and study.get_trials()[1].user_attrs["retry_of"] == 0
+    assert sorted(p.name for p in (runs / "one").glob("trial-*")) == ["trial-001-seed-42", "trial-001-seed-43"]
+    assert table.loc[1, "seeds"] == "42 43" and table.loc[1, "objective std"] >= 0
+
+
+class _Cells(html.parser.HTMLParser):
+    """The trials table's cells: for each <td>, its text outside and inside <summary>, and its full text."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.where = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "td":
+            self.cells.append({"text": "", "summary": "", "folded": False})
+        elif tag == "details" and self.cells:
+            self.cells[-1]["folded"] = True
+        self.where.append(tag)
+
+    def handle_endtag(self, tag):
+        self.where.pop()
+
+    def handle_data(self, data):
+        if self.cells and "td" in self.where:
+            self.cells[-1]["text"] += data
+            if "summary" in self.where:
+                self.cells[-1]["summary"] += data
+
+
+def test_the_trials_table_folds_long_errors_and_commands(grid_plan, tmp_path):
+    """A trials.csv written by hand (no training): a failed trial with a long traceback-like error
+    holding a 150-character path, and a complete one with a long rerun command."""
+    long_path = "/very/" + "deep" * 36 + "/history.csv"
+    error = f"TrainingDivergedError: the training loss became NaN or infinite at epoch 3 while reading {long_path}\nsecond line"
+    command = grid_plan.command({"optimizer.learning_rate": 0.05, "train.batch_size": 128}) + " " + "x=1 " * 30
+    rows = [{"trial": 0, "state": "complete", "optimizer.learning_rate": 0.05, "train.batch_size": 128, "objective": 0.9,
+             "final val_accuracy": 0.9, "test accuracy": 0.91, "epochs run": 1, "wall seconds": 3.0, "error": "",
+             "run directory": "", "command": command},
+            {"trial": 1, "state": "fail", "optimizer.learning_rate": 0.05, "train.batch_size": 128, "objective": None,
+             "final val_accuracy": None, "test accuracy": None, "epochs run": 0, "wall seconds": 1.0, "error": error,
+             "run directory": "", "command": command}]
+    (tmp_path / "runs" / "one").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "runs" / "one" / "trials.csv", index=False)
+    page = sweep_report.build(grid_plan, runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports").read_text()
+    parser = _Cells()
+    parser.feed(page)
+    folded = [c for c in parser.cells if c["folded"]]
+    assert len(folded) == 3  # two commands, one error
+    shown = command.replace(str(grid_plan.base_path), report.display_path(grid_plan.base_path))  # as report.py shows paths
+    assert {c["text"].split(" ...")[-1] for c in folded} == {shown, error}  # the full text is in the <details>
+    for cell in folded:
+        assert 0 < len(cell["summary"]) <= 45 and cell["text"].startswith(cell["summary"])
+    assert max(len(c["text"]) for c in parser.cells if not c["folded"]) <= sweep_report.FOLD_CHARACTERS
+    assert "overflow-wrap:anywhere" in page and "max-width:20em" in page  # the long path breaks within the column

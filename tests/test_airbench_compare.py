@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import airbench_compare, peer_runs
+from lenet_keras import external_run
 
 PEER_OUTPUT = """\
 -----------------------------------------------------------------------------------------
@@ -60,6 +61,7 @@ def fake_world(tmp_path, monkeypatch):
     clock = {"now": 1000.0, "caches": []}
     monkeypatch.setattr(airbench_compare, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
     monkeypatch.setattr(peer_runs, "versions_of", lambda python: {"python": "3.11.7", "torch": "2.13.0+cpu"})
+    monkeypatch.setattr(external_run, "machine_block", lambda: {"cpu": "fake", "cpu_count": 2})  # no TensorFlow import
 
     def fake_run(command, capture_output, text):
         if command[1] == "-c":  # the peer, through the seed wrapper

@@ -29,6 +29,17 @@ AIRBENCH_TOTALS = [11.0537, 16.0820, 30.6663, 51.0965, 75.9489, 92.5894, 107.473
 AIRBENCH_VAL_ACC = [0.1660, 0.2720, 0.2620, 0.3460, 0.3780, 0.4680, 0.4900, 0.5200, 0.5360, 0.5000]
 
 
+MACHINE = {"platform": "Linux", "cpu": "fake", "cpu_count": 2, "gpus": []}
+
+
+@pytest.fixture(autouse=True)
+def fake_machine(request, monkeypatch):
+    """Our machine block without importing TensorFlow (whose import runs subprocesses the fakes
+    below would answer); the real run's test keeps the real one."""
+    if "real_run" not in request.node.name:
+        monkeypatch.setattr(external_run, "machine_block", lambda: dict(MACHINE))
+
+
 def record(name: str, output: str, runs_dir: Path, args: list[str], seed: int | None = None, source=None) -> Path:
     """Record a fixture's output as the run of peer `name` (wall seconds 20.0)."""
     return peer_runs.record_peer_output(peer_runs.PEERS[name], output, runs_dir, args=args, command="python x.py",
@@ -71,7 +82,7 @@ def test_torch_output_records_its_seed_threads_and_equal_configs_across_seeds(tm
     assert (one["seed"], two["seed"], one["engine"]) == (0, 1, "pytorch")
     assert one["config"] == two["config"], "runs of one recipe differ only in the seed"
     assert one["test"] == {"accuracy": 0.8528} and one["training_seconds"] == 13.6
-    assert one["machine"]["threads"] == 2  # "threads=2"
+    assert one["machine"] == {**MACHINE, "threads": 2}  # ours, and the script's "threads=2"
     assert [(float(r["epoch_seconds"]), float(r["val_accuracy"])) for r in history(first)] == [
         (8.09, 0.5238), (5.52, 0.8527)]
 

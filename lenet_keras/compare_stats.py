@@ -16,6 +16,7 @@ Definitions used everywhere (report pages, the reproduction scorecard):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,7 +152,9 @@ def difference(values, baseline) -> dict[str, float]:
         same = out["difference"] == 0
         return out | {"ci_low": out["difference"], "ci_high": out["difference"], "p_value": 1.0 if same else 0.0,
                       "seeds_needed": math.nan if same else 2}
-    test = stats.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # one side's values all equal: scipy warns of precision loss, the result stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = stats.ttest_ind(a, b, equal_var=False)
     interval = test.confidence_interval(CONFIDENCE)
     pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     return out | {"ci_low": float(interval.low), "ci_high": float(interval.high), "p_value": float(test.pvalue),

@@ -150,3 +150,27 @@ def test_summaries_of_one_and_of_equal_values():
     assert math.isnan(compare_stats.summarize([0.9])["ci_low"])
     assert compare_stats.summarize([0.9, 0.9])["ci_low"] == pytest.approx(0.9)
     assert compare_stats.seeds_needed(0.001, 0.001) == 17  # d = 1: 17 per group for 80% power at 5%
+
+
+def test_a_peer_run_from_its_printed_output_is_drawn_beside_ours(runs_dir, tmp_path):
+    from benchmarks import peer_runs
+
+    copy = tmp_path / "runs"
+    shutil.copytree(runs_dir / "mnist_lenet5", copy / "mnist_lenet5")
+    output = (Path(__file__).parent / "fixtures" / "peers" / "seed002_keras_lenet_2epochs.txt").read_text()
+    peer = peer_runs.PEERS["deck-keras"]
+    for _ in range(2):  # the deck's script is unseeded: two runs of one recipe form one group
+        peer_runs.record_peer_output(peer, output, copy, args=["2"], command="python seed002_keras_lenet.py 2",
+                                     wall_seconds=30.0, seed=None, versions={"python": "3.11"})
+    printed = [float(v) for v in __import__("re").findall(r"val_acc=([\d.]+)", output)]
+    index = compare.build(["mnist_lenet5", peer.experiment], runs_dir=copy, reports_dir=tmp_path, label="peer")
+    runs = compare.collect_runs(["mnist_lenet5", peer.experiment], copy)
+    groups = compare.lettered(compare_stats.group_runs([run for _, run in runs]))
+    assert [g.label for g in groups] == ["A: mnist_lenet5 · keras", f"B: {peer.experiment} · keras-deck"]
+    deck = groups[1]
+    assert len(deck.runs) == 2 and deck.seeds == [None, None]
+    assert list(deck.runs[0].history["val_accuracy"]) == pytest.approx(printed)
+    table = compare_figures.epoch_statistics([r.history for r in deck.runs], "val_accuracy")
+    assert list(table["median"]) == pytest.approx(printed)
+    assert "B: peer_deck_keras_lenet5 · keras-deck" in index.read_text()
+    assert_png(index.parent / "validation_curves.png", (11, 4.2), tolerance=0.3)

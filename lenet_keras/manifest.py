@@ -136,9 +136,10 @@ def _cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """The machine: OS, CPU model, logical CPUs usable by this process, TensorFlow's GPUs and threads."""
-    import tensorflow as tf
-
+    """The machine: OS, CPU model, logical CPUs usable by this process, and TensorFlow's GPUs and
+    threads when this process has loaded TensorFlow (a Keras run); a process without it (the
+    NumPy engine, a peer's record) gets null there instead of importing TensorFlow for it."""
+    tf = sys.modules.get("tensorflow")
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -147,9 +148,9 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": usable,
-        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")] if tf else None,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() if tf else None,
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() if tf else None,
     }
 
 

@@ -90,3 +90,15 @@ def test_directory_fsync_is_skipped_where_directories_cannot_be_opened(tmp_path,
     target = tmp_path / "manifest.json"
     manifest.write_json_atomic(target, {"status": "completed"})
     assert manifest.read_json(target) == {"status": "completed"}
+
+
+def test_the_machine_block_imports_no_tensorflow_in_a_process_without_it():
+    """The NumPy engine's manifest must not load TensorFlow (it lists GPUs only when TF is loaded)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lenet_keras import manifest; block = manifest.machine(); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; assert block['gpus'] is None; "
+            "import tensorflow; assert manifest.machine()['gpus'] == []")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

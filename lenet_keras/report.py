@@ -344,6 +344,7 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
           "img{max-width:100%;margin:.5em 0}table.runs{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
           "table.runs td,table.runs th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right}"
+          "table.runs td:first-child,table.runs th:first-child{text-align:left}"
           ".row{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}.warn{color:#b2182b}"
           ".best{background:#e6f5d0;padding:.5em 1em;border-left:4px solid #1a9641}"
           "code{background:#f4f4f4;padding:0 .2em;overflow-wrap:anywhere}"

@@ -7,7 +7,8 @@ product of hyperparameters, each logged to TensorBoard and to a pandas CSV, and 
 A sweep file (TOML) names a base experiment, fixed overrides, and a search space; its format is
 described in `lenet_keras.sweep_study`'s docstring (where `load` parses it).
 
-Every trial is a normal run: `runs/<sweep>/trial-NNN/` (NNN = the Optuna trial number), plus
+Every trial is a normal run: `runs/<sweep>/trial-NNN/` (NNN = the Optuna trial number; with
+`repeats = N`, N runs `trial-NNN-seed-S/` whose mean objective is the trial's, `sweep_trial`), plus
 `runs/<sweep>/study.db`, `runs/<sweep>/trials.csv` and TensorBoard HParams summaries
 (`make tensorboard RUNS=runs/<sweep>` -> HPARAMS tab).
 

@@ -1,0 +1,483 @@
+"""`reproduce`: the reproduction scorecard, one row per number the seeds and papers publish.
+
+`CLAIMS` holds every published number this package can be held to, as data: what was claimed,
+the value as printed, where it is printed, the experiment (and overrides) that reproduces it,
+which measurement of our runs it is compared with, and either a cost class ("minutes": run by
+default; "hours": only with `--full`) or the reason it cannot be measured here.
+`run_scorecard` trains what is missing (`lenet_keras.seeds.train_seeds`, one fresh process a
+seed, completed seeds skipped, so a rerun is cheap), measures every row over the seeds and
+renders `reports/reproduction/index.html` and `index.md`.
+
+Verdict rule (`verdict`; each published number is one run of its authors'):
+- "reproduced": the published value lies between our seeds' lowest and highest values, or in
+  the 95% confidence interval of our mean (Student t), either widened by half a unit of the
+  published number's last printed digit (0.8838 stands for 0.88375-0.88385).
+- "differs: ours higher/lower by X points (...)": otherwise; X = our median - published, in
+  percentage points (seconds for times); the parenthesis says whether the published value is
+  still inside the 95% prediction interval of one run of ours, mean +- t(0.975, n-1) * s *
+  sqrt(1 + 1/n) (then more seeds are needed to tell) or outside it.
+- "not measured (needs hours ...)": an "hours" row without `--full`.
+- "not measurable here: <why>": the data, hardware or code it needs is not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from lenet_keras import compare_stats
+from lenet_keras import config as config_lib
+from lenet_keras import figures
+from lenet_keras import manifest as manifest_lib
+from lenet_keras import report
+from lenet_keras import rundir
+from lenet_keras import seeds as seeds_lib
+from lenet_keras.errors import LenetKerasError
+
+MINUTES = "minutes"
+"""Cost class of a row trained by default (the CPU-sized scorecard: about 15 minutes on 2 cores in all)."""
+HOURS = "hours"
+"""Cost class of a row trained only with `--full` (`make reproduce FULL=1`)."""
+ACCURACY, SECONDS = "accuracy", "seconds"
+"""Units of a published value: top-1 accuracy as a fraction (0..1), or seconds."""
+METRICS = ("test_accuracy", "val_accuracy", "test_accuracy_at_epoch")
+"""What a row measures in each run: the manifest's final test accuracy; history.csv's
+val_accuracy after epoch `epoch` (1-based); the test accuracy after epoch `epoch`, read from
+history.csv's val_accuracy of a run whose validation set is the test set (validation_split 0)."""
+DEFAULT_SEEDS = (0, 1, 2)
+"""Seeds of every measured row unless `--seeds` says otherwise."""
+NOT_MEASURED_HOURS = "not measured (needs hours: run make reproduce FULL=1)"
+"""Verdict of an "hours" row without `--full`."""
+
+DECK = "seed 002_b22bd8794f1b90b8.txt (deck), slide \"LeNet Keras TensorFlow\", training log"
+PAPER = "seed 000_e1aba98d62cf7fb5.txt (LeNet paper, Bhattarai & Rijal), section \"Results\""
+NOTEBOOK = "seed 004_a925a7d3230d41da.txt (CIFAR-10 notebook), cell 20 \"TRAINING COMPLETE\""
+REPORT_SEED = "seed 003_b7607ac83eae8f8a.txt (PyTorch report, Kara), Introduction and section 5"
+AIRBENCH = ("K. Jordan, \"94% on CIFAR-10 in 3.29 Seconds on a Single GPU\" (2024), airbench94, "
+            "PyPI airbench==0.1.8 (quoted in experiments/cifar_fast.toml)")
+LECUN = ("LeCun, Bottou, Bengio, Haffner, \"Gradient-based learning applied to document recognition\", "
+         "Proc. IEEE 86(11), 1998, section III.B and Fig. 14 (cited by seeds 000 and 002)")
+NO_CIFAR = ("needs the official CIFAR-10, which is not available offline here (only a JPEG re-encoding is, "
+            "whose accuracies are lower and not comparable)")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One published number and how this package measures the same thing.
+
+    Attributes:
+        key: short unique id (`deck-val-3`); claim: what was claimed, in words.
+        published: the value, accuracies as fractions (98.722% -> 0.98722), times in seconds;
+            unit: ACCURACY or SECONDS; quoted: the words as printed in the source;
+            digits: decimal places of `published` as printed (0.98722 -> 5).
+        source: the document and where in it.
+        experiment: shipped experiment name that reproduces it (None: none does);
+            overrides: KEY=VALUE on top; engine: "keras" (`train`) or "numpy" (`scratch`).
+        metric: one of METRICS; epoch: 1-based epoch of the epoch metrics.
+        cost: MINUTES or HOURS; not_measurable: why it cannot be measured here (None: it can).
+        note: how our measurement differs from the published one's.
+    """
+
+    key: str
+    claim: str
+    published: float
+    unit: str
+    quoted: str
+    digits: int
+    source: str
+    experiment: str | None = None
+    overrides: tuple[str, ...] = ()
+    engine: str = "keras"
+    metric: str = "test_accuracy"
+    epoch: int | None = None
+    cost: str = MINUTES
+    not_measurable: str | None = None
+    note: str = ""
+
+
+DECK_CURVE = (0.8838, 0.9109, 0.9231, 0.9333, 0.9423)
+"""The deck's val_accuracy after epochs 1-5 (seed 002, its printed `model.fit` log of MyLeNet)."""
+
+CLAIMS = (
+    *(Claim(f"deck-val-{k}", f"deck's LeNet-5: validation accuracy after epoch {k}", value, ACCURACY,
+            f"Epoch {k}/20 ... val_accuracy: {value:.4f}", 4, f"{DECK}, epoch {k}/20",
+            "mnist_lenet5", ("train.epochs=5",), metric="val_accuracy", epoch=k,
+            note="the deck's recipe (MyLeNet, SGD momentum 0.9, exponential decay, batch 512, the last 20% of "
+                 "the training images for validation, as Keras's validation_split 0.2) cut to the 5 epochs the "
+                 "deck prints; the learning rate decays per step, so they are the first 5 of its 20 epochs")
+      for k, value in enumerate(DECK_CURVE, start=1)),
+    Claim("paper-pytorch", "paper seed's PyTorch LeNet-5: accuracy after 11 epochs", 0.98722, ACCURACY,
+          "we obtain the accuracy of 98.722 and Loss of 0.04889 in Just 11 Epochs", 5, PAPER,
+          "mnist_lenet5_classic", metric="test_accuracy_at_epoch", epoch=11,
+          note="the paper's architecture table (lenet5_classic, 32x32 padded input) trained on all 60,000 "
+               "images, test accuracy after epoch 11 of the 20-epoch runs; the paper names no optimizer, batch "
+               "size or learning rate (ours: the deck's SGD recipe) and does not say which set (read as test)"),
+    Claim("lecun-1998", "LeCun et al.'s LeNet-5: test accuracy (error 0.95%), 20 passes", 0.9905, ACCURACY,
+          "test error rate ... 0.95% (LeNet-5, no distortions)", 4, LECUN,
+          "mnist_lenet5_classic", metric="test_accuracy",
+          note="differs in architecture and training: theirs has an RBF output layer, a sparse C3, a scaled tanh, "
+               "trainable subsampling and the stochastic diagonal Levenberg-Marquardt optimizer; ours is "
+               "lenet5_classic (softmax, full C3) with the deck's SGD, same 60,000 training images and 20 epochs"),
+    Claim("paper-numpy", "paper seed's from-scratch (NumPy) LeNet-5: test accuracy after 25 epochs", 0.9027,
+          ACCURACY, "test accuracy of 90.27 ... after a patient span of 25 epochs", 4, PAPER,
+          "mnist_lenet5", ("train.epochs=25",), engine="numpy", cost=HOURS,
+          note="our NumPy LeNet-5 (lenet_keras.scratch) with the deck's recipe for 25 epochs; the paper gives no "
+               "training settings for its LeNet-5 (its appendix trains a ThreeLayerNet, SGD momentum, lr 1e-4, "
+               "batch 64). About 80 s an epoch on 2 CPU cores (measured on 3,000 images): ~35 min a seed"),
+    Claim("notebook-best", "CIFAR-10 notebook's CNN: best test accuracy over 150 epochs", 0.9448, ACCURACY,
+          "Best Test Accuracy: 94.48% (achieved at epoch 149)", 4, NOTEBOOK, "cifar_cnn_notebook",
+          not_measurable=f"{NO_CIFAR}; 150 epochs of the 4.1M-parameter CNN need a GPU (days on 2 CPU cores)",
+          note="also the best of 150 epochs chosen on the test set, which our runs never do (they select on a "
+               "validation split)"),
+    Claim("notebook-final", "CIFAR-10 notebook's CNN: test accuracy after 150 epochs", 0.9439, ACCURACY,
+          "Final Test Accuracy: 94.39%", 4, NOTEBOOK, "cifar_cnn_notebook",
+          not_measurable=f"{NO_CIFAR}; 150 epochs of the 4.1M-parameter CNN need a GPU (days on 2 CPU cores)"),
+    Claim("airbench94-accuracy", "airbench94: mean test accuracy on CIFAR-10", 0.9401, ACCURACY,
+          "94.01% on official CIFAR-10", 4, AIRBENCH, "cifar_fast",
+          not_measurable=f"{NO_CIFAR}; our runs on the JPEG copy are in reports/cifar_fast/"),
+    Claim("airbench94-time", "airbench94: training time on an NVIDIA A100", 3.83, SECONDS,
+          "3.83 s on an A100", 2, AIRBENCH, "cifar_fast",
+          not_measurable="needs an NVIDIA A100 GPU (2 CPU cores take about 900 s) and the official CIFAR-10"),
+    Claim("report-vgg16", "PyTorch report: VGG16 transfer learning, test accuracy", 0.925, ACCURACY,
+          "We achieved %92.5 test accuracy", 3, REPORT_SEED,
+          not_measurable="needs the Intel Image Classification data (14k/3k/7k images, 6 classes), not here, and "
+                         "VGG16 transfer learning, which no experiment of this package implements"),
+    Claim("report-custom-cnn", "PyTorch report: custom CNN, test accuracy", 0.86, ACCURACY,
+          "We obtained %86 testing accuracy", 2, REPORT_SEED,
+          not_measurable="needs the Intel Image Classification data, not here, and the report's custom CNN, "
+                         "whose layers it does not list"),
+)
+"""Every published number of the seeds (the documents the project was made from) and papers the package is held to, in page order."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """A scored claim: our values over `seeds` (same order), the verdict and the command that regenerates it."""
+
+    claim: Claim
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+    verdict: str
+    command: str
+
+
+def prediction_interval(summary: dict) -> tuple[float, float]:
+    """The 95% Student-t prediction interval of one more run, mean +- t(0.975, n-1) * std * sqrt(1 + 1/n),
+    from a `compare_stats.summarize` result; (mean, mean) when std is 0; NaNs for n < 2."""
+    n, mean, std = summary["n"], summary["mean"], summary["std"]
+    if n < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(1 - (1 - compare_stats.CONFIDENCE) / 2, n - 1) * std * math.sqrt(1 + 1 / n)
+    return mean - half, mean + half
+
+
+def verdict(published: float, values, digits: int, unit: str = ACCURACY) -> str:
+    """The verdict on `published` given our `values` (same unit; see the module docstring's rule).
+
+    Args:
+        published: the published value; values: ours, one per seed (non-finite ones ignored);
+        digits: decimal places of `published` as printed; unit: ACCURACY (differences in
+            percentage points) or SECONDS.
+
+    Returns:
+        "reproduced"; "differs: ours higher|lower by X points|s" followed by "(1 seed, no
+        interval)", "(inside the 95% range of one run of ours: not resolved by N seeds)" or
+        "(outside the 95% range of one run of ours)"; "not measured: no completed run" when
+        there is no value.
+    """
+    summary = compare_stats.summarize(values)
+    if summary["n"] == 0:
+        return "not measured: no completed run"
+    tolerance = 0.5 * 10 ** -digits
+    inside = lambda low, high: math.isfinite(low) and low - tolerance <= published <= high + tolerance  # noqa: E731
+    if inside(summary["min"], summary["max"]) or inside(summary["ci_low"], summary["ci_high"]):
+        return "reproduced"
+    gap = summary["median"] - published
+    size = f"{abs(gap) * 100:.2f} points" if unit == ACCURACY else f"{abs(gap):.2f} s"
+    if summary["n"] == 1:
+        resolved = "1 seed, no interval"
+    elif inside(*prediction_interval(summary)):
+        resolved = f"inside the 95% range of one run of ours: not resolved by {summary['n']} seeds"
+    else:
+        resolved = "outside the 95% range of one run of ours"
+    return f"differs: ours {'higher' if gap > 0 else 'lower'} by {size} ({resolved})"
+
+
+def run_value(run_dir: Path, claim: Claim) -> float:
+    """`claim.metric` of one completed run (accuracy as a fraction).
+
+    Raises:
+        LenetKerasError: the run lacks that epoch, or a "test_accuracy_at_epoch" run's validation
+            set is not the test set; ValueError: an unknown metric.
+    """
+    manifest = manifest_lib.read_json(Path(run_dir) / rundir.MANIFEST)
+    if claim.metric == "test_accuracy":
+        return float((manifest.get("test") or {}).get("accuracy", math.nan))
+    if claim.metric not in METRICS:
+        raise ValueError(f"unknown metric {claim.metric!r} (one of {', '.join(METRICS)})")
+    if claim.metric == "test_accuracy_at_epoch" and not str(manifest["data"].get("validation", "")).startswith("the test set"):
+        raise LenetKerasError(f"{run_dir}: its validation set is not the test set, so history.csv holds no test accuracy "
+                              f"per epoch (row {claim.key} needs data.validation_split=0)")
+    history = pd.read_csv(Path(run_dir) / "history.csv")
+    row = history[history["epoch"] == claim.epoch - 1]
+    if row.empty:
+        raise LenetKerasError(f"{run_dir}/history.csv has no epoch {claim.epoch} (row {claim.key})")
+    return float(row["val_accuracy"].iloc[0])
+
+
+def completed_numpy_run(folder: Path, config: dict) -> Path | None:
+    """The first completed NumPy-engine run (by name order) in `folder` whose manifest config equals `config`; else None."""
+    for path in sorted(Path(folder).glob("*/manifest.json")) if Path(folder).is_dir() else ():
+        try:
+            manifest = manifest_lib.read_json(path)
+        except (OSError, ValueError):
+            continue
+        if (manifest.get("status") == "completed" and compare_stats.engine_of(manifest) == "numpy"
+                and manifest.get("config") == config):
+            return path.parent
+    return None
+
+
+def train_numpy_seeds(experiment: Path, overrides: list[str], seeds, runs_dir: Path, data_dir: Path | None,
+                      runner=subprocess.run) -> list[Path]:
+    """`scratch EXPERIMENT ... seed=S` once per seed in a fresh process, seeds with a completed run of the
+    same config skipped (as `seeds.train_seeds` does for Keras); the run directories in seed order.
+
+    Raises:
+        LenetKerasError: a seed's run failed or left no completed run.
+    """
+    made = []
+    for seed in dict.fromkeys(seeds):
+        resolved = config_lib.load(experiment, [*overrides, f"seed={seed}"])
+        folder, config = Path(runs_dir) / resolved.name, rundir.config_block(resolved)
+        done = completed_numpy_run(folder, config)
+        if done is None:
+            command = [sys.executable, "-m", "lenet_keras", "scratch", str(experiment), *overrides, f"seed={seed}",
+                       "--runs-dir", str(runs_dir), *(["--data-dir", str(data_dir)] if data_dir else [])]
+            print(f"seed {seed}: training (NumPy)", flush=True)
+            if runner(command).returncode:
+                raise LenetKerasError(f"reproduce: seed {seed} failed: {' '.join(command)}")
+            done = completed_numpy_run(folder, config)
+            if done is None:
+                raise LenetKerasError(f"reproduce: seed {seed} exited 0 but {folder} holds no completed NumPy run")
+        else:
+            print(f"seed {seed}: skipped, {done} has completed this config", flush=True)
+        made.append(done)
+    return made
+
+
+def train_claim(claim: Claim, runs_dir: Path, data_dir: Path | None, seeds) -> list[Path]:
+    """Train (or find) `claim`'s runs, one per seed; their run directories in seed order.
+
+    Raises:
+        LenetKerasError, ConfigError: from `seeds.train_seeds` / `train_numpy_seeds`.
+    """
+    experiment = config_lib.experiments_dir() / f"{claim.experiment}.toml"
+    if claim.engine == "numpy":
+        return train_numpy_seeds(experiment, list(claim.overrides), seeds, runs_dir, data_dir)
+    return [o.run_dir for o in seeds_lib.train_seeds(experiment, list(claim.overrides), list(seeds), runs_dir, data_dir)]
+
+
+def row_command(claim: Claim, seeds, runs_dir: Path) -> str:
+    """The shell command that trains `claim`'s runs (`reproduce` then reads them), or "" when none can."""
+    if claim.experiment is None or claim.not_measurable:
+        return ""
+    where = "" if Path(runs_dir) == Path("runs") else f" --runs-dir {report.display_path(runs_dir)}"
+    keys = "".join(f" {o}" for o in claim.overrides)
+    if claim.engine == "numpy":
+        listed = " ".join(map(str, seeds))
+        return f"for s in {listed}; do python -m lenet_keras scratch {claim.experiment}{keys} seed=$s{where}; done"
+    return f"python -m lenet_keras train {claim.experiment}{keys} --seeds {' '.join(map(str, seeds))}{where}"
+
+
+def score(claim: Claim, runs_dir: Path, data_dir: Path | None, full: bool, seeds, trained: dict) -> Row:
+    """Measure and judge one claim; `trained` caches run directories (or the error) per experiment + overrides."""
+    command = row_command(claim, seeds, runs_dir)
+    if claim.not_measurable:
+        return Row(claim, (), (), f"not measurable here: {claim.not_measurable}", command)
+    if claim.cost == HOURS and not full:
+        return Row(claim, (), (), NOT_MEASURED_HOURS, command)
+    group = (claim.engine, claim.experiment, claim.overrides)
+    if group not in trained:
+        try:
+            trained[group] = train_claim(claim, runs_dir, data_dir, seeds)
+        except LenetKerasError as error:
+            trained[group] = error
+    if isinstance(trained[group], Exception):
+        return Row(claim, (), (), f"not measured: training failed: {trained[group]}", command)
+    try:
+        values = tuple(run_value(run_dir, claim) for run_dir in trained[group])
+    except (LenetKerasError, OSError, KeyError) as error:
+        return Row(claim, (), (), f"not measured: {error}", command)
+    return Row(claim, tuple(dict.fromkeys(seeds)), values,
+               verdict(claim.published, values, claim.digits, claim.unit), command)
+
+
+def run_scorecard(runs_dir: str | Path = "runs", reports_dir: str | Path = "reports", data_dir: str | Path | None = None,
+                  full: bool = False, seeds=DEFAULT_SEEDS, claims: tuple[Claim, ...] = CLAIMS) -> Path:
+    """Train what is missing, score every claim and render `<reports_dir>/reproduction/`; return its index.html.
+
+    Args:
+        runs_dir: parent of the run directories (completed seeds there are reused, not retrained).
+        reports_dir: parent of the report folder `reproduction/` (replaced whole, never half-written).
+        data_dir: as `train --data-dir` (None: the usual look-up, e.g. $LENET_KERAS_DATA).
+        full: also train the "hours" rows. seeds: the seeds of every measured row.
+        claims: the rows (default `CLAIMS`; tests pass their own).
+
+    A row whose training fails is marked "not measured: training failed: ..." and the others go
+    on. Prints one progress line per row.
+    """
+    runs_dir, started, trained, rows = Path(runs_dir), time.perf_counter(), {}, []
+    for number, claim in enumerate(claims, start=1):
+        print(f"[{number}/{len(claims)}] {claim.claim} ({claim.key})", flush=True)
+        rows.append(score(claim, runs_dir, None if data_dir is None else Path(data_dir), full, seeds, trained))
+        print(f"[{number}/{len(claims)}] {claim.key}: {rows[-1].verdict}", flush=True)
+    return render(rows, Path(reports_dir), runs_dir, full, time.perf_counter() - started)
+
+
+def format_value(value: float, unit: str, digits: int = 2) -> str:
+    """An accuracy fraction as a percentage with `digits` decimals ("98.72%"), seconds as "3.83 s"; "" for NaN."""
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value * 100:.{digits}f}%" if unit == ACCURACY else f"{value:.{digits}f} s"
+
+
+def table_row(row: Row) -> dict[str, object]:
+    """One scorecard table row (all texts): claim, source, published, experiment, ours (n, median,
+    95% CI of the mean, min-max, 95% range of one run), verdict, command."""
+    claim, summary = row.claim, compare_stats.summarize(row.values)
+    unit, shown = claim.unit, max(claim.digits - 2, 0) if claim.unit == ACCURACY else claim.digits
+    pair = lambda a, b: f"{format_value(a, unit)}-{format_value(b, unit)}" if math.isfinite(a) else ""  # noqa: E731
+    experiment = f"`{claim.experiment}" + "".join(f" {o}" for o in claim.overrides) + "`" if claim.experiment else ""
+    if claim.engine == "numpy" and experiment:
+        experiment += " (NumPy engine)"
+    return {"claim": claim.claim, "source": claim.source, "published": format_value(claim.published, unit, shown),
+            "experiment": experiment, "n": summary["n"] or "", "ours median": format_value(summary["median"], unit),
+            "95% CI of mean": pair(summary["ci_low"], summary["ci_high"]),
+            "min-max": pair(summary["min"], summary["max"]) if summary["n"] else "",
+            "95% range of one run": pair(*prediction_interval(summary)),
+            "verdict": row.verdict, "command": f"`{row.command}`" if row.command else ""}
+
+
+def differences_figure(rows: list[Row]):
+    """A forest plot of our values minus the published one (percentage points) for the measured accuracy
+    rows: the median (dot), min-max (thick) and the 95% range of one run (thin); None when none is measured."""
+    import matplotlib.pyplot as plt  # after lenet_keras.figures chose the Agg backend
+
+    measured = [r for r in rows if r.values and r.claim.unit == ACCURACY]
+    if not measured:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(measured) + 1.4))
+    for y, row in enumerate(reversed(measured)):
+        s = compare_stats.summarize(row.values)
+        low, high = prediction_interval(s)
+        shift = lambda v: (v - row.claim.published) * 100  # noqa: E731
+        if math.isfinite(low):
+            ax.plot([shift(low), shift(high)], [y, y], color="#9ecae1", lw=1.5)
+        ax.plot([shift(s["min"]), shift(s["max"])], [y, y], color="#3182bd", lw=4)
+        ax.plot(shift(s["median"]), y, "o", color="#08519c")
+    ax.axvline(0, color="#b2182b", lw=1)
+    ax.set_yticks(range(len(measured)), [r.claim.key for r in reversed(measured)])
+    ax.set_xlabel("ours minus published (percentage points of accuracy)")
+    ax.set_title("published (red line) vs ours: median, min-max, 95% range of one run")
+    fig.tight_layout()
+    return fig
+
+
+RULE = ("Verdict rule: **reproduced** when the published value lies between our seeds' lowest and highest values, "
+        "or inside the 95% confidence interval of our mean (Student t), either widened by half a unit of the "
+        "published number's last printed digit (0.8838 stands for 0.88375-0.88385). Otherwise **differs**, by our "
+        "median minus the published value in percentage points, with whether the published value is still inside "
+        "the 95% range of one run of ours (the Student-t prediction interval mean ± t(0.975, n-1) · s · √(1 + 1/n): "
+        "each published number is one run, so then more seeds are needed to tell) or outside it (a real "
+        "difference). One seed gives no interval. **not measured (needs hours)**: a long row, trained only by "
+        "`make reproduce FULL=1`. **not measurable here**: what it needs (data, hardware, code) is not here; the "
+        "reason is given. Nothing is chosen on the test set: epochs are the published ones, weights the final ones.")
+NOT_SCORED = ("Not scored: the training losses and training accuracies the seeds print (they depend on each code's "
+              "loss and on how it averages over an epoch), the per-class accuracies of the notebook (seed 004), the "
+              "ImageNet error rates quoted in the lecture slides (seed 001, about other networks) and parameter "
+              "counts (checked exactly by the test suite: 61,706 for LeNet-5, 4,079,429 for the notebook's CNN).")
+
+
+def details_table(rows: list[Row]) -> pd.DataFrame:
+    """Per row: the key, the words quoted from the source, how ours differs, and our value per seed."""
+    return pd.DataFrame([{"row": r.claim.key, "quoted": r.claim.quoted, "how ours differs": r.claim.note,
+                          "ours per seed": ", ".join(f"{s}: {format_value(v, r.claim.unit)}"
+                                                     for s, v in zip(r.seeds, r.values))} for r in rows])
+
+
+def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool, seconds: float) -> Path:
+    """Write `<reports_dir>/reproduction/index.html`, `index.md` (and the differences figure) atomically."""
+    final = reports_dir / "reproduction"
+    out = final.with_name(".reproduction.partial")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    table, details = pd.DataFrame([table_row(r) for r in rows]), details_table(rows)
+    counts = pd.Series([r.verdict.split(":")[0].split(" (")[0] for r in rows]).value_counts()
+    intro = (f"{len(rows)} published numbers from the seeds and papers, scored against runs in "
+             f"`{report.display_path(runs_dir)}` ({'with' if full else 'without'} the hours-long rows). Verdicts: "
+             + ", ".join(f"{count} {name}" for name, count in counts.items())
+             + f". Scored in {seconds:.0f} s (training included when it ran). Regenerate: `make reproduce` "
+             "(`make reproduce FULL=1` for the long rows), or `python -m lenet_keras reproduce [--full]`.")
+    md = ["# Reproduction scorecard", "", intro, "", "## Verdict rule", "", RULE, "", "## Scorecard", "",
+          report.markdown_table(table), ""]
+    page = ["<h1>Reproduction scorecard</h1>", f"<p>{report.inline_html(intro)}</p>", "<h2>Verdict rule</h2>",
+            f"<p>{report.inline_html(RULE)}</p>", "<h2>Scorecard</h2>",
+            "<style>table.runs td{text-align:left;vertical-align:top}</style>", report.html_table(table)]
+    figure = differences_figure(rows)
+    if figure is not None:
+        figures.save_png(figure, out / "differences.png")
+        md += ["## Ours against published", "", "![ours minus published](differences.png)", ""]
+        page += ["<h2>Ours against published</h2>", "<img src='differences.png' alt='ours minus published'>"]
+    md += ["## Rows in detail", "", report.markdown_table(details), "", "## Not scored", "", NOT_SCORED, ""]
+    page += ["<h2>Rows in detail</h2>", report.html_table(details), "<h2>Not scored</h2>",
+             f"<p>{html.escape(NOT_SCORED)}</p>"]
+    report.write_pages(out, "reproduction scorecard", md, page)
+    report.publish(out, final)
+    return final / "index.html"
+
+
+HELP = """Rows: one per number the seeds (the project's source documents) and papers publish (the deck's validation
+curve, the LeNet paper seed's 98.722% and NumPy 90.27%, LeCun et al.'s 99.05%, the CIFAR-10
+notebook's 94.48%, airbench94's 94.01%, ...), each with its source, the experiment that
+reproduces it, our median and intervals over --seeds, a verdict and the command that
+regenerates it. Missing runs are trained first (completed seeds are reused).
+Verdicts: reproduced (the published value lies between our seeds' values or in the 95%
+confidence interval of our mean); differs (by our median minus the published value, in
+points, saying whether it is inside the 95% range of one run of ours, i.e. not resolved);
+not measured (needs hours: add --full); not measurable here (why: the official CIFAR-10,
+a GPU, data or code that is not here). Output: REPORTS_DIR/reproduction/index.html + index.md."""
+
+
+def handle(args: argparse.Namespace) -> None:
+    """The `reproduce` command's handler: `run_scorecard` with the parsed options; prints the page's path."""
+    index = run_scorecard(args.runs_dir, args.reports_dir, args.data_dir, full=args.full, seeds=tuple(args.seeds))
+    print(f"scorecard: {index} (and {index.with_suffix('.md').name} beside it)")
+
+
+def add_command(commands) -> argparse.ArgumentParser:
+    """Add the `reproduce` subcommand (handler `handle`) to an argparse subparsers object; return its parser."""
+    parser = commands.add_parser(
+        "reproduce", help="render the reproduction scorecard (published numbers vs our runs over seeds)",
+        description="Train what is missing and render the reproduction scorecard. " + HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="parent of the report folder reproduction/ (default: reports)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding the datasets (default: $LENET_KERAS_DATA, ./data, the Keras cache)")
+    parser.add_argument("--full", action="store_true", help="also train the rows that take hours (NumPy 25 epochs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), metavar="SEED",
+                        help="seeds of every measured row (default: 0 1 2)")
+    parser.set_defaults(handler=handle)
+    return parser

@@ -1,0 +1,190 @@
+"""The reproduction scorecard (issue 17 item 6): the verdict rule, the claims table, and a
+scorecard rendered over real tiny MNIST runs (600 training images, 1 epoch, 2 seeds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lenet_keras import reproduce
+from lenet_keras.reproduce import ACCURACY, HOURS, Claim
+
+
+# --- the verdict rule on hand-made numbers ---------------------------------------------------
+
+def test_published_value_inside_the_seeds_interval_is_reproduced():
+    assert reproduce.verdict(0.9850, [0.9840, 0.9855, 0.9862], digits=4) == "reproduced"
+
+
+def test_published_value_far_below_ours_differs_with_ours_higher():
+    text = reproduce.verdict(0.9000, [0.9840, 0.9855, 0.9862], digits=4)
+    assert text == "differs: ours higher by 8.55 points (outside the 95% range of one run of ours)"  # 0.9855 - 0.9
+
+
+def test_published_value_above_ours_differs_with_ours_lower():
+    text = reproduce.verdict(0.9905, [0.9861, 0.9866, 0.9870], digits=4)
+    assert text == "differs: ours lower by 0.39 points (outside the 95% range of one run of ours)"
+
+
+NARROW = [0.9850, 0.9852, 0.9854]
+"""mean 0.9852, std 0.0002: 95% CI of the mean 0.98470-0.98570, 95% range of one run 0.98421-0.98619."""
+
+
+def test_inside_the_seeds_range_or_the_mean_interval_is_reproduced():
+    s = reproduce.compare_stats.summarize(NARROW)
+    assert s["ci_low"] < 0.9848 < s["min"]  # outside min-max, inside the CI of the mean
+    assert reproduce.verdict(0.9848, NARROW, digits=4) == "reproduced"
+    assert reproduce.verdict(0.9853, NARROW, digits=4) == "reproduced"  # between min and max
+    assert reproduce.verdict(0.9858, NARROW, digits=4).startswith("differs: ours lower by 0.06 points")
+
+
+def test_the_printed_precision_widens_the_interval():
+    assert reproduce.verdict(0.986, [0.98604], digits=3) == "reproduced"  # 0.986 stands for 0.9855-0.9865
+    assert reproduce.verdict(0.98600, [0.98604], digits=5).startswith("differs: ours higher")
+
+
+def test_between_the_mean_interval_and_the_range_of_one_run_is_not_resolved():
+    s = reproduce.compare_stats.summarize(NARROW)
+    low, high = reproduce.prediction_interval(s)
+    assert low < s["ci_low"] < s["ci_high"] < 0.9858 < high
+    assert reproduce.verdict(0.9858, NARROW, digits=4) == \
+        "differs: ours lower by 0.06 points (inside the 95% range of one run of ours: not resolved by 3 seeds)"
+    assert reproduce.verdict(0.9863, NARROW, digits=4) == \
+        "differs: ours lower by 0.11 points (outside the 95% range of one run of ours)"
+    assert reproduce.verdict(0.9841, NARROW, digits=4) == \
+        "differs: ours higher by 0.11 points (outside the 95% range of one run of ours)"
+
+
+def test_one_seed_has_no_interval_only_the_printed_precision():
+    assert reproduce.verdict(0.9423, [0.94234], digits=4) == "reproduced"  # rounds to the printed 0.9423
+    assert reproduce.verdict(0.9423, [0.9430], digits=4) == "differs: ours higher by 0.07 points (1 seed, no interval)"
+
+
+def test_no_value_is_not_measured():
+    assert reproduce.verdict(0.9, [], digits=2) == "not measured: no completed run"
+    assert reproduce.verdict(0.9, [math.nan], digits=2) == "not measured: no completed run"
+
+
+# --- the claims table ------------------------------------------------------------------------
+
+def test_every_claim_has_a_source_a_value_and_an_experiment_or_a_reason():
+    keys = [claim.key for claim in reproduce.CLAIMS]
+    assert len(keys) == len(set(keys))
+    for claim in reproduce.CLAIMS:
+        assert claim.source and claim.quoted and claim.claim, claim.key
+        assert math.isfinite(claim.published) and claim.published > 0, claim.key
+        assert claim.unit in (reproduce.ACCURACY, reproduce.SECONDS), claim.key
+        assert claim.cost in (reproduce.MINUTES, reproduce.HOURS), claim.key
+        assert claim.metric in reproduce.METRICS, claim.key
+        if claim.not_measurable is None:
+            assert claim.experiment, f"{claim.key}: neither an experiment nor a reason it is not measurable"
+            reproduce.config_lib.load(reproduce.config_lib.experiments_dir() / f"{claim.experiment}.toml",
+                                      list(claim.overrides))  # a real experiment with valid overrides
+            assert claim.metric == "test_accuracy" or claim.epoch, claim.key
+
+
+def test_the_published_numbers_the_issue_names_are_rows():
+    published = {(claim.key.split("-")[0], round(claim.published, 5)) for claim in reproduce.CLAIMS}
+    for expected in [("deck", 0.8838), ("deck", 0.9423), ("paper", 0.98722), ("lecun", 0.9905), ("paper", 0.9027),
+                     ("notebook", 0.9448), ("airbench94", 0.9401)]:
+        assert expected in published
+
+
+def test_the_quoted_words_are_in_the_seed_they_cite():
+    seeds = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
+    if not seeds.is_dir():
+        pytest.skip("../shared/seeds is not here")
+    for claim in reproduce.CLAIMS:
+        if claim.source.startswith("seed "):
+            text = (seeds / claim.source.split()[1]).read_text(encoding="utf-8")
+            for part in claim.quoted.split(" ... "):
+                assert part.replace("%", "") in text.replace("%", ""), (claim.key, part)
+
+
+# --- a scorecard over real tiny runs ---------------------------------------------------------
+
+TINY = ("train.epochs=1", "data.train_subset=600", "data.test_subset=200", "train.histogram_freq=0")
+
+
+def tiny_claims() -> tuple[Claim, ...]:
+    common = dict(unit=ACCURACY, quoted="q", source="hand-made", experiment="mnist_lenet5", overrides=TINY)
+    return (
+        Claim("tiny-val-1", "validation accuracy after epoch 1", 0.5, digits=1, metric="val_accuracy", epoch=1, **common),
+        Claim("tiny-test", "test accuracy", 0.99, digits=2, **common),
+        Claim("tiny-long", "a long row", 0.9, digits=1, cost=HOURS, **common),
+        Claim("tiny-away", "an impossible row", 0.9, ACCURACY, "q", digits=1, source="hand-made",
+              not_measurable="needs the moon"),
+    )
+
+
+@pytest.fixture(scope="module")
+def scorecard(tmp_path_factory, mnist_dir):
+    root = tmp_path_factory.mktemp("scorecard")
+    index = reproduce.run_scorecard(root / "runs", root / "reports", data_dir=mnist_dir, seeds=(0, 1),
+                                    claims=tiny_claims())
+    return root, index
+
+
+def read_runs(runs_dir: Path) -> list[tuple[dict, pd.DataFrame]]:
+    runs = []
+    for path in sorted((runs_dir / "mnist_lenet5").glob("run-*/manifest.json")):
+        runs.append((json.loads(path.read_text()), pd.read_csv(path.parent / "history.csv")))
+    return runs
+
+
+def test_scorecard_measures_n_and_median_from_the_run_files(scorecard):
+    root, index = scorecard
+    runs = read_runs(root / "runs")
+    assert sorted(manifest["seed"] for manifest, _ in runs) == [0, 1]
+    md = index.with_suffix(".md").read_text()
+    val = statistics.median(float(history.loc[history.epoch == 0, "val_accuracy"].iloc[0]) for _, history in runs)
+    test = statistics.median(manifest["test"]["accuracy"] for manifest, _ in runs)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert f"| 2 | {val * 100:.2f}% |" in rows["validation accuracy after epoch 1"]
+    assert f"| 2 | {test * 100:.2f}% |" in rows["test accuracy"]
+    assert "`python -m lenet_keras train mnist_lenet5 " + " ".join(TINY) + " --seeds 0 1 --runs-dir " in md
+    assert "differs: ours lower" in rows["test accuracy"]  # 1 epoch on 600 images is far from 99%
+
+
+def test_scorecard_marks_long_and_impossible_rows_with_their_reason(scorecard):
+    root, index = scorecard
+    md = index.with_suffix(".md").read_text()
+    page = index.read_text()
+    for text in (md, page):
+        assert reproduce.NOT_MEASURED_HOURS in text
+        assert "not measurable here: needs the moon" in text
+    assert "<code>python -m lenet_keras train mnist_lenet5 " in page  # code spans as HTML, no Markdown backticks
+    assert (index.parent / "differences.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_reuses_completed_seeds(scorecard, capsys):
+    root, _ = scorecard
+    before = sorted(p.name for p in (root / "runs" / "mnist_lenet5").iterdir())
+    reproduce.run_scorecard(root / "runs", root / "reports2", seeds=(0, 1), claims=tiny_claims()[:1])
+    assert sorted(p.name for p in (root / "runs" / "mnist_lenet5").iterdir()) == before
+    assert capsys.readouterr().out.count("skipped") == 2
+
+
+def test_add_command_parses_the_options():
+    parser = argparse.ArgumentParser()
+    reproduce.add_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["reproduce", "--full", "--seeds", "3", "4", "--runs-dir", "r"])
+    assert (args.full, args.seeds, args.runs_dir, args.reports_dir) == (True, [3, 4], Path("r"), Path("reports"))
+    assert args.handler is reproduce.handle
+    assert parser.parse_args(["reproduce"]).seeds == [0, 1, 2]
+
+
+def test_table_row_shows_n_median_intervals_and_range():
+    claim = Claim("x", "a claim", 0.9905, ACCURACY, "q", 4, "hand-made", "mnist_lenet5")
+    row = reproduce.Row(claim, (0, 1, 2), (0.90, 0.91, 0.95), "differs", "python -m lenet_keras train mnist_lenet5")
+    cells = reproduce.table_row(row)
+    s = reproduce.compare_stats.summarize([0.90, 0.91, 0.95])
+    assert (cells["n"], cells["ours median"], cells["min-max"], cells["published"]) == (3, "91.00%", "90.00%-95.00%", "99.05%")
+    assert cells["95% CI of mean"] == f"{s['ci_low'] * 100:.2f}%-{s['ci_high'] * 100:.2f}%"
+    assert cells["command"] == "`python -m lenet_keras train mnist_lenet5`"

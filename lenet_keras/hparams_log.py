@@ -10,9 +10,10 @@ Every run of every engine (`lenet_keras.train`, `lenet_keras.scratch.train`, swe
 are normal runs) has exactly one HParams session, in `<run>/tensorboard/` itself. TensorBoard
 finds its metrics below that folder: `epoch_accuracy` and `epoch_loss` in the `train` and
 `validation` groups (`<run>/tensorboard/train`, `.../validation`) and `test_accuracy` in `test`.
-So `tensorboard --logdir runs/` lists every run in its HParams tab, comparable by config (where
-a sweep's experiment summary is under the logdir, `sweep_export.write_hparams_config`, TensorBoard
-takes that summary's hyperparameters and metrics as the columns for every session instead).
+So `tensorboard --logdir runs/` lists every run in its HParams tab, comparable by config. No
+experiment summary (`hp.hparams_config`) is written anywhere, sweeps included: one under the
+logdir would become the columns of every session (only a sweep's swept keys), so TensorBoard
+infers the columns from the sessions themselves (the union of their keys) and their scalars.
 
 The session is written once, when a run starts (so a failed or interrupted run is listed too,
 with the epochs it finished). Resuming a run does not write another: its config is the one

@@ -9,7 +9,7 @@ described in `lenet_keras.sweep_study`'s docstring (where `load` parses it).
 
 Every trial is a normal run: `runs/<sweep>/trial-NNN/` (NNN = the Optuna trial number; with
 `repeats = N`, N runs `trial-NNN-seed-S/` whose mean objective is the trial's, `sweep_trial`), plus
-`runs/<sweep>/study.db`, `runs/<sweep>/trials.csv` and TensorBoard HParams summaries
+`runs/<sweep>/study.db` and `runs/<sweep>/trials.csv`; each trial's run has its HParams session
 (`make tensorboard RUNS=runs/<sweep>` -> HPARAMS tab).
 
 Trials live in an Optuna study, also for grids: when a sweep starts, the grid points (or, for
@@ -43,7 +43,7 @@ from pathlib import Path
 
 from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import ConfigError, LenetKerasError
-from lenet_keras.sweep_export import write_hparams_config, write_trials_csv
+from lenet_keras.sweep_export import write_trials_csv
 from lenet_keras.sweep_study import (
     STORAGE_ENV_VAR, Sweep, claim, enqueue_missing, finished_or_queued, open_study_and_storage, requeue_lost_trials,
     storage_url,
@@ -119,7 +119,6 @@ def run_sweep(sweep: Sweep, runs_dir: Path = Path("runs"), data_dir=None, worker
         return Path(runs_dir) / sweep.name / "trials.csv"
     study = open_study_and_storage(sweep, runs_dir)[0]
     added = enqueue_missing(sweep, study)
-    write_hparams_config(sweep, runs_dir)
     total = len([t for t in study.get_trials(deepcopy=False) if finished_or_queued(t)])
     already = _done_count(study)
     print(f"sweep {sweep.name}: {sweep.method}, {total} trials ({already} done before, {added} newly queued); "

@@ -1,8 +1,9 @@
-"""A sweep's exports: `runs/<sweep>/trials.csv` and the TensorBoard HParams experiment summary.
+"""A sweep's export: `runs/<sweep>/trials.csv`.
 
-Owns: the HParams experiment summary in `runs/<sweep>/` (`write_hparams_config`; each trial's
-session is the one every run writes, `lenet_keras.hparams_log`, whose flattened config holds
-the swept keys under the same dotted names), the table of every trial of the study
+No HParams experiment summary is written: each trial's session is the one every run writes
+(`lenet_keras.hparams_log`, its whole flattened config, the swept keys among them), and a
+summary under the logdir would make TensorBoard show only the swept keys for every run below
+it, `runs/` included. Owns: the table of every trial of the study
 (`trials_table`: hyperparameters, final and best metrics, test accuracy, objective, with
 `repeats` > 1 its spread over the seeds (`sweep_study.SPREAD_COLUMNS`), wall seconds, run
 directory, the command that reruns it, error) and its atomic write
@@ -17,36 +18,6 @@ from pathlib import Path
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import sweep_study
 from lenet_keras.sweep_study import METRICS, Sweep
-
-_HPARAMS_METRICS = (
-    ("epoch_accuracy", "validation", "validation accuracy"),
-    ("epoch_loss", "validation", "validation loss"),
-    ("epoch_accuracy", "train", "training accuracy"),
-    ("test_accuracy", "test", "test accuracy"),
-)
-
-
-def write_hparams_config(sweep: Sweep, runs_dir: Path) -> None:
-    """The HParams experiment summary (hyperparameters and metrics) in `runs/<sweep>/`."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    hparams = []
-    for d in sweep.space:
-        if d.kind in ("grid", "categorical"):
-            hparams.append(hp.HParam(d.key, hp.Discrete(list(d.values))))
-        elif d.kind == "int":
-            hparams.append(hp.HParam(d.key, hp.IntInterval(int(d.low), int(d.high))))
-        else:
-            hparams.append(hp.HParam(d.key, hp.RealInterval(d.low, d.high)))
-    metrics = [hp.Metric(tag, group=group, display_name=name) for tag, group, name in _HPARAMS_METRICS]
-    folder = Path(runs_dir) / sweep.name
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = tf.summary.create_file_writer(str(folder))
-    with writer.as_default():
-        hp.hparams_config(hparams=hparams, metrics=metrics)
-    writer.close()
-
 
 def trials_table(sweep: Sweep, study, runs_dir: Path):
     """One row per trial (pandas DataFrame): number, state, every hyperparameter, final and

@@ -91,6 +91,25 @@ def _tensorboard_session_groups(logdir):
             for group in response.session_groups}
 
 
+def _tensorboard_hparam_columns(logdir) -> set[str]:
+    """The hyperparameter names TensorBoard's HParams backend shows as columns for `logdir`."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    backend = backend_context.Context(base_plugin.TBContext(logdir=str(logdir), data_provider=provider,
+                                                            multiplexer=multiplexer))
+    ctx = context.RequestContext()
+    experiment = backend.experiment_from_metadata(ctx, "", True, backend.hparams_metadata(ctx, ""),
+                                                  backend.hparams_from_data_provider(ctx, "", None))
+    return {info.name for info in experiment.hparam_infos}
+
+
 @pytest.fixture(scope="module")
 def keras_run(tmp_path_factory, mnist_dir):
     from lenet_keras import train
@@ -203,6 +222,8 @@ def test_a_sweep_trial_has_exactly_one_session_with_the_swept_keys(tmp_path, mni
     recorded = manifest.read_json(tmp_path / "runs" / "one" / "trial-000" / "manifest.json")
     assert hparams == {**_dotted(recorded["config"]), "engine": "keras"}
     assert hparams["optimizer.learning_rate"] == 0.05 and hparams["train.batch_size"] == 128
+    columns = _tensorboard_hparam_columns(tmp_path / "runs")  # TensorBoard over runs/: every key, not only the swept ones
+    assert {"optimizer.learning_rate", "train.batch_size", "optimizer.momentum", "seed", "engine"} <= columns
 
 
 def test_flatten_turns_tables_into_dotted_keys_and_lists_into_text():

@@ -86,8 +86,7 @@ def test_hparams_summaries_list_every_trial(grid):
     found = _hparams_events(tmp / "runs" / "grid")
     configs = [d for _, d in found if d.HasField("experiment")]
     sessions = {folder.parent.name: d.session_start_info for folder, d in found if d.HasField("session_start_info")}
-    assert len(configs) == 1
-    assert {h.name for h in configs[0].experiment.hparam_infos} == {"optimizer.learning_rate", "train.batch_size"}
+    assert configs == []  # no experiment summary: it would narrow every session's columns under runs/
     assert sorted(sessions) == ["trial-000", "trial-001", "trial-002", "trial-003"]
     # each trial's one session is its run's (its whole flattened config, the swept keys among them)
     assert all(set(s.hparams) >= {"optimizer.learning_rate", "train.batch_size", "seed", "engine"}

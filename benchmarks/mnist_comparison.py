@@ -33,13 +33,12 @@ DECK_EPOCHS = 20
 """The deck's 20 epochs (seed 002), for both the deck recipe and the deck's code."""
 
 
-def completed(folder: Path, **config_values) -> list[Path]:
-    """Completed run directories of `folder` whose manifest config has these values, by name."""
+def completed(folder: Path, epochs: int) -> list[Path]:
+    """Completed run directories of `folder` whose config has `train.epochs` = `epochs`, by name."""
     found = []
     for path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
         record = manifest.read_json(path)
-        if record.get("status") == "completed" and all(
-                (record.get("config") or {}).get(key) == value for key, value in config_values.items()):
+        if record.get("status") == "completed" and ((record.get("config") or {}).get("train") or {}).get("epochs") == epochs:
             found.append(path.parent)
     return found
 
@@ -51,7 +50,7 @@ def deck_code_run(runs_dir: Path, data_dir: str | None, wanted: int) -> None:
         RuntimeError, ValueError: the script failed or printed what cannot be parsed (`peer_runs`).
     """
     peer = peer_runs.PEERS["deck-keras"]
-    if len(completed(runs_dir / peer.experiment, epochs=DECK_EPOCHS)) >= wanted:
+    if len(completed(runs_dir / peer.experiment, DECK_EPOCHS)) >= wanted:
         print(f"{peer.experiment}: {wanted} run(s) there already", flush=True)
         return
     mnist = peer_runs.mnist_gz_dir(data_dir)

@@ -165,16 +165,21 @@ def parse_airbench_output(output: str) -> tuple[list[dict], dict]:
 
 def recipe(peer: Peer, args: list[str], folder: Path | None = None) -> dict:
     """The config of a peer run: what makes two runs the same recipe (script, epochs, batch size,
-    precision, data; never the seed). `args` are the script's arguments after the script."""
+    precision, data; never the seed), in our experiments' sections and key names (`train.epochs`,
+    `train.batch_size`, `train.precision`, `data.dataset`, `model.name`, `optimizer.name`, ...) so
+    `compare`'s config table and `--where` line them up with our runs. `args` are the script's
+    arguments after the script."""
     if peer.name == "airbench94":
-        return {"script": peer.script, "model": "airbench94 (airbench==0.1.8)", "epochs": AIRBENCH_EPOCHS,
-                "batch_size": 1024, "precision": args[1] if len(args) > 1 else "bf16", "tta_level": 2,
-                "dataset": (folder or Path(args[0])).name}
+        return {"script": peer.script, "model": {"name": "airbench94 (airbench==0.1.8)"},
+                "data": {"dataset": (folder or Path(args[0])).name},
+                "train": {"epochs": AIRBENCH_EPOCHS, "batch_size": 1024,
+                          "precision": args[1] if len(args) > 1 else "bf16", "tta_level": 2}}
     batch = int(args[1]) if peer.name == "torch-lenet5" and len(args) > 1 else 512
-    return {"script": peer.script, "args": list(args), "model": "LeNet-5 (tanh, average pooling)",
-            "epochs": int(args[0]) if args else 20, "batch_size": batch, "validation_split": 0.2,
-            "optimizer": "SGD momentum 0.9, learning rate 0.01 x 0.98^(step/10000)", "precision": "float32",
-            "dataset": "mnist"}
+    return {"script": peer.script, "args": list(args), "model": {"name": "LeNet-5 (tanh, average pooling)"},
+            "data": {"dataset": "mnist", "validation_split": 0.2},
+            "optimizer": {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9},
+            "schedule": {"name": "exponential_decay", "decay_steps": 10000, "decay_rate": 0.98},
+            "train": {"epochs": int(args[0]) if args else 20, "batch_size": batch, "precision": "float32"}}
 
 
 def count_images(folder: Path) -> int | None:

@@ -63,7 +63,7 @@ def test_deck_output_becomes_a_run_directory_with_the_printed_numbers(tmp_path):
     assert manifest["test"] == {"accuracy": 0.9069, "loss": 0.3219}  # "test_acc=0.9069 test_loss=0.3219"
     assert manifest["training_seconds"] == 9.3 and manifest["wall_seconds"] == 20.0
     assert manifest["epochs_completed"] == 2 and manifest["best"] == {"epoch": 1, "val_accuracy": 0.9094}
-    assert manifest["config"]["epochs"] == 2 and manifest["config"]["batch_size"] == 512
+    assert manifest["config"]["train"]["epochs"] == 2 and manifest["config"]["train"]["batch_size"] == 512
     assert "seed" not in manifest["config"]
     assert "last 12,000" in manifest["data"]["validation"] and manifest["versions"] == VERSIONS
     assert manifest["printed"] == {"params": 61706}
@@ -101,7 +101,7 @@ def test_airbench_output_splits_its_cumulative_times_into_epochs(tmp_path):
     assert manifest["training_seconds"] == 170.3978 and manifest["printed"]["tta_seconds"] == pytest.approx(2.8559)
     assert manifest["data"]["validation"].startswith("the test set")
     assert (manifest["data"]["train_images"], manifest["data"]["test_images"]) == (3, 2)
-    assert manifest["config"]["precision"] == "bf16" and manifest["config"]["dataset"] == "tinycifar"
+    assert manifest["config"]["train"]["precision"] == "bf16" and manifest["config"]["data"]["dataset"] == "tinycifar"
     rows = history(run_dir)
     assert len(rows) == 10 and [int(r["epoch"]) for r in rows] == list(range(10))
     assert [float(r["val_accuracy"]) for r in rows] == AIRBENCH_VAL_ACC

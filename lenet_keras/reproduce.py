@@ -61,8 +61,8 @@ NOT_MEASURED_HOURS = "not measured (needs hours: run make reproduce FULL=1)"
 
 DECK = "seed 002_b22bd8794f1b90b8.txt (deck), slide \"LeNet Keras TensorFlow\", training log"
 PAPER = "seed 000_e1aba98d62cf7fb5.txt (LeNet paper, Bhattarai & Rijal), section \"Results\""
-NOTEBOOK = "seed 004_a925a7d3230d41da.txt (CIFAR-10 notebook), cell 20 \"TRAINING COMPLETE\""
-REPORT_SEED = "seed 003_b7607ac83eae8f8a.txt (PyTorch report, Kara), Introduction and section 5"
+NOTEBOOK = "seed 004_a925a7d3230d41da.txt (CIFAR-10 notebook), section 20 \"Train the Model!\", end of its log"
+REPORT_SEED = "seed 003_b7607ac83eae8f8a.txt (PyTorch report, Kara), section 5 \"An Image Classification Problem\""
 AIRBENCH = ("K. Jordan, \"94% on CIFAR-10 in 3.29 Seconds on a Single GPU\" (2024), airbench94, "
             "PyPI airbench==0.1.8 (quoted in experiments/cifar_fast.toml)")
 LECUN = ("LeCun, Bottou, Bengio, Haffner, \"Gradient-based learning applied to document recognition\", "
@@ -162,13 +162,15 @@ CLAIMS = (
 
 @dataclass(frozen=True)
 class Row:
-    """A scored claim: our values over `seeds` (same order), the verdict and the command that regenerates it."""
+    """A scored claim: our values over `seeds` from the run directories `runs` (same order), the
+    verdict and the command that regenerates it."""
 
     claim: Claim
     seeds: tuple[int, ...]
     values: tuple[float, ...]
     verdict: str
     command: str
+    runs: tuple[Path, ...] = ()
 
 
 def prediction_interval(summary: dict) -> tuple[float, float]:
@@ -320,7 +322,7 @@ def score(claim: Claim, runs_dir: Path, data_dir: Path | None, full: bool, seeds
     except (LenetKerasError, OSError, KeyError) as error:
         return Row(claim, (), (), f"not measured: {error}", command)
     return Row(claim, tuple(dict.fromkeys(seeds)), values,
-               verdict(claim.published, values, claim.digits, claim.unit), command)
+               verdict(claim.published, values, claim.digits, claim.unit), command, tuple(trained[group]))
 
 
 def run_scorecard(runs_dir: str | Path = "runs", reports_dir: str | Path = "reports", data_dir: str | Path | None = None,
@@ -412,8 +414,8 @@ NOT_SCORED = ("Not scored: the training losses and training accuracies the seeds
 def details_table(rows: list[Row]) -> pd.DataFrame:
     """Per row: the key, the words quoted from the source, how ours differs, and our value per seed."""
     return pd.DataFrame([{"row": r.claim.key, "quoted": r.claim.quoted, "how ours differs": r.claim.note,
-                          "ours per seed": ", ".join(f"{s}: {format_value(v, r.claim.unit)}"
-                                                     for s, v in zip(r.seeds, r.values))} for r in rows])
+                          "ours per seed": ", ".join(f"{s}: {format_value(v, r.claim.unit)} ({report.display_path(d)})"
+                                                     for s, v, d in zip(r.seeds, r.values, r.runs))} for r in rows])
 
 
 def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool, seconds: float) -> Path:
@@ -424,10 +426,13 @@ def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool, secon
     out.mkdir(parents=True)
     table, details = pd.DataFrame([table_row(r) for r in rows]), details_table(rows)
     counts = pd.Series([r.verdict.split(":")[0].split(" (")[0] for r in rows]).value_counts()
+    runs = list(dict.fromkeys(d for r in rows for d in r.runs))
+    training = sum(float(manifest_lib.read_json(d / rundir.MANIFEST).get("wall_seconds") or 0) for d in runs)
     intro = (f"{len(rows)} published numbers from the seeds and papers, scored against runs in "
              f"`{report.display_path(runs_dir)}` ({'with' if full else 'without'} the hours-long rows). Verdicts: "
              + ", ".join(f"{count} {name}" for name, count in counts.items())
-             + f". Scored in {seconds:.0f} s (training included when it ran). Regenerate: `make reproduce` "
+             + f". The {len(runs)} runs scored took {training:.0f} s of training in all (their manifests' wall_seconds); "
+             f"this scoring took {seconds:.0f} s. Regenerate: `make reproduce` "
              "(`make reproduce FULL=1` for the long rows), or `python -m lenet_keras reproduce [--full]`.")
     md = ["# Reproduction scorecard", "", intro, "", "## Verdict rule", "", RULE, "", "## Scorecard", "",
           report.markdown_table(table), ""]

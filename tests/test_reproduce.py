@@ -150,6 +150,11 @@ def test_scorecard_measures_n_and_median_from_the_run_files(scorecard):
     assert f"| 2 | {test * 100:.2f}% |" in rows["test accuracy"]
     assert "`python -m lenet_keras train mnist_lenet5 " + " ".join(TINY) + " --seeds 0 1 --runs-dir " in md
     assert "differs: ours lower" in rows["test accuracy"]  # 1 epoch on 600 images is far from 99%
+    seconds = sum(manifest["wall_seconds"] for manifest, _ in runs)
+    assert f"The 2 runs scored took {seconds:.0f} s of training in all" in md
+    for manifest, history in runs:  # each seed's value and run directory in the details table
+        value = float(history.loc[history.epoch == 0, "val_accuracy"].iloc[0])
+        assert f"{manifest['seed']}: {value * 100:.2f}% (" in rows["tiny-val-1"]
 
 
 def test_scorecard_marks_long_and_impossible_rows_with_their_reason(scorecard):

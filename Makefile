@@ -69,7 +69,7 @@ cifar-fast: $(STAMP)
 
 cifar-fast-bench: $(STAMP)
 	test -x .venv-peers/bin/python || $(MAKE) peers-venv
-	$(PY) -m benchmarks.airbench_compare --seeds $(or $(SEEDS),0 1 2) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) $(ARGS)
+	$(PY) -m benchmarks.airbench_compare --seeds $(or $(SEEDS),0 1 2) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) --reports-dir $(REPORTS) $(ARGS)
 
 crash-drill: $(STAMP)
 	$(PY) -m benchmarks.crash_drill $(ARGS)

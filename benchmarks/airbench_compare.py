@@ -319,8 +319,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="the peer's precision (default bf16)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"),
                    help="our runs go to RUNS_DIR/airbench_compare/, the peer's to RUNS_DIR/peer_airbench94/")
+    p.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                   help="the comparison report goes to REPORTS_DIR/compare-cifar-fast/ (default reports)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for ours, e.g. train.epochs=8")
     return p
+
+
+def render_report(runs_dir: Path, reports_dir: Path) -> Path:
+    """`compare` over every run in RUNS_DIR/airbench_compare/ and RUNS_DIR/peer_airbench94/ (those
+    present), the peer the baseline: REPORTS_DIR/compare-cifar-fast/index.html, whose tables
+    regenerate from the run directories (`python -m lenet_keras compare airbench_compare
+    peer_airbench94 --label cifar-fast --baseline peer_airbench94`)."""
+    from lenet_keras import compare as compare_report
+
+    names = [name for name in ("peer_airbench94", "airbench_compare") if (Path(runs_dir) / name).is_dir()]
+    return compare_report.build(names, runs_dir=runs_dir, reports_dir=reports_dir, label="cifar-fast")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = compare(args.seeds, folder.resolve(), peer_python, args.runs_dir, args.overrides, args.precision)
     print(f"results: {write_results(results, args.runs_dir / 'bench')}")
+    print(f"report: {render_report(args.runs_dir, args.reports_dir)}")
     return 0
 
 

@@ -146,3 +146,17 @@ def test_table_and_files_carry_the_notes_and_like_for_like_wall_seconds(fake_wor
     assert float(rows[0]["peer_wall_seconds_after_decoding"]) == 178.0
     assert float(rows[-1]["manifest_wall_seconds"]) == OURS_MANIFEST_WALL_SECONDS
     assert json.loads(path.read_text())["notes"] == results["notes"]
+
+
+def test_the_side_by_side_renders_a_comparison_report_of_the_recorded_runs(fake_world, tmp_path):
+    from lenet_keras import compare as compare_report
+    from lenet_keras import compare_stats
+
+    airbench_compare.compare([0, 1], tmp_path, "python", tmp_path / "runs", [])
+    index = airbench_compare.render_report(tmp_path / "runs", tmp_path / "reports")
+    assert index == tmp_path / "reports" / "compare-cifar-fast" / "index.html"
+    runs = compare_report.collect_runs(["peer_airbench94"], tmp_path / "runs")
+    (group,) = compare_report.lettered(compare_stats.group_runs([run for _, run in runs]))
+    assert len(group.runs) == 2 and group.seeds == [0, 1]
+    assert compare_report.legend_label(group, []).endswith("[validated on the test set]")
+    assert "| A: peer_airbench94 · airbench94 | 2 | 0 1 |" in index.with_suffix(".md").read_text()

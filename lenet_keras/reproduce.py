@@ -396,6 +396,10 @@ def differences_figure(rows: list[Row]):
     return fig
 
 
+TABLE_STYLE = ("body{max-width:1500px}table.runs{table-layout:fixed;width:100%}"
+               "table.runs td,table.runs th{text-align:left;vertical-align:top;overflow-wrap:anywhere}"
+               "table.runs th:nth-child(5){width:2.5em}table.runs th:nth-child(10){width:13em}")
+"""The page's tables fit its width: fixed layout, long cells (sources, commands) wrap."""
 RULE = ("Verdict rule: **reproduced** when the published value lies between our seeds' lowest and highest values, "
         "or inside the 95% confidence interval of our mean (Student t), either widened by half a unit of the "
         "published number's last printed digit (0.8838 stands for 0.88375-0.88385). Otherwise **differs**, by our "
@@ -438,7 +442,7 @@ def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool, secon
           report.markdown_table(table), ""]
     page = ["<h1>Reproduction scorecard</h1>", f"<p>{report.inline_html(intro)}</p>", "<h2>Verdict rule</h2>",
             f"<p>{report.inline_html(RULE)}</p>", "<h2>Scorecard</h2>",
-            "<style>table.runs td{text-align:left;vertical-align:top}</style>", report.html_table(table)]
+            f"<style>{TABLE_STYLE}</style>", report.html_table(table)]
     figure = differences_figure(rows)
     if figure is not None:
         figures.save_png(figure, out / "differences.png")

@@ -478,7 +478,7 @@ def add_command(commands) -> argparse.ArgumentParser:
     """Add the `reproduce` subcommand (handler `handle`) to an argparse subparsers object; return its parser."""
     parser = commands.add_parser(
         "reproduce", help="render the reproduction scorecard (published numbers vs our runs over seeds)",
-        description="Train what is missing and render the reproduction scorecard. " + HELP,
+        description="Train what is missing and render the reproduction scorecard.\n\n" + HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"),

@@ -333,6 +333,44 @@ def _add_compare(commands) -> None:
     compare.set_defaults(handler=_compare)
 
 
+REPRODUCE_HELP = """Rows: one per number the seeds (the project's source documents) and papers publish (the deck's validation
+curve, the LeNet paper seed's 98.722% and NumPy 90.27%, LeCun et al.'s 99.05%, the CIFAR-10
+notebook's 94.48%, airbench94's 94.01%, ...), each with its source, the experiment that
+reproduces it, our median and intervals over --seeds, a verdict and the command that
+regenerates it. Missing runs are trained first (completed seeds are reused).
+Verdicts: reproduced (the published value lies between our seeds' values or in the 95%
+confidence interval of our mean); differs (by our median minus the published value, in
+points, saying whether it is inside the 95% range of one run of ours, i.e. not resolved);
+not measured (needs hours: add --full); not measurable here (why: the official CIFAR-10,
+a GPU, data or code that is not here). Output: REPORTS_DIR/reproduction/index.html + index.md."""
+"""The `reproduce` command's description (`lenet_keras.reproduce` is imported only when it runs: scipy and
+matplotlib would slow every other command's start)."""
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from lenet_keras import reproduce
+
+    reproduce.handle(args)
+
+
+def _add_reproduce(commands) -> argparse.ArgumentParser:
+    """The `reproduce` command (the scorecard, `lenet_keras.reproduce`); returns its parser."""
+    parser = commands.add_parser(
+        "reproduce", help="render the reproduction scorecard (published numbers vs our runs over seeds)",
+        description="Train what is missing and render the reproduction scorecard.\n\n" + REPRODUCE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="parent of the report folder reproduction/ (default: reports)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding the datasets (default: $LENET_KERAS_DATA, ./data, the Keras cache)")
+    parser.add_argument("--full", action="store_true", help="also train the rows that take hours (NumPy 25 epochs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                        help="seeds of every measured row (default: 0 1 2, reproduce.DEFAULT_SEEDS)")
+    parser.set_defaults(handler=_reproduce)
+    return parser
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m lenet_keras`."""
     top = argparse.ArgumentParser(
@@ -344,6 +382,7 @@ def parser() -> argparse.ArgumentParser:
 
     _add_train(commands)
     _add_compare(commands)
+    _add_reproduce(commands)
     commands.add_parser(
         "list", help="list the shipped experiments and sweeps",
         description="Print each experiment and sweep file shipped with the package (usable by bare name, "

@@ -456,37 +456,7 @@ def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool, secon
     return final / "index.html"
 
 
-HELP = """Rows: one per number the seeds (the project's source documents) and papers publish (the deck's validation
-curve, the LeNet paper seed's 98.722% and NumPy 90.27%, LeCun et al.'s 99.05%, the CIFAR-10
-notebook's 94.48%, airbench94's 94.01%, ...), each with its source, the experiment that
-reproduces it, our median and intervals over --seeds, a verdict and the command that
-regenerates it. Missing runs are trained first (completed seeds are reused).
-Verdicts: reproduced (the published value lies between our seeds' values or in the 95%
-confidence interval of our mean); differs (by our median minus the published value, in
-points, saying whether it is inside the 95% range of one run of ours, i.e. not resolved);
-not measured (needs hours: add --full); not measurable here (why: the official CIFAR-10,
-a GPU, data or code that is not here). Output: REPORTS_DIR/reproduction/index.html + index.md."""
-
-
 def handle(args: argparse.Namespace) -> None:
     """The `reproduce` command's handler: `run_scorecard` with the parsed options; prints the page's path."""
     index = run_scorecard(args.runs_dir, args.reports_dir, args.data_dir, full=args.full, seeds=tuple(args.seeds))
     print(f"scorecard: {index} (and {index.with_suffix('.md').name} beside it)")
-
-
-def add_command(commands) -> argparse.ArgumentParser:
-    """Add the `reproduce` subcommand (handler `handle`) to an argparse subparsers object; return its parser."""
-    parser = commands.add_parser(
-        "reproduce", help="render the reproduction scorecard (published numbers vs our runs over seeds)",
-        description="Train what is missing and render the reproduction scorecard.\n\n" + HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
-                        help="parent of the report folder reproduction/ (default: reports)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding the datasets (default: $LENET_KERAS_DATA, ./data, the Keras cache)")
-    parser.add_argument("--full", action="store_true", help="also train the rows that take hours (NumPy 25 epochs)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), metavar="SEED",
-                        help="seeds of every measured row (default: 0 1 2)")
-    parser.set_defaults(handler=handle)
-    return parser

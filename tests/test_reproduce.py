@@ -176,13 +176,12 @@ def test_rerun_reuses_completed_seeds(scorecard, capsys):
     assert capsys.readouterr().out.count("skipped") == 2
 
 
-def test_add_command_parses_the_options():
-    parser = argparse.ArgumentParser()
-    reproduce.add_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["reproduce", "--full", "--seeds", "3", "4", "--runs-dir", "r"])
+def test_the_reproduce_command_parses_the_options():
+    from lenet_keras import cli
+
+    args = cli.parser().parse_args(["reproduce", "--full", "--seeds", "3", "4", "--runs-dir", "r"])
     assert (args.full, args.seeds, args.runs_dir, args.reports_dir) == (True, [3, 4], Path("r"), Path("reports"))
-    assert args.handler is reproduce.handle
-    assert parser.parse_args(["reproduce"]).seeds == [0, 1, 2]
+    assert cli.parser().parse_args(["reproduce"]).seeds == list(reproduce.DEFAULT_SEEDS)
 
 
 def test_table_row_shows_n_median_intervals_and_range():

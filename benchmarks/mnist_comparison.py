@@ -2,16 +2,15 @@
 the NumPy network on one page, each seed's runs made side by side, then `compare`.
 
     python -m benchmarks.mnist_comparison --seeds 0 1 2            # what `make figures` runs
-    python -m benchmarks.mnist_comparison --seeds 0 1 2 3 4 --numpy-epochs 20
+    python -m benchmarks.mnist_comparison --seeds 0 1 2 3 4 --numpy-epochs 3   # more seeds, a shorter NumPy run
 
 For each seed in turn: `train mnist_lenet5 --seeds S`, `train mnist_lenet5_fast --seeds S`
 (both skip a seed whose config already completed) and one run of the deck's script
 `../shared/peers/seed002_keras_lenet.py 20` (`benchmarks.peer_runs`, recorded in
 `runs/peer_deck_keras_lenet5/`; skipped while that folder already holds as many completed
 20-epoch runs as seeds done so far) - so the recipes alternate and a slow spell of the machine
-hits them alike. Then one NumPy run (`scratch mnist_lenet5 train.epochs=N`, skipped when one
-with that config completed; its 20 epochs take about half an hour on 2 cores, hence the default
-of 3) and `compare mnist_lenet5 mnist_lenet5_fast peer_deck_keras_lenet5 --label mnist`, which
+hits them alike. Then one NumPy run of the deck recipe (`scratch mnist_lenet5`, 20 epochs by
+default; skipped when one with that config completed) and `compare mnist_lenet5 mnist_lenet5_fast peer_deck_keras_lenet5 --label mnist`, which
 writes `reports/compare-mnist/` (kept in git). Rerunning trains nothing new and re-renders.
 
 A development tool of the repository (it runs the seeds' scripts): run it from the repository root.
@@ -86,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of our recipes (default 0 1 2); "
                    "the deck's script is unseeded and runs as many times")
-    p.add_argument("--numpy-epochs", type=int, default=3, help="epochs of the NumPy run (default 3)")
+    p.add_argument("--numpy-epochs", type=int, default=20, help="epochs of the NumPy run (default 20, the deck recipe's)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default runs")
     p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="default reports")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST (default: $LENET_KERAS_DATA, then data/)")

@@ -364,7 +364,8 @@ def _add_reproduce(commands) -> argparse.ArgumentParser:
                         help="parent of the report folder reproduction/ (default: reports)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder holding the datasets (default: $LENET_KERAS_DATA, ./data, the Keras cache)")
-    parser.add_argument("--full", action="store_true", help="also train the rows that take hours (NumPy 25 epochs)")
+    parser.add_argument("--full", action="store_true",
+                        help="also train the rows marked as taking hours (none of the shipped rows at present)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                         help="seeds of every measured row (default: 0 1 2, reproduce.DEFAULT_SEEDS)")
     parser.set_defaults(handler=_reproduce)

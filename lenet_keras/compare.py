@@ -51,6 +51,7 @@ def run_paths(folder: Path) -> list[Path]:
     found = {p.parent for pattern in ("*/manifest.json", "*/*/manifest.json") for p in folder.glob(pattern)}
 
     def order(path: Path):
+        """Sort key: train's run-NNN first, then natural order of the relative path."""
         relative = str(path.relative_to(folder))
         natural = [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", relative)]
         return (not re.match(r"run-\d+", relative), natural)
@@ -317,8 +318,10 @@ def page_lines(title: str, intro: str, runs, groups: list[Group], baseline: Grou
         page += ["<ul>", *[f"<li>{report.inline_html(s)}</li>" for s in sentences], "</ul>"]
     config_table = config_differences(groups)
     if len(config_table):
-        _table(md, page, "What differs between groups", config_table, "Config keys (flattened) whose values differ; "
-               "`-`: the group's config has no such key.")
+        partial = compare_stats.partial_keys(groups)
+        note = ("Config keys (flattened) with different values; `-`: the group's config has no such key."
+                + (f" Recorded by some groups only: {', '.join(partial)}." if partial else ""))
+        _table(md, page, "What differs between groups", config_table, note)
     md += ["## Validation curves", ""]
     page.append("<h2>Validation curves</h2>")
     _figure(md, page, "validation_curves.png", "validation curves")

@@ -102,9 +102,18 @@ def _disambiguate(groups: list[Group]) -> None:
 
 
 def differing_keys(groups: list[Group]) -> list[str]:
-    """Config keys whose value is not the same in every group (a key missing in a group counts as different), sorted."""
+    """Config keys with two or more values among the groups that record them, sorted. A key some
+    groups do not record (a peer's config has no `augment.*`) counts only where it is recorded:
+    see `partial_keys`."""
     keys = sorted({key for group in groups for key in group.config})
-    return [key for key in keys if len({group.config.get(key) for group in groups}) > 1]
+    return [key for key in keys if len({group.config[key] for group in groups if key in group.config}) > 1]
+
+
+def partial_keys(groups: list[Group]) -> list[str]:
+    """Config keys recorded by some groups but not all (other engines describe their recipe with
+    fewer keys), sorted."""
+    keys = sorted({key for group in groups for key in group.config})
+    return [key for key in keys if not all(key in group.config for group in groups)]
 
 
 def run_measures(run) -> dict[str, float]:

@@ -28,7 +28,6 @@ import math
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,10 +129,10 @@ CLAIMS = (
                "lenet5_classic (softmax, full C3) with the deck's SGD, same 60,000 training images and 20 epochs"),
     Claim("paper-numpy", "paper seed's from-scratch (NumPy) LeNet-5: test accuracy after 25 epochs", 0.9027,
           ACCURACY, "test accuracy of 90.27 ... after a patient span of 25 epochs", 4, PAPER,
-          "mnist_lenet5", ("train.epochs=25",), engine="numpy", cost=HOURS,
+          "mnist_lenet5", ("train.epochs=25",), engine="numpy",
           note="our NumPy LeNet-5 (lenet_keras.scratch) with the deck's recipe for 25 epochs; the paper gives no "
                "training settings for its LeNet-5 (its appendix trains a ThreeLayerNet, SGD momentum, lr 1e-4, "
-               "batch 64). About 80 s an epoch on 2 CPU cores (measured on 3,000 images): ~35 min a seed"),
+               "batch 64)"),
     Claim("notebook-best", "CIFAR-10 notebook's CNN: best test accuracy over 150 epochs", 0.9448, ACCURACY,
           "Best Test Accuracy: 94.48% (achieved at epoch 149)", 4, NOTEBOOK, "cifar_cnn_notebook",
           not_measurable=f"{NO_CIFAR}; 150 epochs of the 4.1M-parameter CNN need a GPU (days on 2 CPU cores)",
@@ -339,12 +338,12 @@ def run_scorecard(runs_dir: str | Path = "runs", reports_dir: str | Path = "repo
     A row whose training fails is marked "not measured: training failed: ..." and the others go
     on. Prints one progress line per row.
     """
-    runs_dir, started, trained, rows = Path(runs_dir), time.perf_counter(), {}, []
+    runs_dir, trained, rows = Path(runs_dir), {}, []
     for number, claim in enumerate(claims, start=1):
         print(f"[{number}/{len(claims)}] {claim.claim} ({claim.key})", flush=True)
         rows.append(score(claim, runs_dir, None if data_dir is None else Path(data_dir), full, seeds, trained))
         print(f"[{number}/{len(claims)}] {claim.key}: {rows[-1].verdict}", flush=True)
-    return render(rows, Path(reports_dir), runs_dir, full, time.perf_counter() - started)
+    return render(rows, Path(reports_dir), runs_dir, full)
 
 
 def format_value(value: float, unit: str, digits: int = 2) -> str:
@@ -422,8 +421,11 @@ def details_table(rows: list[Row]) -> pd.DataFrame:
                                                      for s, v, d in zip(r.seeds, r.values, r.runs))} for r in rows])
 
 
-def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool, seconds: float) -> Path:
-    """Write `<reports_dir>/reproduction/index.html`, `index.md` (and the differences figure) atomically."""
+def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool) -> Path:
+    """Write `<reports_dir>/reproduction/index.html`, `index.md` (and the differences figure) atomically.
+
+    The page depends on the run directories alone (no clock): rendering it again from the same
+    runs gives the same text."""
     final = reports_dir / "reproduction"
     out = final.with_name(".reproduction.partial")
     shutil.rmtree(out, ignore_errors=True)
@@ -435,8 +437,8 @@ def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool, secon
     intro = (f"{len(rows)} published numbers from the seeds and papers, scored against runs in "
              f"`{report.display_path(runs_dir)}` ({'with' if full else 'without'} the hours-long rows). Verdicts: "
              + ", ".join(f"{count} {name}" for name, count in counts.items())
-             + f". The {len(runs)} runs scored took {training:.0f} s of training in all (their manifests' wall_seconds); "
-             f"this scoring took {seconds:.0f} s. Regenerate: `make reproduce` "
+             + f". The {len(runs)} runs scored took {training:.0f} s of training in all (their manifests' wall_seconds). "
+             f"Regenerate: `make reproduce` "
              "(`make reproduce FULL=1` for the long rows), or `python -m lenet_keras reproduce [--full]`.")
     md = ["# Reproduction scorecard", "", intro, "", "## Verdict rule", "", RULE, "", "## Scorecard", "",
           report.markdown_table(table), ""]

@@ -236,7 +236,7 @@ def config_differences(groups: list[Group]) -> pd.DataFrame:
 
 
 def runs_display(runs: list[tuple[str, report.Run]], groups: list[Group]) -> pd.DataFrame:
-    """Every selected run: folder, group letter (blank: not completed), seed, status, epochs,
+    """Every selected run: folder, group letter (blank: not completed), seed ("-": unseeded), status, epochs,
     test accuracy (%), training seconds, what its validation set is."""
     letter = {id(run): g.label.split(":", 1)[0] for g in groups for run in g.runs}
     rows = []
@@ -244,7 +244,7 @@ def runs_display(runs: list[tuple[str, report.Run]], groups: list[Group]) -> pd.
         m = compare_stats.run_measures(run) if run.manifest.get("status") == "completed" else {}
         accuracy, seconds = m.get("test_accuracy", float("nan")), m.get("training_seconds", float("nan"))
         rows.append({"run": f"{experiment}/{run.path.name}", "group": letter.get(id(run), ""),
-                     "seed": run.manifest.get("seed"), "status": run.manifest.get("status", "unknown"),
+                     "seed": "-" if run.manifest.get("seed") is None else str(run.manifest["seed"]), "status": run.manifest.get("status", "unknown"),
                      "epochs": 0 if run.history is None else len(run.history),
                      "test acc %": "" if accuracy != accuracy else f"{100 * accuracy:.2f}",
                      "train s": "" if seconds != seconds else f"{seconds:.1f}",

@@ -66,33 +66,8 @@ def _scalars(folder):
     return found
 
 
-def _tensorboard_session_groups(logdir):
-    """{session group name: {(group, tag): value}} as TensorBoard's HParams backend lists them."""
-    from tensorboard import context
-    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
-    from tensorboard.plugins import base_plugin
-    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
-
-    multiplexer = plugin_event_multiplexer.EventMultiplexer()
-    multiplexer.AddRunsFromDirectory(str(logdir))
-    multiplexer.Reload()
-    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
-    backend = backend_context.Context(base_plugin.TBContext(logdir=str(logdir), data_provider=provider,
-                                                            multiplexer=multiplexer))
-    ctx = context.RequestContext()
-    experiment = backend.experiment_from_metadata(ctx, "", True, backend.hparams_metadata(ctx, ""),
-                                                  backend.hparams_from_data_provider(ctx, "", None))
-    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, allowed_statuses=[
-        api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING])
-    for metric in experiment.metric_infos:
-        request.col_params.add(metric=metric.name)
-    response = list_session_groups.Handler(ctx, backend, "", request).run()
-    return {group.name: {(m.name.group, m.name.tag): m.value for m in group.metric_values}
-            for group in response.session_groups}
-
-
-def _tensorboard_hparam_columns(logdir) -> set[str]:
-    """The hyperparameter names TensorBoard's HParams backend shows as columns for `logdir`."""
+def _hparams_backend(logdir):
+    """(TensorBoard's HParams backend context, request context, experiment) for `logdir`, as the tab builds them."""
     from tensorboard import context
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard.plugins import base_plugin
@@ -107,7 +82,26 @@ def _tensorboard_hparam_columns(logdir) -> set[str]:
     ctx = context.RequestContext()
     experiment = backend.experiment_from_metadata(ctx, "", True, backend.hparams_metadata(ctx, ""),
                                                   backend.hparams_from_data_provider(ctx, "", None))
-    return {info.name for info in experiment.hparam_infos}
+    return backend, ctx, experiment
+
+
+def _tensorboard_session_groups(logdir):
+    """{session group name: {(group, tag): value}} as TensorBoard's HParams backend lists them."""
+    from tensorboard.plugins.hparams import api_pb2, list_session_groups
+
+    backend, ctx, experiment = _hparams_backend(logdir)
+    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, allowed_statuses=[
+        api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING])
+    for metric in experiment.metric_infos:
+        request.col_params.add(metric=metric.name)
+    response = list_session_groups.Handler(ctx, backend, "", request).run()
+    return {group.name: {(m.name.group, m.name.tag): m.value for m in group.metric_values}
+            for group in response.session_groups}
+
+
+def _tensorboard_hparam_columns(logdir) -> set[str]:
+    """The hyperparameter names TensorBoard's HParams backend shows as columns for `logdir`."""
+    return {info.name for info in _hparams_backend(logdir)[2].hparam_infos}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@
 #     ARGS="--peers ..." runs python -m benchmarks.bench_peers instead: also the seeds' scripts
 #   make cifar-fast [DATA=folder] [EPOCHS=..]                       airbench94's recipe in Keras + report
 #   make cifar-fast-bench [SEEDS="0 1 2"] [DATA=folder]              it side by side with airbench94 (PyTorch)
+#   make lenet-side-by-side [SEEDS="0 1 2"] [ARGS="--experiments mnist_lenet5_fast"]
+#                                                                   our LeNet-5 recipes vs the deck's code, whole commands
 #   make crash-drill [ARGS="--kills 3"]                             SIGKILL make mnist, resume, compare
 #   make peers-venv                                                 .venv-peers with PyTorch, for the peer scripts
 #   (benchmarks/: development tools run from this checkout, not part of the installed package)
@@ -44,7 +46,7 @@ EXPERIMENTS ?= mnist_lenet5 mnist_lenet5_fast
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench crash-drill scratch report compare figures reproduce sweep bench peers-venv tensorboard test clean-venv
+.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench crash-drill scratch report compare figures reproduce lenet-side-by-side sweep bench peers-venv tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -70,6 +72,10 @@ cifar-fast: $(STAMP)
 cifar-fast-bench: $(STAMP)
 	test -x .venv-peers/bin/python || $(MAKE) peers-venv
 	$(PY) -m benchmarks.airbench_compare --seeds $(or $(SEEDS),0 1 2) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) --reports-dir $(REPORTS) $(ARGS)
+
+# issue 19's MNIST ratios: the deck's own code against our recipe(s), whole commands, alternating per seed
+lenet-side-by-side: $(STAMP)
+	$(PY) -m benchmarks.lenet_side_by_side --seeds $(or $(SEEDS),0 1 2) --runs-dir $(RUNS)/side-by-side --reports-dir $(REPORTS) $(ARGS)
 
 crash-drill: $(STAMP)
 	$(PY) -m benchmarks.crash_drill $(ARGS)

@@ -372,24 +372,8 @@ def _add_reproduce(commands) -> argparse.ArgumentParser:
     return parser
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser of `python -m lenet_keras`."""
-    top = argparse.ArgumentParser(
-        prog=program_name(),
-        description="Reproducible LeNet-5 / CIFAR CNN experiments: train runs, then report on them.",
-    )
-    top.add_argument("--version", action="version", version=f"%(prog)s {lenet_keras.__version__}")
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    _add_train(commands)
-    _add_compare(commands)
-    _add_reproduce(commands)
-    commands.add_parser(
-        "list", help="list the shipped experiments and sweeps",
-        description="Print each experiment and sweep file shipped with the package (usable by bare name, "
-        "e.g. `train mnist_lenet5`) with its kind and the first line of its comment.",
-    ).set_defaults(handler=_list)
-
+def _add_report_and_rerun(commands) -> None:
+    """The `report` and `rerun` commands (they read run directories)."""
     report = commands.add_parser(
         "report",
         help="render the report of an experiment's runs",
@@ -412,6 +396,27 @@ def parser() -> argparse.ArgumentParser:
     rerun.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
     rerun.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     rerun.set_defaults(handler=_rerun)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m lenet_keras`."""
+    top = argparse.ArgumentParser(
+        prog=program_name(),
+        description="Reproducible LeNet-5 / CIFAR CNN experiments: train runs, then report on them.",
+    )
+    top.add_argument("--version", action="version", version=f"%(prog)s {lenet_keras.__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_train(commands)
+    _add_compare(commands)
+    _add_reproduce(commands)
+    commands.add_parser(
+        "list", help="list the shipped experiments and sweeps",
+        description="Print each experiment and sweep file shipped with the package (usable by bare name, "
+        "e.g. `train mnist_lenet5`) with its kind and the first line of its comment.",
+    ).set_defaults(handler=_list)
+
+    _add_report_and_rerun(commands)
 
     scratch = commands.add_parser(
         "scratch",

@@ -385,6 +385,7 @@ def html_contents(page: list[str]) -> tuple[list[str], str]:
     entries = []
 
     def add_id(match: re.Match) -> str:
+        """The matched `<h2>` with an `id` (its own, or a unique anchor of its text); records the entry."""
         attributes, inner = match.group(1) or "", match.group(2)
         found = re.search(r"""\bid=['"]([^'"]+)['"]""", attributes)
         anchor = found.group(1) if found else _unique(heading_anchor(inner), seen)

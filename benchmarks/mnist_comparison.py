@@ -68,8 +68,8 @@ def numpy_run(runs_dir: Path, data_dir: str | None, epochs: int) -> None:
         RuntimeError: the scratch command failed.
     """
     want = rundir.config_block(config.load(Path(RECIPES[0]), [f"train.epochs={epochs}"]))
-    done = [p for p in (runs_dir / RECIPES[0]).glob("numpy-*/manifest.json")
-            if manifest.read_json(p).get("status") == "completed" and manifest.read_json(p).get("config") == want]
+    records = {p: manifest.read_json(p) for p in sorted((runs_dir / RECIPES[0]).glob("numpy-*/manifest.json"))}
+    done = [p for p, record in records.items() if record.get("status") == "completed" and record.get("config") == want]
     if done:
         print(f"NumPy run: {done[0].parent} has this config already", flush=True)
         return

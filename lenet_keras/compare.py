@@ -301,9 +301,9 @@ def _draw(out: Path, groups: list[Group], stats: pd.DataFrame) -> None:
     figures.save_png(compare_figures.validation_curves(curves), out / "validation_curves.png")
 
 
-def page_lines(title: str, intro: str, runs, groups: list[Group], baseline: Group) -> tuple[list[str], list[str]]:
-    """The Markdown lines and HTML fragments of the whole comparison page."""
-    stats = compare_stats.group_table(groups)
+def page_lines(title: str, intro: str, runs, groups: list[Group], baseline: Group,
+               stats: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The Markdown lines and HTML fragments of the whole comparison page (`stats`: `compare_stats.group_table`)."""
     md, page = [f"# {title}", "", intro, "", STATISTICS_NOTE, ""], [
         f"<h1>{html.escape(title)}</h1>", f"<p>{report.inline_html(intro)}</p>", f"<p>{report.inline_html(STATISTICS_NOTE)}</p>"]
     _table(md, page, "Groups", groups_display(stats), "Runs with equal engine and config except the seed form a group.")
@@ -357,11 +357,12 @@ def build(names: list[str], runs_dir: str | Path = "runs", reports_dir: str | Pa
     out = final.with_name(f".{final.name}.partial")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    _draw(out, groups, compare_stats.group_table(groups))
+    stats = compare_stats.group_table(groups)
+    _draw(out, groups, stats)
     where_text = (" matching " + ", ".join(f"`{k}={v}`" for k, v in filters)) if filters else ""
     intro = (f"{len(runs)} run(s) from {', '.join(f'`{report.display_path(Path(runs_dir) / f)}`' for f in folders)}"
              f"{where_text}, in {len(groups)} group(s); baseline {reference.label}.")
-    md, page = page_lines(f"Comparison: {label}", intro, runs, groups, reference)
+    md, page = page_lines(f"Comparison: {label}", intro, runs, groups, reference, stats)
     report.write_pages(out, f"compare-{label}", md, page)
     report.publish(out, final)
     return final / "index.html"

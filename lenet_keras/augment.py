@@ -7,6 +7,9 @@ after a crash sees exactly the images it would have seen without the crash.
 - `horizontal_flip`: flip left-right with probability 0.5 (torchvision `RandomHorizontalFlip`).
 - `crop_padding = p`: zero-pad p pixels per side, then a random crop back to the input size
   (torchvision `RandomCrop(32, padding=4)` in the CIFAR notebook, seed 004).
+- `rotation_degrees = r`, `zoom = z`: a random rotation (uniform in [-r, r] degrees) and scale
+  (uniform in [1 - z, 1 + z]) of each image about its centre, bilinear with zero fill (the
+  affine distortions LeCun et al. 1998 trained LeNet-5 on; torchvision `RandomAffine`).
 - `autoaugment = "cifar10"`: AutoAugment's CIFAR-10 policy on each image of a batch, after
   flip and crop (torchvision `AutoAugment(AutoAugmentPolicy.CIFAR10)` in the notebook; built
   from Keras's augmentation layers in `lenet_keras.autoaugment`).
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from lenet_keras.config import AugmentConfig
 
-SHUFFLE, CROP_FLIP, AUTOAUGMENT, MIXUP, FLIP = 0, 1, 2, 3, 4
+SHUFFLE, CROP_FLIP, AUTOAUGMENT, MIXUP, FLIP, AFFINE = 0, 1, 2, 3, 4, 5
 """Random streams: each gets its own keys, so switching one augmentation on changes no other draw."""
 
 
@@ -87,6 +90,48 @@ def crop_flip(images, config: AugmentConfig, seed_pair, flips=None):
     return images
 
 
+def affine_transforms(angle, scale, height, width):
+    """`ImageProjectiveTransformV3` rows float32 (B, 8) that rotate images by `angle` (float32
+    (B,), radians, counter-clockwise as displayed with row 0 at the top) and scale them by `scale`
+    (float32 (B,), > 1 enlarges) about the centre of a `height` x `width` image.
+
+    Output pixel (x, y) (column, row) samples the input at A (x - c, y - c) + c with
+    A = rotation(angle) / scale and c the image centre ((width - 1) / 2, (height - 1) / 2).
+    """
+    import tensorflow as tf
+
+    center_x, center_y = (float(width) - 1.0) / 2.0, (float(height) - 1.0) / 2.0
+    a0, a1 = tf.cos(angle) / scale, -tf.sin(angle) / scale
+    b0, b1 = tf.sin(angle) / scale, tf.cos(angle) / scale
+    zeros = tf.zeros_like(angle)
+    return tf.stack([a0, a1, center_x - a0 * center_x - a1 * center_y,
+                     b0, b1, center_y - b0 * center_x - b1 * center_y, zeros, zeros], axis=1)
+
+
+def rotate_zoom(images, config: AugmentConfig, seed_pair):
+    """Rotate and scale each image of a uint8 batch (B, H, W, C) about its centre; uint8 out.
+
+    Angle uniform in [-`rotation_degrees`, `rotation_degrees`] degrees, scale factor uniform
+    in [1 - `zoom`, 1 + `zoom`], both drawn per image from the key `seed_pair` (int64 (2,));
+    one `ImageProjectiveTransformV3` for the batch (bilinear, zeros outside the image),
+    rounded back to uint8.
+    """
+    import math
+
+    import tensorflow as tf
+
+    angle_key, zoom_key = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 2))
+    batch = tf.shape(images)[0]
+    limit = config.rotation_degrees * math.pi / 180.0
+    angle = tf.random.stateless_uniform([batch], angle_key, -limit, limit)
+    scale = tf.random.stateless_uniform([batch], zoom_key, 1.0 - config.zoom, 1.0 + config.zoom)
+    transforms = affine_transforms(angle, scale, images.shape[1], images.shape[2])
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return tf.cast(tf.clip_by_value(tf.round(warped), 0.0, 255.0), tf.uint8)
+
+
 def mixup_batch(images, labels, alpha: float, seed_pair):
     """MixUp of float32 images (B, H, W, C) and one-hot float32 labels (B, classes) with key `seed_pair`."""
     import tensorflow as tf
@@ -100,7 +145,7 @@ def mixup_batch(images, labels, alpha: float, seed_pair):
 def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
     """`draws` augmented versions of one uint8 image (H, W, C) -> uint8 (draws, H, W, C).
 
-    The per-image augmentations (flip, crop, AutoAugment) are shown as in epoch 0 of training;
+    The per-image augmentations (flip, crop, rotation and zoom, AutoAugment) are shown as in epoch 0 of training;
     MixUp mixes whole batches and is not shown.
 
     Raises:
@@ -111,6 +156,8 @@ def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
 
     check_channels(config.autoaugment, image.shape[-1])
     images = crop_flip(tf.repeat(tf.constant(image)[None], draws, axis=0), config, key(seed, CROP_FLIP, 0, 0))
+    if config.rotation_degrees or config.zoom:
+        images = rotate_zoom(images, config, key(seed, AFFINE, 0, 0))
     if config.autoaugment != "none":
         from lenet_keras.autoaugment import AutoAugment
 

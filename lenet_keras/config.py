@@ -174,6 +174,9 @@ class AugmentConfig:
     airbench94: horizontal_flip = true with `alternating_flip = true` (each image flipped in
     epoch 0 by its own coin, then flipped the other way every epoch after: "derandomized"),
     crop_padding = 2 with `crop_mode = "reflect"` (the padding mirrors the border).
+    `rotation_degrees = r` and `zoom = z`: each image rotated by an angle uniform in [-r, r]
+    degrees and scaled by a factor uniform in [1 - z, 1 + z] about its centre (bilinear, zero
+    fill), after flip and crop: the small affine distortions of LeCun et al. 1998, section III.C.
     """
 
     horizontal_flip: bool = False
@@ -183,6 +186,16 @@ class AugmentConfig:
     mixup_alpha: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
     alternating_flip: bool = False
     crop_mode: str = _rule(lambda v: v in ("constant", "reflect"), "'constant' (zeros) or 'reflect'", "constant")
+    rotation_degrees: float = _rule(lambda v: math.isfinite(v) and 0 <= v <= 180, "a number of degrees in [0, 180]",
+                                    0.0)
+    zoom: float = _rule(lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)", 0.0)
+
+    @property
+    def per_image(self) -> bool:
+        """True when any augmentation that changes images one by one is on (flip, crop, affine,
+        AutoAugment); MixUp mixes whole batches and is not counted."""
+        return bool(self.horizontal_flip or self.crop_padding or self.rotation_degrees or self.zoom
+                    or self.autoaugment != "none")
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

@@ -75,7 +75,7 @@ def _scaler(num_classes: int, mean, std) -> Callable:
 def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Callable) -> Callable:
     """The map (epoch, batch number, indices into the training set) -> one scaled training batch.
 
-    Gathers the images and labels at the indices, then flip and crop, AutoAugment, scaling and
+    Gathers the images and labels at the indices, then flip and crop, rotation and zoom, AutoAugment, scaling and
     MixUp, each keyed by (seed, epoch, batch number) (`lenet_keras.augment`).
     """
     import tensorflow as tf
@@ -97,6 +97,8 @@ def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Call
                      if augment.horizontal_flip and augment.alternating_flip else None)
             images = augment_lib.crop_flip(images, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, number),
                                            flips)
+        if augment.rotation_degrees or augment.zoom:
+            images = augment_lib.rotate_zoom(images, augment, augment_lib.key(seed, augment_lib.AFFINE, epoch, number))
         if autoaugmenter is not None:
             images = autoaugmenter(images, augment_lib.key(seed, augment_lib.AUTOAUGMENT, epoch, number))
         images, labels = scale(images, labels)
@@ -151,7 +153,7 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
     `steps_per_epoch(data, batch_size)` batches each (pass that to `fit` with
     `initial_epoch=first_epoch`). Each epoch is a pure function of (`seed`, epoch): the order is
     a stateless shuffle of the training set keyed by them, then per batch: gather the images,
-    flip and crop (each image its own draw), AutoAugment, scaling and MixUp, each keyed by
+    flip and crop, rotation and zoom (each image its own draw), AutoAugment, scaling and MixUp, each keyed by
     (seed, epoch, batch number) (`lenet_keras.augment`).
     So a run resumed at epoch k sees exactly the batches of an uninterrupted run.
     Validation and test: batched -> scaled -> cached -> prefetched, in file order.

@@ -353,7 +353,7 @@ def log_test_results(log_dir: Path, step: int, loss: float, accuracy: float, sam
 def _augmentation_preview(experiment, dataset) -> dict[str, np.ndarray]:
     """{"augmentation_preview": the first training image and 15 augmented draws} if any augmentation is on."""
     augment_config = experiment.augment
-    if not (augment_config.horizontal_flip or augment_config.crop_padding or augment_config.autoaugment != "none"):
+    if not augment_config.per_image:
         return {}
     from lenet_keras import augment
 

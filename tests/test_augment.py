@@ -77,3 +77,43 @@ def test_nothing_switched_on_is_the_plain_pipeline(small):
     seen = [(np.rint(x * 255).astype(np.uint8).tobytes(), int(np.argmax(y)) if np.ndim(y) else int(y))
             for images, labels in off for x, y in zip(images, labels)]
     assert len(seen) == len(small.train_images) and set(seen) == originals
+
+
+def _warp(image, angle_degrees, scale):
+    """One float32 image (H, W) warped by `augment.affine_transforms` (bilinear, zero fill)."""
+    height, width = image.shape
+    transforms = augment.affine_transforms(tf.constant([np.radians(angle_degrees)], tf.float32),
+                                           tf.constant([scale], tf.float32), height, width)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(image[None, :, :, None], tf.float32), transforms=transforms, output_shape=[height, width],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT").numpy()[0, :, :, 0]
+
+
+def test_affine_transforms_rotate_counter_clockwise_and_scale_about_the_centre():
+    dot = np.zeros((9, 9), np.float32)
+    dot[0, 6] = 1.0  # top row, 2 pixels right of the middle
+    expected = np.zeros_like(dot)
+    expected[2, 0] = 1.0  # a quarter turn counter-clockwise: top -> left, right -> top (not a transpose)
+    np.testing.assert_allclose(_warp(dot, 90, 1.0), expected, atol=1e-5)
+    expected = np.zeros_like(dot)
+    expected[2, 5] = 1.0  # half size: (-4, +2) from the centre becomes (-2, +1)
+    np.testing.assert_allclose(_warp(dot, 0, 0.5), expected, atol=1e-5)
+    np.testing.assert_allclose(_warp(dot, 0, 1.0), dot, atol=1e-5)  # no rotation, scale 1: identity
+
+
+def test_rotation_and_zoom_are_per_image_seeded_and_bounded(small):
+    image = small.train_images[2]
+    config = AugmentConfig(rotation_degrees=20, zoom=0.1)
+    draws = augment.preview(image, config, seed=0, draws=16)
+    assert draws.shape == (16, 28, 28, 1) and draws.dtype == np.uint8
+    np.testing.assert_array_equal(draws, augment.preview(image, config, seed=0, draws=16))
+    assert len({draw.tobytes() for draw in draws}) == 16  # every image its own angle and scale
+    ink = image.astype(np.float64).sum()
+    for draw in draws:  # a rotation keeps the ink, a scale in [0.9, 1.1] changes it by its square
+        assert 0.9**2 * 0.95 < draw.astype(np.float64).sum() / ink < 1.1**2 * 1.05
+    plain = _epoch(pipeline.pipelines(small, 64, seed=4)[0])
+    rotated = _epoch(pipeline.pipelines(small, 64, seed=4, augment=config)[0])
+    again = _epoch(pipeline.pipelines(small, 64, seed=4, augment=config)[0])
+    np.testing.assert_array_equal(rotated[0][0], again[0][0])
+    np.testing.assert_array_equal(rotated[0][1], plain[0][1])  # same images in the same order, labels kept
+    assert not np.array_equal(rotated[0][0], plain[0][0])

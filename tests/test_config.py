@@ -49,6 +49,8 @@ def test_round_trip_through_a_manifest_dict():
         ("optimizer.momentum=abc", r"optimizer.momentum must be a number, got 'abc'"),
         ("train.epochs", r"expected KEY=VALUE"),
         ("train.precision=bf16", r"train.precision must be one of 'float32', 'mixed_bfloat16', 'mixed_float16'"),
+        ("augment.rotation_degrees=-5", r"augment.rotation_degrees must be a number of degrees in \[0, 180\], got -5"),
+        ("augment.zoom=1.0", r"augment.zoom must be a number in \[0, 1\) \(0 = off\), got 1.0"),
     ],
 )
 def test_bad_values_name_the_file_and_key(override, message):

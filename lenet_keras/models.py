@@ -4,11 +4,12 @@
 - `lenet5_classic`: the LeNet paper seed's table (seed 000, "Architecture details"): input
   zero-padded to 32x32, conv1 'valid' (28x28x6 feature maps), as LeCun et al. (1998).
 - `lenet5_relu`: the deck's shapes with ReLU and max-pooling.
+- `lenet5_wide`: 16/32/64 convolution maps and no F6 (65,162 parameters), ReLU and max-pooling.
 - `cifar_cnn`: the CIFAR-10 notebook's 6-block CNN (seed 004, section "Model architecture"),
   4,079,429 trainable parameters.
 - `cifar_fast`: airbench94's network (`CifarFast`), whose first conv is set from the data.
 
-The LeNet-5 variants have 61,706 parameters on MNIST. Models never read files and never compile themselves:
+The LeNet-5 variants have 61,706 parameters on MNIST (`lenet5_wide`: 65,162). Models never read files and never compile themselves:
 the optimizer, loss and metrics are chosen by the experiment (`lenet_keras.optim`, `train`).
 A model that needs data-dependent initialization says so through one protocol,
 `InitializedFromData`: the runner checks `isinstance(model, InitializedFromData)` and hands it
@@ -64,11 +65,17 @@ class LeNet5(keras.Sequential):
     side) and uses 'valid' padding in conv1, giving the same feature-map sizes from conv1 on.
     The relu variant is the deck's shapes with ReLU activations and 2x2 max-pooling (the usual
     modern LeNet-5; same 61,706 parameters), for `experiments/mnist_lenet5_fast.toml`.
+    The wide variant moves LeNet-5's parameters from the fully connected layers into the
+    convolutions (ReLU, max-pooling): Conv2D 16@5x5 'same' -> (28, 28, 16); MaxPooling -> (14,
+    14, 16); Conv2D 32@5x5 -> (10, 10, 32); MaxPooling -> (5, 5, 32); Conv2D 64@5x5 -> (1, 1,
+    64); Flatten -> 64; Dense `num_classes` softmax: 65,162 parameters (LeNet-5's C5 with 64
+    maps, no F6), for `experiments/mnist_lenet5_wide.toml`.
 
     Args:
         input_shape: (height, width, channels) of one image; default MNIST's (28, 28, 1).
         num_classes: number of output classes; default 10.
-        variant: "deck" (seed 002), "classic" (seed 000) or "relu" (ReLU + max-pooling).
+        variant: "deck" (seed 002), "classic" (seed 000), "relu" (ReLU + max-pooling) or
+            "wide" (16/32/64 convolution maps, no F6).
         name: the Keras model name.
 
     Input: float32 images (batch, height, width, channels) scaled to [0, 1].
@@ -79,7 +86,11 @@ class LeNet5(keras.Sequential):
             for the three 5x5 convolutions; the classic variant pads up to 32x32).
     """
 
-    VARIANTS = ("deck", "classic", "relu")
+    VARIANTS = ("deck", "classic", "relu", "wide")
+    WIDTHS = {"deck": (6, 16, 120, 84), "classic": (6, 16, 120, 84), "relu": (6, 16, 120, 84), "wide": (16, 32, 64, 0)}
+    """Per variant: the maps of C1, C3, C5 and the units of F6 (0: no F6)."""
+    PARAMETERS = {"deck": LENET5_PARAMETERS, "classic": LENET5_PARAMETERS, "relu": LENET5_PARAMETERS, "wide": 65_162}
+    """Per variant: parameters on 28x28x1 (classic: 32x32x1) inputs with 10 classes."""
 
     def __init__(self, input_shape=(28, 28, 1), num_classes=10, variant="deck", name=None, **kwargs):
         if variant not in self.VARIANTS:
@@ -97,18 +108,20 @@ class LeNet5(keras.Sequential):
             pad_h, pad_w = max(0, 32 - height), max(0, 32 - width)
             if pad_h or pad_w:
                 self.add(layers.ZeroPadding2D(((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))))
-        activation = "relu" if variant == "relu" else "tanh"
-        pooling = layers.MaxPooling2D if variant == "relu" else layers.AveragePooling2D
-        self.add(layers.Conv2D(6, 5, activation=activation, padding="valid" if variant == "classic" else "same"))
+        activation = "relu" if variant in ("relu", "wide") else "tanh"
+        pooling = layers.MaxPooling2D if variant in ("relu", "wide") else layers.AveragePooling2D
+        c1, c3, c5, f6 = self.WIDTHS[variant]
+        self.add(layers.Conv2D(c1, 5, activation=activation, padding="valid" if variant == "classic" else "same"))
         self.add(pooling(pool_size=2, strides=2))
-        self.add(layers.Conv2D(16, 5, activation=activation, padding="valid"))
+        self.add(layers.Conv2D(c3, 5, activation=activation, padding="valid"))
         self.add(pooling(pool_size=2, strides=2))
-        self.add(layers.Conv2D(120, 5, activation=activation, padding="valid"))
+        self.add(layers.Conv2D(c5, 5, activation=activation, padding="valid"))
         self.add(layers.Flatten())
-        self.add(layers.Dense(84, activation=activation))
+        if f6:
+            self.add(layers.Dense(f6, activation=activation))
         self.add(layers.Dense(self.num_classes, activation="softmax", dtype="float32"))  # float32 under mixed precision
         if input_shape in ((28, 28, 1), (32, 32, 1)) and self.num_classes == 10:
-            assert self.count_params() == LENET5_PARAMETERS, self.count_params()
+            assert self.count_params() == self.PARAMETERS[variant], self.count_params()
 
     def get_config(self):
         """Constructor arguments, so `.keras` files load back into a `LeNet5`."""
@@ -287,6 +300,7 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "lenet5": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="deck"),
     "lenet5_classic": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="classic"),
     "lenet5_relu": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="relu"),
+    "lenet5_wide": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="wide"),
     "cifar_cnn": lambda input_shape, num_classes: CifarCNN(input_shape, num_classes),
     "cifar_fast": lambda input_shape, num_classes: CifarFast(input_shape, num_classes),
 }

@@ -94,6 +94,20 @@ def test_relu_variant_and_mixed_precision_keep_a_float32_output():
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever comes next
 
 
+def test_wide_variant_moves_parameters_into_the_convolutions_and_round_trips(tmp_path):
+    import keras
+
+    wide = models.build(ModelConfig(name="lenet5_wide"), (28, 28, 1), 10)
+    assert wide.count_params() == 65_162 <= 70_000  # issue 19: the LeNet-5 family keeps at most 70,000
+    convolutions = [layer for layer in wide.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in convolutions] == [16, 32, 64]
+    assert [layer.output.shape[1:] for layer in convolutions] == [(28, 28, 16), (10, 10, 32), (1, 1, 64)]
+    assert [layer.units for layer in wide.layers if isinstance(layer, keras.layers.Dense)] == [10]  # no F6
+    wide.save(tmp_path / "wide.keras")
+    again = keras.saving.load_model(tmp_path / "wide.keras")
+    assert isinstance(again, models.LeNet5) and again.variant == "wide" and again.count_params() == 65_162
+
+
 def test_data_dependent_initialization_is_declared_through_one_protocol():
     fast = models.build(ModelConfig(name="cifar_fast"), (32, 32, 3), 10)
     assert isinstance(fast, models.InitializedFromData)

@@ -56,16 +56,19 @@ def passes(shape: tuple) -> dict:
     pad = k // 2
 
     def filter_as_matmul(x, dy):
+        """dW (k, k, in, out) as im2col patches (B*H*W, k*k*in) transposed times dY (B*H*W, out)."""
         patches = tf.image.extract_patches(x, [1, k, k, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")
         flat = tf.matmul(tf.reshape(patches, [-1, k * k * channels_in]), tf.reshape(dy, [-1, channels_out]),
                          transpose_a=True)
         return tf.reshape(flat, [k, k, channels_in, channels_out])
 
     def filter_as_forward(x, dy):
+        """dW as a 'valid' forward convolution of the padded input (in, H+2p, W+2p, B) with dY (H, W, B, out)."""
         images = tf.transpose(tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]), [3, 1, 2, 0])
         return tf.transpose(tf.nn.conv2d(images, tf.transpose(dy, [1, 2, 0, 3]), 1, "VALID"), [1, 2, 0, 3])
 
     def data_as_forward(dy, w):
+        """dX as a 'same' forward convolution of dY with the kernel rotated 180 degrees, in/out swapped."""
         return tf.nn.conv2d(dy, tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2]), 1, "SAME")
 
     return {

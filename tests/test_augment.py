@@ -8,7 +8,7 @@ from lenet_keras.config import AugmentConfig, DataConfig
 
 tf = pytest.importorskip("tensorflow")
 
-FULL = AugmentConfig(horizontal_flip=True, crop_padding=4, mixup_alpha=0.4)
+FULL = AugmentConfig(horizontal_flip=True, crop_padding=4, rotation_degrees=10, zoom=0.1, mixup_alpha=0.4)
 
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,7 @@ def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
 
     check_channels(config.autoaugment, image.shape[-1])
     images = crop_flip(tf.repeat(tf.constant(image)[None], draws, axis=0), config, key(seed, CROP_FLIP, 0, 0))
-    if config.rotation_degrees or config.zoom:
+    if config.rotate_or_zoom:
         images = rotate_zoom(images, config, key(seed, AFFINE, 0, 0))
     if config.autoaugment != "none":
         from lenet_keras.autoaugment import AutoAugment

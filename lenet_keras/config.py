@@ -191,11 +191,15 @@ class AugmentConfig:
     zoom: float = _rule(lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)", 0.0)
 
     @property
+    def rotate_or_zoom(self) -> bool:
+        """True when the random rotation or scale (`augment.rotate_zoom`) is on."""
+        return bool(self.rotation_degrees or self.zoom)
+
+    @property
     def per_image(self) -> bool:
-        """True when any augmentation that changes images one by one is on (flip, crop, affine,
-        AutoAugment); MixUp mixes whole batches and is not counted."""
-        return bool(self.horizontal_flip or self.crop_padding or self.rotation_degrees or self.zoom
-                    or self.autoaugment != "none")
+        """True when any augmentation that changes images one by one is on (flip, crop, rotation
+        or zoom, AutoAugment); MixUp mixes whole batches and is not counted."""
+        return bool(self.horizontal_flip or self.crop_padding or self.rotate_or_zoom or self.autoaugment != "none")
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

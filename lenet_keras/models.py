@@ -87,10 +87,10 @@ class LeNet5(keras.Sequential):
     """
 
     VARIANTS = ("deck", "classic", "relu", "wide")
-    WIDTHS = {"deck": (6, 16, 120, 84), "classic": (6, 16, 120, 84), "relu": (6, 16, 120, 84), "wide": (16, 32, 64, 0)}
-    """Per variant: the maps of C1, C3, C5 and the units of F6 (0: no F6)."""
-    PARAMETERS = {"deck": LENET5_PARAMETERS, "classic": LENET5_PARAMETERS, "relu": LENET5_PARAMETERS, "wide": 65_162}
-    """Per variant: parameters on 28x28x1 (classic: 32x32x1) inputs with 10 classes."""
+    WIDTHS = {"wide": (16, 32, 64, 0)}
+    """The maps of C1, C3, C5 and the units of F6 (0: no F6) where a variant changes LeNet-5's (6, 16, 120, 84)."""
+    PARAMETERS = {"wide": 65_162}
+    """Parameters on 28x28x1 inputs with 10 classes where a variant changes LeNet-5's `LENET5_PARAMETERS`."""
 
     def __init__(self, input_shape=(28, 28, 1), num_classes=10, variant="deck", name=None, **kwargs):
         if variant not in self.VARIANTS:
@@ -108,9 +108,10 @@ class LeNet5(keras.Sequential):
             pad_h, pad_w = max(0, 32 - height), max(0, 32 - width)
             if pad_h or pad_w:
                 self.add(layers.ZeroPadding2D(((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))))
-        activation = "relu" if variant in ("relu", "wide") else "tanh"
-        pooling = layers.MaxPooling2D if variant in ("relu", "wide") else layers.AveragePooling2D
-        c1, c3, c5, f6 = self.WIDTHS[variant]
+        modern = variant in ("relu", "wide")  # ReLU and max-pooling instead of tanh and average pooling
+        activation = "relu" if modern else "tanh"
+        pooling = layers.MaxPooling2D if modern else layers.AveragePooling2D
+        c1, c3, c5, f6 = self.WIDTHS.get(variant, (6, 16, 120, 84))
         self.add(layers.Conv2D(c1, 5, activation=activation, padding="valid" if variant == "classic" else "same"))
         self.add(pooling(pool_size=2, strides=2))
         self.add(layers.Conv2D(c3, 5, activation=activation, padding="valid"))
@@ -121,7 +122,7 @@ class LeNet5(keras.Sequential):
             self.add(layers.Dense(f6, activation=activation))
         self.add(layers.Dense(self.num_classes, activation="softmax", dtype="float32"))  # float32 under mixed precision
         if input_shape in ((28, 28, 1), (32, 32, 1)) and self.num_classes == 10:
-            assert self.count_params() == self.PARAMETERS[variant], self.count_params()
+            assert self.count_params() == self.PARAMETERS.get(variant, LENET5_PARAMETERS), self.count_params()
 
     def get_config(self):
         """Constructor arguments, so `.keras` files load back into a `LeNet5`."""

@@ -97,7 +97,7 @@ def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Call
                      if augment.horizontal_flip and augment.alternating_flip else None)
             images = augment_lib.crop_flip(images, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, number),
                                            flips)
-        if augment.rotation_degrees or augment.zoom:
+        if augment.rotate_or_zoom:
             images = augment_lib.rotate_zoom(images, augment, augment_lib.key(seed, augment_lib.AFFINE, epoch, number))
         if autoaugmenter is not None:
             images = autoaugmenter(images, augment_lib.key(seed, augment_lib.AUTOAUGMENT, epoch, number))

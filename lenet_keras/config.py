@@ -91,6 +91,12 @@ class OptimizerConfig:
     for the first `whiten_bias_epochs` (3) epochs only (the optimizer stops updating it, and
     `lenet_keras.callbacks.FreezeWhitenBias`, from `optim.callbacks_for`, stops computing its
     gradient); it takes only the `triangular` schedule.
+    `airbench_muon` (`lenet_keras.optim.AirbenchMuon`, airbench94_muon's recipe) reads
+    `learning_rate` and `momentum` for Muon on the convolution filters (0.24, 0.6),
+    `bias_learning_rate`, `bias_momentum` and `weight_decay` for Nesterov SGD on the BatchNorm
+    biases (0.053, 0.85, 0.00382), `head_learning_rate` and `whiten_bias_learning_rate` for Adam
+    on the head and the whitening bias, and `whiten_bias_epochs` as `airbench_sgd` (0 = the
+    whole run); it also takes only `triangular` (start 1, peak 0, end 0 is its linear decay).
     """
 
     name: str = "sgd"
@@ -101,6 +107,10 @@ class OptimizerConfig:
     global_clipnorm: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)", 0.0)
     bias_scaler: float = _rule(*_POSITIVE_FLOAT, 64.0)
     whiten_bias_epochs: int = _rule(*_NON_NEGATIVE_INT, 3)
+    bias_learning_rate: float = _rule(*_POSITIVE_FLOAT, 0.053)
+    bias_momentum: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.85)
+    head_learning_rate: float = _rule(*_POSITIVE_FLOAT, 0.0099)
+    whiten_bias_learning_rate: float = _rule(*_POSITIVE_FLOAT, 0.08)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import pytest
 from benchmarks import airbench_compare, peer_runs
 from lenet_keras import external_run
 
+REPO = airbench_compare.REPO
+
 PEER_OUTPUT = """\
 -----------------------------------------------------------------------------------------
 |  run     |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  total_time_seconds  |
@@ -70,7 +72,7 @@ def fake_world(tmp_path, monkeypatch):
             clock["now"] += PEER_WHOLE_SECONDS
             return subprocess.CompletedProcess(command, 0, PEER_RUN_OUTPUT, "")
         run_dir = tmp_path / "runs" / f"run-{len(clock['caches']):03d}"
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # without the peer, every run of ours is run-000
         (run_dir / "manifest.json").write_text(json.dumps({
             "config": {"train": {"precision": "mixed_bfloat16", "epochs": 8}},
             "test": {"accuracy": 0.8957, "tta_accuracy": 0.9007, "tta_seconds": 20.0},
@@ -120,6 +122,16 @@ def test_run_ours_counts_the_whole_command_as_the_peer_is(fake_world, tmp_path):
     assert (result["weights"], result["compute"]) == ("float32", "bfloat16")
 
 
+def test_run_ours_trains_the_experiment_it_is_given(fake_world, tmp_path):
+    muon = REPO / "experiments" / "cifar_fast_muon.toml"
+    result = airbench_compare.run_ours(tmp_path, seed=4, runs_dir=tmp_path / "runs", overrides=[], experiment=muon)
+    assert result["command"].split()[4:7] == [str(muon), "data.dataset=image_folder", f"data.path={tmp_path}"]
+    results = airbench_compare.compare([4], tmp_path, None, tmp_path / "runs", [], experiment=muon)
+    assert results["experiment"] == str(muon) and f"ours: {muon}" in results["table"]
+    default = airbench_compare.compare([4], tmp_path, None, tmp_path / "runs", [])
+    assert f"ours: {REPO / 'experiments' / 'cifar_fast.toml'}" in default["table"]
+
+
 def test_table_and_files_carry_the_notes_and_like_for_like_wall_seconds(fake_world, tmp_path, capsys):
     results = airbench_compare.compare([0, 1], tmp_path, "python", tmp_path / "runs", [])
     path = airbench_compare.write_results(results, tmp_path / "bench")
@@ -128,8 +140,8 @@ def test_table_and_files_carry_the_notes_and_like_for_like_wall_seconds(fake_wor
     for text in (printed, path.read_text(), path.with_suffix(".csv").read_text()):
         assert "the peer trains bfloat16 weights" in text
         assert "ours keeps float32 master weights" in text and "mixed_bfloat16" in text
-        assert "train.epochs = 8 in experiments/cifar_fast.toml was chosen by looking at test accuracy" in text
-        assert "re-chooses it on a held-out split and re-runs on fresh seeds" in text
+        assert "ours' test accuracy is an unbiased estimate for seeds 3 and up only" in text
+        assert "re-checked on a held-out split with seed 100" in text
         assert "wall s incl. decoding" in text
     assert "| peer | 0 | bfloat16 / bfloat16 |" in printed and "| ours | 0 | float32 / bfloat16 |" in printed
     assert f"| {PEER_WHOLE_SECONDS:.1f} |" in printed and f"| {OURS_WHOLE_SECONDS:.1f} |" in printed

@@ -127,5 +127,5 @@ def test_adamw_with_clipping_and_one_cycle_from_the_experiment():
     assert isinstance(optimizer._learning_rate, optim.OneCycle) and optimizer._learning_rate.total_steps == 300
     with pytest.raises(ConfigError, match="schedule.max_learning_rate"):
         optim.check_names(config.load(MNIST, ["schedule.name=one_cycle"]))
-    with pytest.raises(ConfigError, match="optimizer.weight_decay: only adamw and airbench_sgd use it, not .sgd."):
+    with pytest.raises(ConfigError, match="optimizer.weight_decay: only adamw, airbench_sgd and airbench_muon use it, not .sgd."):
         optim.check_names(config.load(MNIST, ["optimizer.weight_decay=0.01"]))

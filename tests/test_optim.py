@@ -30,7 +30,7 @@ def test_every_experiment_file_passes_the_optimizer_checks():
 
 
 def test_weight_decay_message_names_every_optimizer_that_uses_it():
-    with pytest.raises(ConfigError, match=r"optimizer.weight_decay: only adamw and airbench_sgd use it, not 'adam'"):
+    with pytest.raises(ConfigError, match=r"optimizer.weight_decay: only adamw, airbench_sgd and airbench_muon use it, not 'adam'"):
         optim.check_names(config.load(MNIST, ["optimizer.name=adam", "optimizer.weight_decay=0.01"]))
 
 

@@ -163,6 +163,17 @@ def run_peer(python: str, folder: Path, seed: int, precision: str, runs_dir: Pat
     return result
 
 
+def training_seconds(run_dir: Path) -> float:
+    """A finished run's training seconds as the side by side counts them (0.1 s): the sum of
+    history.csv's `epoch_seconds`, less the manifest's per-epoch `speed.validation_seconds`, plus
+    its test-time augmentation's `test.tta_seconds` (the peer's count: training and final TTA)."""
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    with open(Path(run_dir) / "history.csv", newline="") as file:
+        epoch_seconds = sum(float(row["epoch_seconds"]) for row in csv.DictReader(file))
+    return round(epoch_seconds - manifest["speed"].get("validation_seconds", 0.0)
+                 + manifest["test"].get("tta_seconds", 0.0), 1)
+
+
 def run_ours(folder: Path, seed: int, runs_dir: Path, overrides: list[str], experiment: Path = DEFAULT_EXPERIMENT) -> dict:
     """Train `experiment` (experiments/cifar_fast.toml) once with `seed` on `folder`; figures from its manifest.
 
@@ -178,15 +189,12 @@ def run_ours(folder: Path, seed: int, runs_dir: Path, overrides: list[str], expe
     done, seconds = timed_run(command, "ours")
     run_dir = Path(re.search(r"run directory: (.+)", done.stdout).group(1).strip())
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    with open(run_dir / "history.csv", newline="") as file:
-        epoch_seconds = sum(float(row["epoch_seconds"]) for row in csv.DictReader(file))
     test = manifest["test"]
     weights, compute = OUR_DTYPES[manifest["config"]["train"]["precision"]]
     return {
         "accuracy": 100 * test["accuracy"],
         "tta_accuracy": 100 * test.get("tta_accuracy", float("nan")),
-        "training_seconds": round(epoch_seconds - manifest["speed"].get("validation_seconds", 0.0)
-                                  + test.get("tta_seconds", 0.0), 1),
+        "training_seconds": training_seconds(run_dir),
         "validation_seconds": manifest["speed"].get("validation_seconds"),
         "wall_seconds": seconds,
         "manifest_wall_seconds": manifest["wall_seconds"],

@@ -66,6 +66,11 @@ WORKLOADS = {
         "overrides": ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=7168",
                       "data.test_subset=1024"],
     },
+    "cifar_fast_silu": {
+        "experiment": "experiments/cifar_fast.toml",
+        "overrides": ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=7168",
+                      "data.test_subset=1024", "model.name=cifar_fast_silu"],
+    },
 }
 """What each workload trains, and how many of its steps are timed (`timed_window`):
 
@@ -75,7 +80,8 @@ WORKLOADS = {
   the first 1,664 images of the JPEG copy of CIFAR-10: 1,498 training images after its 10%
   validation split = 12 steps, 9 timed steps (1,114 images; the last batch has 90);
 - airbench94's recipe (`experiments/cifar_fast.toml`, batch 1024, no validation split) on the
-  first 7,168: 7 steps, 4 timed steps (4,096 images)."""
+  first 7,168: 7 steps, 4 timed steps (4,096 images); `cifar_fast_silu` the same with SiLU in
+  the conv groups (`model.name = "cifar_fast_silu"`)."""
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 """Bench precision names -> `train.precision` (Keras dtype policies)."""

@@ -141,7 +141,7 @@ class ScheduleConfig:
     triangle_end: float = _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", 0.07)
 
 
-TTA = ("none", "mirror", "mirror_translate")
+TTA = ("none", "mirror", "mirror_translate", "mirror_translate_uncertain")
 """`train.test_time_augmentation` values (`lenet_keras.airbench.tta_views`)."""
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -161,8 +161,10 @@ class TrainConfig:
     `lookahead` (airbench94): every 5 steps the weights move to a moving average of themselves
     and the run ends on it (`lenet_keras.callbacks.Lookahead`).
     `test_time_augmentation`: also evaluate the test set with the logits averaged over mirrored
-    ("mirror") and also 1-pixel translated ("mirror_translate") views; the manifest records
-    test accuracy with and without it.
+    ("mirror") and also 1-pixel translated ("mirror_translate") views, or those six views for
+    only the 20% least confident images of a plain pass ("mirror_translate_uncertain",
+    `airbench.uncertain_tta_probabilities`); the manifest records test accuracy with and
+    without it.
     """
 
     epochs: int = _rule(*_POSITIVE_INT, 20)

@@ -5,6 +5,8 @@ on real CIFAR images of the JPEG copy; then a 1-epoch run of experiments/cifar_f
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -160,6 +162,26 @@ def test_tta_views_are_airbenchs_and_average_the_logits(cifar):
     np.testing.assert_allclose(airbench.tta_probabilities(model, dataset, 0), model.predict(dataset, verbose=0), atol=1e-6)
 
 
+
+def test_uncertain_tta_augments_only_the_least_confident_images(cifar):
+    images = _normalized(cifar.test_images[:10])
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10), keras.layers.Activation("softmax")])
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(10))).batch(3)  # last batch of 1
+    plain, full = airbench.tta_probabilities(model, dataset, 0), airbench.tta_probabilities(model, dataset, 2)
+    assert not np.allclose(plain, full, atol=1e-4)
+    got = airbench.uncertain_tta_probabilities(model, dataset, 2, fraction=0.45)  # int(4.5) = 4 images
+    unsure = np.argsort(plain.max(axis=1))[:4]
+    for n in range(10):
+        np.testing.assert_allclose(got[n], (full if n in unsure else plain)[n], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(airbench.uncertain_tta_probabilities(model, dataset, 2, 1.0), full, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(airbench.uncertain_tta_probabilities(model, dataset, 2, 0.0), plain, rtol=1e-4, atol=1e-6)
+    assert airbench.UNCERTAIN_FRACTION == 0.2  # hiverge's UNCERTAIN_QUANTILE
+    assert airbench.TEST_TIME_AUGMENTATIONS["mirror_translate_uncertain"](model, dataset).shape == (10, 10)
+    with pytest.raises(ValueError, match="fraction"):
+        airbench.uncertain_tta_probabilities(model, dataset, 2, fraction=1.5)
+
 def test_triangular_schedule_matches_airbench():
     schedule = optim.Triangular(11.5, total_steps=476)
     top = int(0.23 * 476)
@@ -199,9 +221,15 @@ def test_airbench_sgd_is_pytorchs_nesterov_sgd_on_the_summed_loss():
             np.testing.assert_allclose(v.numpy(), w, rtol=1e-5, atol=1e-7)
 
 
-def test_cifar_fast_one_epoch_writes_a_normal_run_and_report(tmp_path, cifar):
+@pytest.fixture(scope="module")
+def cifar_fast_run(tmp_path_factory, cifar):
+    """A one-epoch run of cifar_fast.toml on 1,024 training and 256 test images (its run directory)."""
     experiment = config.load(REPO / "experiments/cifar_fast.toml", [*SMALL, "train.epochs=1"])
-    run_dir = train.run(experiment, runs_dir=tmp_path / "runs", verbose=0)
+    return train.run(experiment, runs_dir=tmp_path_factory.mktemp("cifar_fast") / "runs", verbose=0)
+
+
+def test_cifar_fast_one_epoch_writes_a_normal_run_and_report(tmp_path, cifar_fast_run):
+    run_dir = cifar_fast_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed"
     assert manifest["test"]["test_time_augmentation"] == "mirror_translate"
@@ -211,10 +239,40 @@ def test_cifar_fast_one_epoch_writes_a_normal_run_and_report(tmp_path, cifar):
     assert saved["tta_probabilities"].shape == (256, 10)
     np.testing.assert_allclose(saved["tta_probabilities"].sum(axis=1), 1, rtol=1e-5)
     assert abs(manifest["test"]["tta_accuracy"] - np.mean(saved["tta_probabilities"].argmax(1) == saved["labels"])) < 1e-9
-    index = report.build("cifar_fast", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
+    index = report.build("cifar_fast", runs_dir=run_dir.parent.parent, reports_dir=tmp_path / "reports")
     assert "run-001" in index.read_text()
-    table = report.summary_table(report.read_runs(tmp_path / "runs" / "cifar_fast"))
+    table = report.summary_table(report.read_runs(run_dir.parent))
     assert table.loc[0, "test acc (TTA)"] == manifest["test"]["tta_accuracy"]
+
+
+def _tta_compare(*args: str) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.tta_compare ARGS` from the repository root, as its docstring runs it (a
+    fresh process: in the process that trained the run, a rebuilt model's outputs differed)."""
+    return subprocess.run([sys.executable, "-m", "benchmarks.tta_compare", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_tta_compare_reevaluates_the_runs_final_weights(tmp_path, cifar_fast_run, cifar_root):
+    done = _tta_compare(str(cifar_fast_run), "--repeats", "2", "--data-dir", str(cifar_root), "--runs-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "| median of 1 |" in done.stdout
+    result = json.loads((tmp_path / "bench" / "tta-001.json").read_text())
+    row, test = result["runs"][0], json.loads((cifar_fast_run / "manifest.json").read_text())["test"]
+    assert row["plain_accuracy"] == 100 * test["accuracy"]
+    assert abs(row["all_accuracy"] - 100 * test["tta_accuracy"]) <= 100 / 256  # the run's own TTA, re-run
+    assert len(row["all_seconds"]) == len(row["uncertain_seconds"]) == 2 and row["training_seconds"] > 0
+    assert row["ratio"] == round(np.median(row["uncertain_seconds"]) / np.median(row["all_seconds"]), 3)
+    other = tmp_path / "copy"
+    other.mkdir()
+    (other / "manifest.json").write_bytes((cifar_fast_run / "manifest.json").read_bytes())
+    done = _tta_compare(str(other), "--data-dir", str(cifar_root), "--runs-dir", str(tmp_path))
+    assert done.returncode == 2 and "final.weights.h5: missing" in done.stderr
+    for name in ("final.weights.h5", "history.csv"):
+        (other / name).write_bytes((cifar_fast_run / name).read_bytes())
+    saved = dict(np.load(cifar_fast_run / "predictions.npz"))
+    np.savez(other / "predictions.npz", **{**saved, "tta_probabilities": saved["tta_probabilities"][::-1]})
+    done = _tta_compare(str(other), "--data-dir", str(cifar_root), "--runs-dir", str(tmp_path))
+    assert done.returncode == 2 and "does not reproduce the run's TTA probabilities" in done.stderr
 
 
 def test_scaleless_batch_norm_is_pytorchs_batchnorm_without_weight(cifar):

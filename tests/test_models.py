@@ -118,3 +118,21 @@ def test_data_dependent_initialization_is_declared_through_one_protocol():
     fast.initialize_from_data(images)  # what the runner calls: float32 (N, H, W, C), normalized
     kernel = np.asarray(fast.get_layer("whiten").kernel)
     assert kernel.shape == (2, 2, 3, 24) and np.isfinite(kernel).all() and np.abs(kernel).max() > 0
+
+
+def test_cifar_fast_silu_swaps_only_the_conv_groups_activation(tmp_path):
+    def activations(model):
+        return [layer.activation for layer in model.layers if isinstance(layer, keras.layers.Activation)][:-1]
+
+    gelu = activations(models.build(ModelConfig(name="cifar_fast"), (32, 32, 3), 10))
+    silu_model = models.build(ModelConfig(name="cifar_fast_silu"), (32, 32, 3), 10)
+    silu = activations(silu_model)
+    assert len(gelu) == len(silu) == 7 and silu[0] is gelu[0]  # the GELU after whitening stays
+    x = np.linspace(-3, 3, 13, dtype=np.float32)
+    for function in silu[1:]:
+        np.testing.assert_allclose(np.asarray(function(x)), x / (1 + np.exp(-x)), rtol=1e-5, atol=1e-6)
+    assert silu_model.count_params() == models.build(ModelConfig(name="cifar_fast"), (32, 32, 3), 10).count_params()
+    silu_model.save(tmp_path / "silu.keras")
+    assert keras.saving.load_model(tmp_path / "silu.keras").activation == "silu"
+    with pytest.raises(ValueError, match="'relu'"):
+        models.CifarFast(activation="relu")

@@ -109,6 +109,11 @@ class Triangular(keras.optimizers.schedules.LearningRateSchedule):
         factor = keras.ops.where(step < top, rising, keras.ops.maximum(falling, self.end))
         return self.learning_rate * factor
 
+    @staticmethod
+    def base(learning_rate) -> float:
+        """The learning rate a `Triangular` schedule multiplies, or a constant `learning_rate` itself."""
+        return float(learning_rate.learning_rate if isinstance(learning_rate, Triangular) else learning_rate)
+
     def get_config(self):
         """Constructor arguments, for saving."""
         return {"learning_rate": self.learning_rate, "total_steps": self.total_steps, "start": self.start,
@@ -144,8 +149,7 @@ class AirbenchSGD(keras.optimizers.Optimizer):
         self.bias_scaler = float(bias_scaler)
         self.whiten_bias_steps = int(whiten_bias_steps)
         self.kilostep = 1024 * (1 + 1 / (1 - self.momentum))
-        self._base_learning_rate = float(learning_rate.learning_rate if isinstance(learning_rate, Triangular)
-                                         else learning_rate)
+        self._base_learning_rate = Triangular.base(learning_rate)
 
     def build(self, variables):
         """One momentum buffer per variable."""
@@ -250,8 +254,7 @@ class AirbenchMuon(keras.optimizers.Optimizer):
         self.bias_learning_rate, self.bias_momentum = float(bias_learning_rate), float(bias_momentum)
         self.head_learning_rate = float(head_learning_rate)
         self.whiten_bias_learning_rate = float(whiten_bias_learning_rate)
-        self._base_learning_rate = float(learning_rate.learning_rate if isinstance(learning_rate, Triangular)
-                                         else learning_rate)
+        self._base_learning_rate = Triangular.base(learning_rate)
 
     def build(self, variables):
         """Momentum buffers (and Adam's second moments) per variable; each variable's group."""

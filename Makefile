@@ -17,7 +17,7 @@
 #     ARGS="--peers ..." runs python -m benchmarks.bench_peers instead: also the seeds' scripts
 #   make cifar-fast [DATA=folder] [EPOCHS=..]                       airbench94's recipe in Keras + report
 #   make cifar-fast-bench [SEEDS="0 1 2"] [DATA=folder]              it side by side with airbench94 (PyTorch)
-#   make lenet-side-by-side [SEEDS="0 1 2"] [ARGS="--experiments mnist_lenet5_fast"]  (default: quick and wide)
+#   make lenet-side-by-side [SEEDS="0 1 2"] [ARGS="--experiments mnist_lenet5_fast"]  (default: quick, wide, wide_bn)
 #                                                                   our LeNet-5 recipes vs the deck's code, whole commands
 #   make crash-drill [ARGS="--kills 3"]                             SIGKILL make mnist, resume, compare
 #   make peers-venv                                                 .venv-peers with PyTorch, for the peer scripts

@@ -115,8 +115,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.lenet_side_by_side", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of ours, one deck run each (default 0 1 2)")
-    p.add_argument("--experiments", nargs="+", default=["mnist_lenet5_quick", "mnist_lenet5_wide"],
-                   help="ours (default mnist_lenet5_quick mnist_lenet5_wide: the recipes of the two targets)")
+    p.add_argument("--experiments", nargs="+", default=["mnist_lenet5_quick", "mnist_lenet5_wide", "mnist_lenet5_wide_bn"],
+                   help="ours (default mnist_lenet5_quick mnist_lenet5_wide mnist_lenet5_wide_bn: the 99.0%% target's recipe, the 99.5%% target's recipe and the one it adds to)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/side-by-side"), help="default runs/side-by-side")
     p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="default reports")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST (default: $LENET_KERAS_DATA, then data/)")

@@ -5,11 +5,12 @@
   zero-padded to 32x32, conv1 'valid' (28x28x6 feature maps), as LeCun et al. (1998).
 - `lenet5_relu`: the deck's shapes with ReLU and max-pooling.
 - `lenet5_wide`: 16/32/64 convolution maps and no F6 (65,162 parameters), ReLU and max-pooling.
+- `lenet5_wide_bn`: `lenet5_wide` with each convolution bias-free and batch-normalized (65,386).
 - `cifar_cnn`: the CIFAR-10 notebook's 6-block CNN (seed 004, section "Model architecture"),
   4,079,429 trainable parameters.
 - `cifar_fast`: airbench94's network (`CifarFast`), whose first conv is set from the data.
 
-The LeNet-5 variants have 61,706 parameters on MNIST (`lenet5_wide`: 65,162). Models never read files and never compile themselves:
+The LeNet-5 variants have 61,706 parameters on MNIST (`lenet5_wide`: 65,162; `lenet5_wide_bn`: 65,386). Models never read files and never compile themselves:
 the optimizer, loss and metrics are chosen by the experiment (`lenet_keras.optim`, `train`).
 A model that needs data-dependent initialization says so through one protocol,
 `InitializedFromData`: the runner checks `isinstance(model, InitializedFromData)` and hands it
@@ -69,13 +70,17 @@ class LeNet5(keras.Sequential):
     convolutions (ReLU, max-pooling): Conv2D 16@5x5 'same' -> (28, 28, 16); MaxPooling -> (14,
     14, 16); Conv2D 32@5x5 -> (10, 10, 32); MaxPooling -> (5, 5, 32); Conv2D 64@5x5 -> (1, 1,
     64); Flatten -> 64; Dense `num_classes` softmax: 65,162 parameters (LeNet-5's C5 with 64
-    maps, no F6), for `experiments/mnist_lenet5_wide.toml`.
+    maps, no F6), for `experiments/mnist_lenet5_wide.toml`. The wide_bn variant has the wide
+    variant's shapes with each convolution bias-free and followed by batch normalization (Ioffe &
+    Szegedy 2015) before its ReLU: `fast_layers.ScalelessBatchNorm` (fused kernel, trained offset,
+    no scale, momentum 0.9, epsilon 1e-5), 65,386 parameters (65,050 trained), for
+    `experiments/mnist_lenet5_wide_bn.toml`.
 
     Args:
         input_shape: (height, width, channels) of one image; default MNIST's (28, 28, 1).
         num_classes: number of output classes; default 10.
-        variant: "deck" (seed 002), "classic" (seed 000), "relu" (ReLU + max-pooling) or
-            "wide" (16/32/64 convolution maps, no F6).
+        variant: "deck" (seed 002), "classic" (seed 000), "relu" (ReLU + max-pooling),
+            "wide" (16/32/64 convolution maps, no F6) or "wide_bn" (wide, batch-normalized).
         name: the Keras model name.
 
     Input: float32 images (batch, height, width, channels) scaled to [0, 1].
@@ -86,10 +91,10 @@ class LeNet5(keras.Sequential):
             for the three 5x5 convolutions; the classic variant pads up to 32x32).
     """
 
-    VARIANTS = ("deck", "classic", "relu", "wide")
-    WIDTHS = {"wide": (16, 32, 64, 0)}
+    VARIANTS = ("deck", "classic", "relu", "wide", "wide_bn")
+    WIDTHS = {"wide": (16, 32, 64, 0), "wide_bn": (16, 32, 64, 0)}
     """The maps of C1, C3, C5 and the units of F6 (0: no F6) where a variant changes LeNet-5's (6, 16, 120, 84)."""
-    PARAMETERS = {"wide": 65_162}
+    PARAMETERS = {"wide": 65_162, "wide_bn": 65_386}
     """Parameters on 28x28x1 inputs with 10 classes where a variant changes LeNet-5's `LENET5_PARAMETERS`."""
 
     def __init__(self, input_shape=(28, 28, 1), num_classes=10, variant="deck", name=None, **kwargs):
@@ -108,21 +113,33 @@ class LeNet5(keras.Sequential):
             pad_h, pad_w = max(0, 32 - height), max(0, 32 - width)
             if pad_h or pad_w:
                 self.add(layers.ZeroPadding2D(((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))))
-        modern = variant in ("relu", "wide")  # ReLU and max-pooling instead of tanh and average pooling
+        modern = variant in ("relu", "wide", "wide_bn")  # ReLU and max-pooling instead of tanh and average pooling
         activation = "relu" if modern else "tanh"
         pooling = layers.MaxPooling2D if modern else layers.AveragePooling2D
         c1, c3, c5, f6 = self.WIDTHS.get(variant, (6, 16, 120, 84))
-        self.add(layers.Conv2D(c1, 5, activation=activation, padding="valid" if variant == "classic" else "same"))
+        self._add_convolution(c1, activation, "valid" if variant == "classic" else "same")
         self.add(pooling(pool_size=2, strides=2))
-        self.add(layers.Conv2D(c3, 5, activation=activation, padding="valid"))
+        self._add_convolution(c3, activation, "valid")
         self.add(pooling(pool_size=2, strides=2))
-        self.add(layers.Conv2D(c5, 5, activation=activation, padding="valid"))
+        self._add_convolution(c5, activation, "valid")
         self.add(layers.Flatten())
         if f6:
             self.add(layers.Dense(f6, activation=activation))
         self.add(layers.Dense(self.num_classes, activation="softmax", dtype="float32"))  # float32 under mixed precision
         if input_shape in ((28, 28, 1), (32, 32, 1)) and self.num_classes == 10:
             assert self.count_params() == self.PARAMETERS.get(variant, LENET5_PARAMETERS), self.count_params()
+
+    def _add_convolution(self, filters, activation, padding):
+        """A 5x5 convolution with `activation`; in the wide_bn variant, bias-free and followed by
+        BatchNormalization (Ioffe & Szegedy 2015) before the activation."""
+        if self.variant != "wide_bn":
+            self.add(layers.Conv2D(filters, 5, activation=activation, padding=padding))
+            return
+        from lenet_keras import fast_layers
+
+        self.add(layers.Conv2D(filters, 5, padding=padding, use_bias=False))
+        self.add(fast_layers.ScalelessBatchNorm(momentum=0.9, epsilon=1e-5))
+        self.add(layers.Activation(activation))
 
     def get_config(self):
         """Constructor arguments, so `.keras` files load back into a `LeNet5`."""
@@ -314,6 +331,7 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "lenet5_classic": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="classic"),
     "lenet5_relu": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="relu"),
     "lenet5_wide": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="wide"),
+    "lenet5_wide_bn": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="wide_bn"),
     "cifar_cnn": lambda input_shape, num_classes: CifarCNN(input_shape, num_classes),
     "cifar_fast": lambda input_shape, num_classes: CifarFast(input_shape, num_classes),
     "cifar_fast_silu": lambda input_shape, num_classes: CifarFast(input_shape, num_classes, activation="silu"),

@@ -108,6 +108,32 @@ def test_wide_variant_moves_parameters_into_the_convolutions_and_round_trips(tmp
     assert isinstance(again, models.LeNet5) and again.variant == "wide" and again.count_params() == 65_162
 
 
+def test_wide_bn_variant_normalizes_each_bias_free_convolution_with_the_fused_kernel(tmp_path):
+    import keras
+
+    from lenet_keras import fast_layers
+
+    model = models.build(ModelConfig(name="lenet5_wide_bn"), (28, 28, 1), 10)
+    assert model.count_params() == 65_386 <= 70_000  # issue 19: the LeNet-5 family keeps at most 70,000
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Conv2D", "ScalelessBatchNorm", "Activation", "MaxPooling2D"] * 2 + [
+        "Conv2D", "ScalelessBatchNorm", "Activation", "Flatten", "Dense"]
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in convolutions] == [16, 32, 64]
+    assert not any(layer.use_bias for layer in convolutions)  # the normalization's offset replaces the bias
+    norms = [layer for layer in model.layers if isinstance(layer, fast_layers.ScalelessBatchNorm)]
+    assert [(n.momentum, n.epsilon) for n in norms] == [(0.9, 1e-5)] * 3
+    # training normalizes with the batch statistics: each channel of conv1's output has mean ~0, std ~1
+    images = np.random.default_rng(0).random((64, 28, 28, 1)).astype(np.float32)
+    normalized = keras.Sequential(model.layers[:2])(images, training=True).numpy()
+    np.testing.assert_allclose(normalized.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(normalized.std(axis=(0, 1, 2)), 1.0, atol=1e-3)
+    model.save(tmp_path / "wide_bn.keras")
+    again = keras.saving.load_model(tmp_path / "wide_bn.keras")
+    assert isinstance(again, models.LeNet5) and again.variant == "wide_bn"
+    np.testing.assert_array_equal(again.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
 def test_data_dependent_initialization_is_declared_through_one_protocol():
     fast = models.build(ModelConfig(name="cifar_fast"), (32, 32, 3), 10)
     assert isinstance(fast, models.InitializedFromData)

@@ -1,0 +1,38 @@
+"""benchmarks.train_phases: the seconds of one train command, by runner stage."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import types
+
+from benchmarks import train_phases
+from tests.conftest import REPO
+
+
+def test_each_stage_is_timed_once_and_the_stage_result_is_unchanged():
+    fake_train = types.SimpleNamespace(**{name: (lambda *a, _n=name, **k: (_n, a, k)) for name in train_phases.STAGES})
+    seconds = {}
+    train_phases.timed_stages(fake_train, seconds)
+    assert fake_train.fit(1, verbose=2) == ("fit", (1,), {"verbose": 2})  # the wrapped call returns what it returned
+    assert list(seconds) == ["fit"] and seconds["fit"] >= 0.0
+
+
+def test_a_tiny_mnist_run_prints_every_stage_and_each_epoch(mnist_dir, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_phases", "experiments/mnist_lenet5_quick.toml", "data.train_subset=600",
+         "data.test_subset=100", "--runs-dir", str(tmp_path)],  # MNIST found as the mnist_dir fixture found it
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout.split("seconds by stage of one train command:")[1]
+    names = [line.split("  ")[1].strip() for line in table.strip().splitlines()]
+    assert names[1:1 + len(train_phases.STAGES)] == list(train_phases.STAGES)
+    epochs = re.search(r"epochs \(history.csv epoch_seconds\)\s+([\d. ]+)\n", table).group(1).split()
+    assert len(epochs) == 2  # mnist_lenet5_quick trains 2 epochs
+    whole = float(re.search(r"whole command \(this module start to end\)\s+([\d.]+)", table).group(1))
+    stages = [float(line.split()[-1]) for line in table.strip().splitlines()[:1 + len(train_phases.STAGES)]]
+    assert 0 < sum(stages) <= whole
+    manifest = json.loads((tmp_path / "mnist_lenet5_quick" / "run-001" / "manifest.json").read_text())
+    assert manifest["status"] == "completed"

@@ -33,6 +33,6 @@ def test_a_tiny_mnist_run_prints_every_stage_and_each_epoch(mnist_dir, tmp_path)
     assert len(epochs) == 2  # mnist_lenet5_quick trains 2 epochs
     whole = float(re.search(r"whole command \(this module start to end\)\s+([\d.]+)", table).group(1))
     stages = [float(line.split()[-1]) for line in table.strip().splitlines()[:1 + len(train_phases.STAGES)]]
-    assert 0 < sum(stages) <= whole
+    assert 0 < sum(stages) <= whole + 0.005 * len(stages)  # each printed figure is rounded to 0.01 s
     manifest = json.loads((tmp_path / "mnist_lenet5_quick" / "run-001" / "manifest.json").read_text())
     assert manifest["status"] == "completed"

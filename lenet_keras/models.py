@@ -130,8 +130,9 @@ class LeNet5(keras.Sequential):
             assert self.count_params() == self.PARAMETERS.get(variant, LENET5_PARAMETERS), self.count_params()
 
     def _add_convolution(self, filters, activation, padding):
-        """A 5x5 convolution with `activation`; in the wide_bn variant, bias-free and followed by
-        BatchNormalization (Ioffe & Szegedy 2015) before the activation."""
+        """Add a 5x5 convolution with `activation`; in the wide_bn variant the convolution is
+        bias-free and followed by `fast_layers.ScalelessBatchNorm` (batch normalization, Ioffe &
+        Szegedy 2015, whose offset replaces the bias) before the activation."""
         if self.variant != "wide_bn":
             self.add(layers.Conv2D(filters, 5, activation=activation, padding=padding))
             return

@@ -144,8 +144,8 @@ class ScheduleConfig:
 TTA = ("none", "mirror", "mirror_translate", "mirror_translate_uncertain")
 """`train.test_time_augmentation` values (`lenet_keras.airbench.tta_views`)."""
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-"""`train.precision` values: Keras dtype policies."""
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+"""`train.precision` values: Keras dtype policies, or "auto" (`lenet_keras.hardware.resolve_precision`)."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,13 @@ class TrainConfig:
 
     `histogram_freq` is how often (in epochs) weight histograms go to TensorBoard; 0 = never.
     `label_smoothing` mixes the one-hot targets with the uniform distribution (CIFAR notebook: 0.04).
-    `precision` is the Keras dtype policy while the model is built and trained: "float32", or
-    "mixed_bfloat16" (bfloat16 compute, float32 weights; pays off on CPUs with AVX512-BF16 or
-    AMX and on recent GPUs: `make bench` measures it) or "mixed_float16" (older GPUs). The
-    output layer always computes in float32.
+    `precision` is the Keras dtype policy while the model is built and trained: "float32",
+    "mixed_bfloat16" (bfloat16 compute, float32 weights; pays off only with native bfloat16
+    units: AMX or AVX512-BF16 CPUs, GPUs of compute capability 8.0+; elsewhere it is emulated and
+    slower than float32), "mixed_float16" (older GPUs), or "auto": "mixed_bfloat16" where this
+    machine has bfloat16 units, else "float32" (`lenet_keras.hardware.resolve_precision`; the
+    manifest's `precision` block records what was asked, what ran and why). The output layer
+    always computes in float32.
     `lookahead` (airbench94): every 5 steps the weights move to a moving average of themselves
     and the run ends on it (`lenet_keras.callbacks.Lookahead`).
     `test_time_augmentation`: also evaluate the test set with the logits averaged over mirrored

@@ -42,7 +42,7 @@ import numpy as np
 
 from lenet_keras import config as config_lib
 from lenet_keras import data as data_lib
-from lenet_keras import distribute, hparams_log
+from lenet_keras import distribute, hardware, hparams_log
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import models, optim, pipeline, rundir
 from lenet_keras import resume as resume_lib
@@ -113,8 +113,9 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
     `learning_rate_scale` multiplies `optimizer.learning_rate` and `schedule.max_learning_rate`
     (`distribution.scale_learning_rate`: the number of replicas).
 
-    The model is built under the dtype policy `train.precision` (mixed precision: bfloat16 or
-    float16 compute, float32 weights; Keras scales the loss for float16).
+    The model is built under the dtype policy `train.precision` resolves to on this machine
+    (`hardware.resolve_precision`: "auto" is bfloat16 compute only where native bfloat16 units
+    exist; mixed precision keeps float32 weights; Keras scales the loss for float16).
     Loss: categorical cross-entropy on one-hot float32 labels (with `train.label_smoothing`);
     metric: top-1 accuracy named "accuracy". The schedule counts optimizer steps, so it needs
     the steps per epoch of `dataset` at `train.batch_size`. A model that declares
@@ -127,7 +128,7 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
 
     experiment = _scaled(experiment, learning_rate_scale)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        keras.mixed_precision.set_global_policy(experiment.train.precision)
+        keras.mixed_precision.set_global_policy(hardware.resolve_precision(experiment.train.precision).ran)
         try:
             model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
         finally:  # layers keep the policy they were built with; later code gets the default again
@@ -185,6 +186,32 @@ def _new_manifest(experiment, run_dir: Path, dataset, model, cluster: dict, scal
     )
 
 
+def announce_precision(experiment: config_lib.Experiment, verbose: int | None) -> hardware.Precision:
+    """The precision this run computes in (`hardware.resolve_precision`), printed as the run's first
+    line unless `verbose` is 0, with the once-per-process warning for bfloat16 asked for explicitly
+    on hardware without bfloat16 units (`hardware.warn_if_emulated`)."""
+    precision = hardware.resolve_precision(experiment.train.precision)
+    if verbose != 0:
+        print(f"precision: {precision.ran} ({precision.reason})", flush=True)
+    hardware.warn_if_emulated(precision)
+    return precision
+
+
+def check_same_precision(run_dir: Path, manifest: dict, precision: hardware.Precision) -> None:
+    """Refuse to resume a run in another precision than it trained in (its weights would not be
+    those of an uninterrupted run): `train.precision = "auto"` resolves by machine.
+
+    Raises:
+        RunDirectoryError: the manifest's `precision.ran` differs from `precision.ran`.
+    """
+    ran = (manifest.get("precision") or {}).get("ran")
+    if ran is not None and ran != precision.ran:
+        raise RunDirectoryError(
+            f"{run_dir}: trained in {ran} ({manifest['precision'].get('reason')}), but this machine runs "
+            f"{precision.ran} ({precision.reason}); resume it on a machine of its CPU class "
+            f"({manifest['precision'].get('isa_class')}), or start a new run")
+
+
 def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     """Stage 1: strategy, data, seeds, compiled model, run directory (new, resumed or a worker's
     temporary one), restored backup, the manifest written with status "running" and (chief) the
@@ -197,9 +224,11 @@ def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     chief = distribute.is_chief(strategy)
     dataset = data_lib.load(experiment.data, data_dir)
     target = _resume_target(experiment, runs_dir, resume if chief else None, verbose)  # others: broadcast
+    precision = announce_precision(experiment, verbose)
     if target:
         manifest = manifest_lib.read_run_manifest(target)
         resume_lib.check_resumable(target, manifest, rundir.config_block(experiment), dataset.checksums)
+        check_same_precision(target, manifest, precision)
 
     import keras
     import tensorflow as tf
@@ -224,6 +253,7 @@ def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
         manifest.setdefault("resumed", []).append({"utc": started, "from_epoch": first_epoch})
     else:
         manifest = _new_manifest(experiment, run_dir, dataset, model, cluster, scale, started)
+        manifest["precision"] = precision.to_dict()
     rundir.write_manifest(run_dir, manifest)
     if chief:  # one HParams session per run; a resumed run keeps its first (`lenet_keras.hparams_log`)
         hparams_log.ensure_run_session(run_dir, manifest)

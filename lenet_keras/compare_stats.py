@@ -36,10 +36,16 @@ def engine_of(manifest: dict) -> str:
 
 
 def flat_config(manifest: dict) -> dict[str, str]:
-    """The run's resolved config as {dotted key: value as text}, without `seed`; adds `engine`
-    and, when the manifest has none in its config, the precision ("float32" default for Keras)."""
+    """The run's resolved config as {dotted key: value as text}, without `seed`; adds `engine`.
+
+    `train.precision` is the precision the run computed in (the manifest's `precision.ran`,
+    `lenet_keras.hardware.resolve_precision`) where the manifest records one, so "auto" runs
+    group by what ran on their machine, not by what the file asked for."""
     flat = pd.json_normalize(manifest.get("config") or {}, sep=".").to_dict(orient="records")
     values = {key: _text(value) for key, value in (flat[0] if flat else {}).items() if key != "seed"}
+    ran = (manifest.get("precision") or {}).get("ran")
+    if ran is not None:
+        values["train.precision"] = ran
     values["engine"] = engine_of(manifest)
     return values
 

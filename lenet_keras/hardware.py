@@ -110,7 +110,7 @@ def isa_class(flags: frozenset[str] | None = None, environ=None) -> str:
 
 
 def describe_isa(flags: frozenset[str] | None = None, environ=None) -> str:
-    """One line for people: the class and why, e.g. "avx2 (AVX2 + FMA, no AVX-512, no AMX)" or
+    """One line for people: the class and what makes it, e.g. "avx2 (AVX2 + FMA, no AVX-512, no AMX)" or
     "avx2 (ONEDNN_MAX_CPU_ISA=AVX2 on an amx CPU)"."""
     flags = cpu_flags() if flags is None else flags
     found, used = hardware_isa_class(flags), isa_class(flags, environ)
@@ -120,11 +120,11 @@ def describe_isa(flags: frozenset[str] | None = None, environ=None) -> str:
 
 
 _ISA_WORDS = {
-    "amx": "AMX-BF16 tiles: native bfloat16",
-    "avx512_bf16": "AVX512-BF16: native bfloat16, no AMX",
-    "avx512": "AVX-512 without BF16: no native bfloat16",
-    "avx2": "AVX2 + FMA, no AVX-512, no AMX: no native bfloat16",
-    "other": "no AVX2 + FMA found in the CPU flags: no native bfloat16",
+    "amx": "AMX-BF16 tiles and AVX512-BF16",
+    "avx512_bf16": "AVX512-BF16, no AMX",
+    "avx512": "AVX-512 without BF16, no AMX",
+    "avx2": "AVX2 + FMA, no AVX-512, no AMX",
+    "other": "no AVX2 + FMA in the CPU flags",
 }
 
 

@@ -154,6 +154,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def process_start(pid: int) -> str | None:
+    """An identity of process `pid`'s start that a later process reusing the pid does not share:
+    "<boot id>:<start time in clock ticks after boot>" (Linux: /proc/sys/kernel/random/boot_id and
+    field 22 of /proc/<pid>/stat). None where /proc does not tell (not Linux, or no such process).
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (command) ": field 3 onwards
+    return f"{boot}:{fields[19]}"
+
+
 def git_state(directory: Path) -> dict[str, Any]:
     """The git commit of `directory` and whether tracked files have uncommitted changes."""
 

@@ -171,7 +171,12 @@ def trim_tensorboard(log_dir: Path, first_epoch: int, keep: tuple[str, ...] = ("
 
 
 def process_alive(manifest: dict[str, Any]) -> bool:
-    """Whether the process recorded in `manifest` ("host", "pid") is alive on this machine."""
+    """Whether the process recorded in `manifest` ("host", "pid", "process_start") is alive on this machine.
+
+    A live process with the recorded pid but another start (`manifest_lib.process_start`: the pid
+    was reused after a reboot or a container restart, common with pid 1 and small pid spaces) is
+    not the run's process. A manifest without `process_start` is judged by the pid alone.
+    """
     pid = manifest.get("pid")
     if manifest.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
         return False
@@ -180,8 +185,9 @@ def process_alive(manifest: dict[str, Any]) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    recorded = manifest.get("process_start")
+    return recorded is None or manifest_lib.process_start(pid) in (recorded, None)
 
 
 def check_resumable(run_dir: Path, manifest: dict[str, Any], config: dict[str, Any], checksums: dict[str, str]) -> None:

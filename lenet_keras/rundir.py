@@ -118,8 +118,11 @@ def data_block(dataset, validation_note: str = "") -> dict[str, Any]:
 
 
 def process_block() -> dict[str, Any]:
-    """{"pid", "host", "command"} of this process (the command with passwords masked)."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "command": manifest_lib.command_line()}
+    """{"pid", "process_start", "host", "command"} of this process: `process_start` tells this
+    process from a later one that reuses its pid (`manifest.process_start`), the command has its
+    passwords masked."""
+    return {"pid": os.getpid(), "process_start": manifest_lib.process_start(os.getpid()), "host": socket.gethostname(),
+            "command": manifest_lib.command_line()}
 
 
 def start_manifest(experiment: config_lib.Experiment, run_dir: Path, data: dict, model: dict, started_utc: str,

@@ -276,3 +276,28 @@ def test_throughput_callback_adds_to_the_restored_validation_seconds():
     callback.on_test_end()
     assert 7.5 <= record["validation_seconds"] < 8.5
     assert float(callback.backup_state()["validation_seconds"]) == record["validation_seconds"]
+
+
+def test_a_reused_pid_does_not_make_a_dead_run_look_alive(tmp_path):
+    """A manifest's pid now held by another process (a container restart, pid reuse) is not its run's process:
+    the recorded process start tells them apart, so `resume` finds the run."""
+    import socket
+
+    from lenet_keras import manifest as manifest_lib
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run_dir = tmp_path / "mnist_lenet5" / "run-001"
+        run_dir.mkdir(parents=True)
+        own = {"status": "running", "config": {"seed": 1}, "host": socket.gethostname(), "pid": sleeper.pid,
+               "process_start": manifest_lib.process_start(sleeper.pid)}
+        assert own["process_start"] and resume.process_alive(own)
+        (run_dir / "manifest.json").write_text(json.dumps(own))
+        assert resume.find_unfinished(tmp_path / "mnist_lenet5", {"seed": 1}) is None  # its live process
+        reused = {**own, "process_start": own["process_start"].rsplit(":", 1)[0] + ":1"}  # started at another tick
+        assert not resume.process_alive(reused)
+        (run_dir / "manifest.json").write_text(json.dumps(reused))
+        assert resume.find_unfinished(tmp_path / "mnist_lenet5", {"seed": 1}) == run_dir
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -28,9 +28,9 @@ cache (`<cache>/mnist/`, `<cache>/cifar10/`), its own SHA-256 checked, and MNIST
 the official IDX files and checked against the same content checksums; offline this fails with
 `DataNotFoundError`, which lists each folder searched and how to provide the files.
 
-An image folder (`data.dataset = "image_folder"`) is `data.path` as given when that folder
-exists (absolute, or relative to the working directory), else `data.path` under the one data
-folder above. `ImageData.source` names the folder (or archive) actually read, and
+An image folder (`data.dataset = "image_folder"`) is an absolute `data.path` as given; a relative
+one is looked for under the one data folder above, and, only when no folder was named (1 or 2),
+first in the working directory. `ImageData.source` names the folder (or archive) actually read, and
 `ImageData.validation` says in one line how the validation split was made.
 
 This module knows nothing of models: it hands out arrays.
@@ -38,6 +38,7 @@ This module knows nothing of models: it hands out arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,7 +384,7 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
 
 
 def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
-    """`data.path` as given if it has train/ and test/, else (if relative) `root / data.path` under the data folder.
+    """An absolute `data.path` as given, a relative one under each data folder of `roots` (the first with train/ and test/).
 
     Raises:
         ConfigError: no `data.path`.
@@ -391,7 +392,7 @@ def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
     """
     if not config.path:
         raise ConfigError("data.path: image_folder needs the folder holding train/<class>/ and test/<class>/")
-    candidates = [Path(config.path)] + ([] if Path(config.path).is_absolute() else [r / config.path for r in roots])
+    candidates = [Path(config.path)] if Path(config.path).is_absolute() else [r / config.path for r in roots]
     for folder in candidates:
         if (folder / "train").is_dir() and (folder / "test").is_dir():
             return folder
@@ -404,8 +405,9 @@ def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
 def load_image_folder(config: DataConfig, roots: Sequence[Path], download_to: Path | None = None, url: str | None = None) -> ImageData:
     """Load `config.path/train/<class>/*` and `config.path/test/<class>/*` as RGB uint8 arrays.
 
-    `config.path` is tried as given, then under the data folder (so `data.path = "cifar10-jpeg"`
-    finds `$LENET_KERAS_DATA/cifar10-jpeg`). Class order: `config.class_names`, else the sorted
+    An absolute `config.path` is used as given, a relative one is looked for under the data
+    folders `roots` (so `data.path = "cifar10-jpeg"` finds `$LENET_KERAS_DATA/cifar10-jpeg`; `load`
+    resolves it in the working directory first when no data folder was named). Class order: `config.class_names`, else the sorted
     sub-folder names of `train/`. The folder's `dataformats.folder_digest` is recorded as its
     checksum, and a known digest (`dataformats.KNOWN_IMAGE_FOLDERS`) names the dataset in the
     description. Each split's files are shuffled with seed `dataformats.IMAGE_FOLDER_SEED`
@@ -475,6 +477,8 @@ def load(config: DataConfig, data_dir: str | Path | None = None, download: bool 
     """
     check_name(config)
     roots, named = search_dirs(data_dir), named_data_dir(data_dir)
+    if named is None and config.path and not Path(config.path).is_absolute() and Path(config.path).is_dir():
+        config = dataclasses.replace(config, path=str(Path(config.path).resolve()))  # relative to the working directory
     download_to = keras_cache_dir() / config.dataset if download and named is None else None
     try:
         return DATASETS[config.dataset](config, roots, download_to=download_to)

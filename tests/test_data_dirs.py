@@ -169,6 +169,13 @@ def test_image_folder_path_is_looked_for_only_under_the_named_folder(tmp_path, m
         data.load(config, tmp_path / "given")
     assert str(tmp_path / "given" / "tiny") in str(info.value) and str(tmp_path / "env") not in str(info.value)
     assert data.load(config).source == str(tmp_path / "env" / "tiny")
+    _tiny_image_folder(tmp_path / "work" / "tiny", per_class=2)  # the same relative path in the working directory
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(DataNotFoundError):  # a named folder is used or refused: ./tiny does not win over it
+        data.load(config, tmp_path / "given")
+    assert data.load(config).source == str(tmp_path / "env" / "tiny")  # $LENET_KERAS_DATA named
+    monkeypatch.delenv(data.DATA_ENV_VAR)
+    assert data.load(config).source == str(tmp_path / "work" / "tiny")  # nothing named: the working directory
 
 
 def test_image_folder_split_with_only_empty_class_folders_names_them(tmp_path):

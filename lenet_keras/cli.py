@@ -1,8 +1,13 @@
-"""The command line: `python -m lenet_keras {train,scratch,report,sweep,rerun,bench,predict,export} ...` (each with `--help`).
+"""The command line: `python -m lenet_keras [--verbose] COMMAND ...` (`--help` lists the commands, each has its own).
 
 Exit codes: 0 success; 2 a problem with the user's input (bad experiment file or override,
 data missing or corrupted, run directory clash), printed as one clear message; 1 a bug
 (traceback).
+
+TensorFlow's C++ start-up lines (CPU instruction notes, oneDNN, CUDA probing) are hidden:
+`main` sets `TF_CPP_MIN_LOG_LEVEL` to `QUIET_TF_LOG_LEVEL` before any command imports
+TensorFlow, unless the user set it or passed `--verbose` (`tensorflow_log_level`). Nothing this
+module imports at its top loads TensorFlow (tests/test_cli.py checks).
 """
 
 from __future__ import annotations
@@ -20,7 +25,21 @@ from lenet_keras.errors import LenetKerasError
 LATEST = "latest"
 """`--resume` without a run directory: the last unfinished run of the experiment."""
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info banners
+TF_LOG_ENV_VAR = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_TF_LOG_LEVEL = "2"
+"""TensorFlow's C++ log level of a command without --verbose: errors only (no info, no warnings)."""
+VERBOSE_TF_LOG_LEVEL = "0"
+"""With --verbose: everything (TensorFlow's own default), also in the processes a command starts."""
+VERBOSE_HELP = "show TensorFlow's C++ log lines (hidden by default: $TF_CPP_MIN_LOG_LEVEL=2 unless already set)"
+
+
+def tensorflow_log_level(verbose: bool) -> str:
+    """Set `$TF_CPP_MIN_LOG_LEVEL` for this process and those it starts (seeds, sweep workers),
+    unless the user set it: errors only, or everything with `verbose`. Returns the value in force.
+
+    It must run before TensorFlow is imported: TensorFlow reads the variable once, when it loads.
+    """
+    return os.environ.setdefault(TF_LOG_ENV_VAR, VERBOSE_TF_LOG_LEVEL if verbose else QUIET_TF_LOG_LEVEL)
 
 
 def _resume_experiment(args: argparse.Namespace) -> None:
@@ -55,7 +74,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from lenet_keras import config, train
+    from lenet_keras import config
 
     resume = args.resume
     if resume is not None and resume != LATEST:
@@ -63,6 +82,8 @@ def _train(args: argparse.Namespace) -> None:
     if args.experiment is None:
         if not isinstance(resume, Path):
             raise LenetKerasError("train: give an experiment file, or --resume RUN_DIR to continue a run")
+        from lenet_keras import train
+
         experiment = train.recorded_experiment(resume)
         if args.overrides:
             raise LenetKerasError("train --resume RUN_DIR without an experiment file takes no KEY=VALUE overrides")
@@ -70,9 +91,11 @@ def _train(args: argparse.Namespace) -> None:
         experiment = config.load(args.experiment, args.overrides)
     if args.run_id is not None and resume is not None:
         raise LenetKerasError("train: --run-id names a new run; it cannot be combined with --resume")
-    if args.seeds:
+    if args.seeds:  # each seed trains in a process of its own: no TensorFlow here
         _train_seeds(args, experiment.name, resume)
         return
+    from lenet_keras import train
+
     run_dir = train.run(experiment, runs_dir=args.runs_dir, data_dir=args.data_dir, run_id=args.run_id,
                         resume=True if resume == LATEST else resume)
     if run_dir is None:  # a multi-worker job's non-chief worker: the chief writes the run and report
@@ -405,6 +428,7 @@ def parser() -> argparse.ArgumentParser:
         description="Reproducible LeNet-5 / CIFAR CNN experiments: train runs, then report on them.",
     )
     top.add_argument("--version", action="version", version=f"%(prog)s {lenet_keras.__version__}")
+    top.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_train(commands)
@@ -432,25 +456,31 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "bench", add_help=False,
-        help="measure training/inference speed of both models (optionally against the seeds' code)",
+        help="measure how fast the LeNet-5 and CIFAR models train and predict here",
         description="See python -m lenet_keras bench --help.",
     ).set_defaults(handler=None)
 
     _add_sweep(commands)
     _add_predict(commands)
     _add_export(commands)
+    for command in commands.choices.values():  # --verbose also after the command (bench: before it)
+        if command.add_help:
+            command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with `argv` (default `sys.argv[1:]`) and return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # its own parser and --help
+    verbose_flags = next((i for i, word in enumerate(argv) if word != "--verbose"), len(argv))
+    if argv[verbose_flags:verbose_flags + 1] == ["bench"]:  # its own parser and --help
+        tensorflow_log_level(verbose=verbose_flags > 0)
         from lenet_keras import bench
 
-        return bench.main(argv[1:])
+        return bench.main(argv[verbose_flags + 1:])
     try:
         args = parse_args(argv)
+        tensorflow_log_level(args.verbose)  # before any handler imports TensorFlow
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as "interrupted", resumable
         args.handler(args)
     except LenetKerasError as error:

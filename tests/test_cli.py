@@ -1,5 +1,7 @@
 """The command line: --help, and exit code 2 with a clear message for the user's mistakes."""
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +164,92 @@ def test_ctrl_c_prints_one_line_naming_the_run_to_resume_and_exits_130(monkeypat
     assert cli.main(["train", "mnist_lenet5", "--runs-dir", str(tmp_path / "runs")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"interrupted after epoch 3; continue with: lenet-keras train --resume {run_dir}"]
+
+
+TF_LOG_LINE = re.compile(r"cpu_feature_guard|oneDNN custom operations are on|cuInit|absl::InitializeLog|"
+                         r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^[IWEF] (tensorflow|external)/", re.MULTILINE)
+"""A line of TensorFlow's C++ logging: its start-up notes (CPU instructions, oneDNN, CUDA probing)."""
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
+    """`predict` of a run whose checkpoint is broken imports Keras, so TensorFlow, then fails (exit 2)."""
+    run_dir = tmp_path / "run-001"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text('{"config": {}}')
+    (run_dir / "best.keras").write_text("not a checkpoint")
+    (tmp_path / "digit.png").write_bytes(b"")
+    env = {key: value for key, value in os.environ.items() if key != cli.TF_LOG_ENV_VAR}  # as a user has it
+
+    def predict(*flags):
+        return subprocess.run([sys.executable, "-m", "lenet_keras", *flags, "predict", str(run_dir), str(tmp_path / "digit.png")],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+
+    quiet = predict()
+    assert quiet.returncode == 2 and "cannot load the checkpoint" in quiet.stderr, quiet.stderr  # TensorFlow loaded
+    assert TF_LOG_LINE.search(quiet.stderr) is None, quiet.stderr
+    verbose = predict("--verbose")
+    assert verbose.returncode == 2 and "cannot load the checkpoint" in verbose.stderr, verbose.stderr
+    assert TF_LOG_LINE.search(verbose.stderr) is not None, verbose.stderr
+
+
+@pytest.mark.parametrize("argv,level", [
+    (["list"], "2"), (["--verbose", "list"], "0"), (["list", "--verbose"], "0"),
+    (["--verbose", "bench", "--help"], "0"), (["bench", "--help"], "2"),
+])
+def test_the_tensorflow_log_level_is_set_before_the_command_and_a_users_own_value_wins(monkeypatch, capsys, argv, level):
+    monkeypatch.delenv(cli.TF_LOG_ENV_VAR, raising=False)
+    try:
+        assert cli.main(argv) == 0
+    except SystemExit as stop:  # bench --help
+        assert stop.code == 0
+    assert os.environ[cli.TF_LOG_ENV_VAR] == level
+    monkeypatch.setenv(cli.TF_LOG_ENV_VAR, "1")
+    assert cli.main(["list"]) == 0 and cli.main(["--verbose", "list"]) == 0
+    assert os.environ[cli.TF_LOG_ENV_VAR] == "1"
+
+
+def test_the_command_line_imports_no_tensorflow_before_a_command_needs_it():
+    """`python -m lenet_keras` (its __main__, cli and what they import) parses, lists and helps without
+    TensorFlow or Keras: else TensorFlow would load before `main` sets its log level."""
+    for args in (["list"], ["--help"], ["train", "--help"]):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lenet_keras", *args], capture_output=True,
+                                text=True, cwd=REPO, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+        assert "lenet_keras.cli" in imported
+        assert [name for name in imported if name.split(".")[0] in ("tensorflow", "keras")] == [], args
+    seeds_only = ("import sys\nfrom lenet_keras import cli, seeds\n"
+                  "seeds.train_seeds = lambda *args, **kwargs: []  # the runs: `python -m lenet_keras train` each\n"
+                  "assert cli.main(['train', 'mnist_lenet5', '--seeds', '1']) == 0\n"
+                  "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')], 'train --seeds'\n")
+    result = subprocess.run([sys.executable, "-c", seeds_only], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+ISSUE = re.compile(r"\bissues?\b", re.IGNORECASE)
+
+
+def description_comment(path: Path) -> list[str]:
+    """The comment lines at the top of an experiment or sweep file (up to the first other line)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[:next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]
+
+
+def test_descriptions_say_what_a_recipe_is_and_reaches_not_which_issue_asked_for_it(capsys):
+    assert cli.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert ISSUE.findall(listed) == [], [line for line in listed.splitlines() if ISSUE.search(line)]
+    comments = {f"{path.name}:{number}": line for path in sorted((REPO / "experiments").glob("*.toml"))
+                for number, line in enumerate(description_comment(path), 1) if ISSUE.search(line)}
+    assert comments == {}
+    from lenet_keras import bench
+
+    top = cli.parser().format_help()
+    names = re.findall(r"^    (\w+)", top, re.MULTILINE)  # the COMMAND list
+    assert {"train", "list", "bench", "export"} <= set(names)
+    helps = [top, bench.parser().format_help()]
+    for name in set(names) - {"bench"}:
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args([name, "--help"])
+        helps.append(capsys.readouterr().out)
+    assert [text for text in helps if ISSUE.search(text)] == []

@@ -1,6 +1,7 @@
 """The wheel built from this repository holds every module of the package and the shipped
 experiment files (issue 18, items 1 and 2)."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,10 @@ def test_the_wheel_holds_every_module_and_declares_the_sweep_dependencies(tmp_pa
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     for package in ("tensorflow", "keras", "optuna", "tqdm", "pillow"):
         assert any(r.startswith(package) for r in requires), (package, requires)
+    # tensorflow, tensorflow-cpu, ... all unpack into site-packages/tensorflow/: only one, whatever the extras
+    # and markers (so `tensorflow`, not tensorflow-cpu on Linux plus a GPU extra: README, "Install with pip")
+    tensorflows = {re.match(r"[\w.-]+", r).group().lower() for r in requires if r.lower().startswith("tensorflow")}
+    assert tensorflows == {"tensorflow"}, requires
     import lenet_keras
 
     version = next(line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Version:"))

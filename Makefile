@@ -9,18 +9,25 @@
 #   make report [EXPERIMENT=mnist_lenet5]                           re-render a report from runs/
 #   make compare [EXPERIMENTS="mnist_lenet5 mnist_lenet5_fast"] [ARGS="--where engine=keras"]
 #                                                                   one report over several experiments' runs
-#   make figures [SEEDS="0 1 2"]                                    the README's MNIST comparison (runs/figures/,
+#   make figures [SEEDS="0 1 2"] [PEERS=dir]                        the README's MNIST comparison (runs/figures/,
 #                                                                   trains what is missing) -> reports/compare-mnist/
 #   make reproduce [FULL=1]                                         the reproduction scorecard -> reports/reproduction/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
-#   make bench [ARGS="--repeats 3"]                                speed of both models (python -m lenet_keras bench)
-#     ARGS="--peers ..." runs python -m benchmarks.bench_peers instead: also the seeds' scripts
+#   make bench [ARGS="--repeats 3"]                                speed of both models (python -m lenet_keras bench);
+#     a workload without its data is skipped with one line saying what is missing and how to get it
+#     ARGS="--workloads lenet5_tiny --precisions fp32": a smoke test of seconds
+#     ARGS="--peers ..." runs python -m benchmarks.bench_peers instead: also the seeds' scripts (PEERS)
 #   make cifar-fast [DATA=folder] [EPOCHS=..]                       airbench94's recipe in Keras + report
-#   make cifar-fast-bench [SEEDS="0 1 2"] [DATA=folder]              it side by side with airbench94 (PyTorch)
+#   make cifar-fast-bench [SEEDS="0 1 2"] [DATA=folder] [PEERS=dir]  it side by side with airbench94 (PyTorch)
 #   make lenet-side-by-side [SEEDS="0 1 2"] [ARGS="--experiments mnist_lenet5_fast"]  (default: quick, wide, wide_bn)
 #                                                                   our LeNet-5 recipes vs the deck's code, whole commands
 #   make crash-drill [ARGS="--kills 3"]                             SIGKILL make mnist, resume, compare
-#   make peers-venv                                                 .venv-peers with PyTorch, for the peer scripts
+#   make peers-venv [TORCH_INDEX=url]                               .venv-peers: the CPU build of PyTorch 2.13.0 (checked
+#                                                                   and printed) and airbench, for the peer scripts
+#   PEERS=dir (figures, lenet-side-by-side, cifar-fast-bench, bench ARGS=--peers): the seeds' scripts, other
+#     people's programs (default ../shared/peers when it exists; PEERS= runs without). Each tool checks what its
+#     run needs (scripts, .venv-peers' torch, data) before training: one line on what is missing, exit 2;
+#     without peers, figures and lenet-side-by-side run ours and say that the peers were left out
 #   (benchmarks/: development tools run from this checkout, not part of the installed package)
 #   make tensorboard [PORT=6006] [RUNS=runs/<sweep>]                TensorBoard (HParams tab for sweeps)
 #   make test                                                       the test suite
@@ -41,6 +48,13 @@ OVERRIDES = $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(ARGS)
 SEEDS ?=
 SEED_RUNS = $(if $(SEEDS),--seeds $(SEEDS))
 EXPERIMENTS ?= mnist_lenet5 mnist_lenet5_fast
+
+# the seeds' scripts (other people's programs, run by benchmarks/, never by the package): ../shared/peers
+# when it exists; PEERS= (empty) runs the tools without them (--peers-dir none)
+PEERS ?= $(wildcard ../shared/peers)
+PEERS_DIR = --peers-dir $(or $(PEERS),none)
+# make peers-venv TORCH_INDEX=https://download.pytorch.org/whl/cpu where pip's torch is a CUDA build
+TORCH_INDEX ?=
 
 # make cifar DATA=folder: train on an image folder (train/<class>/*, test/<class>/*) instead
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
@@ -69,13 +83,17 @@ cifar: $(STAMP)
 cifar-fast: $(STAMP)
 	$(PY) -m lenet_keras train experiments/cifar_fast.toml $(CIFAR_DATA) $(OVERRIDES) $(SEED_RUNS) --runs-dir $(RUNS) $(RESUME) --report --reports-dir $(REPORTS)
 
+# --check first (data, peers' folder and script), so nothing is installed for a run that cannot start;
+# .venv-peers is created unless ARGS name another --peer-python (or none)
+CIFAR_FAST_BENCH = $(PY) -m benchmarks.airbench_compare --seeds $(or $(SEEDS),0 1 2) $(if $(DATA),--data-dir $(DATA)) $(PEERS_DIR) --runs-dir $(RUNS) --reports-dir $(REPORTS)
 cifar-fast-bench: $(STAMP)
-	test -x .venv-peers/bin/python || $(MAKE) peers-venv
-	$(PY) -m benchmarks.airbench_compare --seeds $(or $(SEEDS),0 1 2) $(if $(DATA),--data-dir $(DATA)) --runs-dir $(RUNS) --reports-dir $(REPORTS) $(ARGS)
+	$(CIFAR_FAST_BENCH) --check $(ARGS)
+	$(if $(findstring --peer-python,$(ARGS)),,test -x .venv-peers/bin/python || $(MAKE) peers-venv)
+	$(CIFAR_FAST_BENCH) $(ARGS)
 
 # issue 19's MNIST ratios: the deck's own code against our recipe(s), whole commands, alternating per seed
 lenet-side-by-side: $(STAMP)
-	$(PY) -m benchmarks.lenet_side_by_side --seeds $(or $(SEEDS),0 1 2) --runs-dir $(RUNS)/side-by-side --reports-dir $(REPORTS) $(ARGS)
+	$(PY) -m benchmarks.lenet_side_by_side --seeds $(or $(SEEDS),0 1 2) $(PEERS_DIR) --runs-dir $(RUNS)/side-by-side --reports-dir $(REPORTS) $(ARGS)
 
 crash-drill: $(STAMP)
 	$(PY) -m benchmarks.crash_drill $(ARGS)
@@ -91,7 +109,7 @@ compare: $(STAMP)
 
 # the README's figures: runs in $(RUNS)/figures/ (nothing else mixes in), reports kept in git
 figures: $(STAMP)
-	$(PY) -m benchmarks.mnist_comparison --seeds $(or $(SEEDS),0 1 2) --runs-dir $(RUNS)/figures --reports-dir $(REPORTS) $(ARGS)
+	$(PY) -m benchmarks.mnist_comparison --seeds $(or $(SEEDS),0 1 2) $(PEERS_DIR) --runs-dir $(RUNS)/figures --reports-dir $(REPORTS) $(ARGS)
 
 reproduce: $(STAMP)
 	$(PY) -m lenet_keras reproduce --runs-dir $(RUNS) --reports-dir $(REPORTS) $(if $(FULL),--full) $(ARGS)
@@ -100,15 +118,17 @@ sweep: $(STAMP)
 	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)
 
 # ARGS with --peers: the development tool benchmarks/bench_peers.py (the same options, peers in between)
-BENCH = $(if $(filter --peers,$(ARGS)),benchmarks.bench_peers,lenet_keras bench)
+BENCH = $(if $(filter --peers,$(ARGS)),benchmarks.bench_peers $(PEERS_DIR),lenet_keras bench)
 bench: $(STAMP)
 	$(PY) -m $(BENCH) --out-dir $(RUNS)/bench $(filter-out --peers,$(ARGS))
 
-# PyTorch 2.13.0 (CPU build) for the peer scripts of ../shared/peers (make bench ARGS=--peers, cifar-fast-bench)
+# PyTorch 2.13.0, CPU build, and airbench (both from PyPI, by name) for the peer scripts (make bench
+# ARGS=--peers, cifar-fast-bench); the last line prints which torch build it is and fails on a CUDA build
 peers-venv:
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip install --quiet torch==2.13.0 numpy pillow
+	.venv-peers/bin/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0 numpy pillow
 	.venv-peers/bin/python -m pip install --quiet --no-deps airbench==0.1.8
+	.venv-peers/bin/python -m benchmarks.preflight torch-build --peer-python .venv-peers/bin/python
 
 tensorboard: $(STAMP)
 	@echo "TensorBoard on $(RUNS)/: open http://localhost:$(PORT)/"

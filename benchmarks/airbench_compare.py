@@ -5,7 +5,11 @@ same machine, one invocation.
     make cifar-fast-bench SEEDS="0 1 2" [ARGS="--experiment experiments/cifar_fast_muon.toml"]
 
 A development tool of the repository (not part of the installed package): run it from the
-repository root.
+repository root. Before anything runs (`benchmarks.preflight`) it checks the image folder, the
+peers' folder (`--peers-dir`, default ../shared/peers; make: `PEERS=DIR`) with
+`airbench94_cpu.py`, and that `--peer-python` has torch and airbench; a missing one stops it
+with one line saying how to get it (exit 2). `--check` checks all but the interpreter and exits
+(`make cifar-fast-bench` runs it before it creates .venv-peers).
 
 For each seed, the peer (`../shared/peers/airbench94_cpu.py`, unmodified airbench94 training moved
 to the CPU in bfloat16; `make peers-venv` installs torch, pillow and airbench) and then ours
@@ -52,15 +56,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import peer_runs
+from benchmarks import peer_runs, preflight
 from lenet_keras import data as data_lib
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import rundir
-from lenet_keras.errors import LenetKerasError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EXPERIMENT = REPO / "experiments" / "cifar_fast.toml"
-PEER = REPO.parent / "shared" / "peers" / "airbench94_cpu.py"
+PEER_SCRIPT = "airbench94_cpu.py"
+"""The peer, in the peers' folder (`--peers-dir`; `preflight.DEFAULT_PEERS_DIR` when not given)."""
 PEER_REFERENCE = {"tta_accuracy": 89.68, "accuracy": 88.59, "training_seconds": 661.0,
                   "peer_wall_seconds_after_decoding": 706.0}
 """The issue's measurement of the peer on the JPEG copy, 2 cores (percent and seconds; the peer's own
@@ -131,8 +135,10 @@ def timed_run(command: list[str], who: str) -> tuple[subprocess.CompletedProcess
     return done, seconds
 
 
-def run_peer(python: str, folder: Path, seed: int, precision: str, runs_dir: Path | None = None) -> dict:
-    """Run the peer once with `seed` and a fresh image cache; `parse_peer`'s dict plus the command.
+def run_peer(python: str, folder: Path, seed: int, precision: str, runs_dir: Path | None = None,
+             peers_dir: Path | None = None) -> dict:
+    """Run the peer (`PEER_SCRIPT` of `peers_dir`, default ../shared/peers) once with `seed` and a
+    fresh image cache; `parse_peer`'s dict plus the command.
 
     `wall_seconds` is the whole command (decoding included: the cache directory starts empty);
     the peer's own figure is kept as `peer_wall_seconds_after_decoding`. With `runs_dir`, the run
@@ -145,7 +151,8 @@ def run_peer(python: str, folder: Path, seed: int, precision: str, runs_dir: Pat
     """
     started = manifest_lib.utc_now()
     with tempfile.TemporaryDirectory(prefix="airbench-cache-") as cache:
-        command = [python, "-c", SEED_WRAPPER, str(seed), str(PEER), str(folder), precision, cache]
+        script = Path(peers_dir or peer_runs.PEERS_DIR) / PEER_SCRIPT
+        command = [python, "-c", SEED_WRAPPER, str(seed), str(script), str(folder), precision, cache]
         done, seconds = timed_run(command, "peer")
     result = parse_peer(done.stdout)
     weights, compute = PEER_DTYPES[precision]
@@ -154,11 +161,11 @@ def run_peer(python: str, folder: Path, seed: int, precision: str, runs_dir: Pat
                   command=" ".join(command[:2] + ["<seed wrapper>"] + command[3:-1] + ["<fresh cache dir>"]))
     if runs_dir is not None:
         peer = peer_runs.PEERS["airbench94"]
-        shown = peer_runs.peer_command(peer, python, [str(folder), precision], seed, wrap=True)[1]
+        shown = peer_runs.peer_command(peer, python, [str(folder), precision], seed, wrap=True, peers_dir=peers_dir)[1]
         run_dir = peer_runs.record_peer_output(
             peer, done.stdout, Path(runs_dir), args=[str(folder), precision], command=shown + " <fresh cache dir>",
             wall_seconds=seconds, seed=seed, versions=peer_runs.versions_of(python), source=folder,
-            started_utc=started, extra={"seed_wrapper": SEED_WRAPPER})
+            started_utc=started, extra={"seed_wrapper": SEED_WRAPPER}, peers_dir=peers_dir)
         result["run_dir"] = str(run_dir)
     return result
 
@@ -277,8 +284,9 @@ def table(results: dict) -> str:
 
 
 def compare(seeds: list[int], folder: Path, peer_python: str | None, runs_dir: Path, overrides: list[str],
-            precision: str = "bf16", experiment: Path = DEFAULT_EXPERIMENT) -> dict:
-    """Run both for every seed (peer first when `peer_python` is given); print and return the table.
+            precision: str = "bf16", experiment: Path = DEFAULT_EXPERIMENT, peers_dir: Path | None = None) -> dict:
+    """Run both for every seed (peer first when `peer_python` is given; its script in `peers_dir`);
+    print and return the table.
 
     Raises:
         RuntimeError, ValueError: from `run_peer` and `run_ours` (a side failed).
@@ -288,7 +296,7 @@ def compare(seeds: list[int], folder: Path, peer_python: str | None, runs_dir: P
     for seed in seeds:
         if peer_python:
             print(f"seed {seed}: airbench94 (peer) ...", flush=True)
-            results["peer"].append({"seed": seed, **run_peer(peer_python, folder, seed, precision, runs_dir)})
+            results["peer"].append({"seed": seed, **run_peer(peer_python, folder, seed, precision, runs_dir, peers_dir)})
             print("  ", {k: results["peer"][-1][k] for k in ("accuracy", "tta_accuracy", "training_seconds")}, flush=True)
         print(f"seed {seed}: {Path(experiment).stem} (ours) ...", flush=True)
         results["ours"].append({"seed": seed, **run_ours(folder, seed, runs_dir / "airbench_compare", overrides,
@@ -325,8 +333,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds, each run by both (default 0 1 2)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help=f"image folder with train/ and test/ (default: cifar10-jpeg under ${data_lib.DATA_ENV_VAR} "
-                   "if set, else under the repository's data/)")
+                   help=f"image folder with train/ and test/ (default: cifar10-jpeg under the data folder: "
+                   f"${data_lib.DATA_ENV_VAR} if set, else ./data, data/ of the repository, the Keras cache)")
     p.add_argument("--peer-python", default=str(REPO / ".venv-peers/bin/python"),
                    help="Python with torch, pillow and airbench (make peers-venv); 'none' = only ours")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="the peer's precision (default bf16)")
@@ -337,7 +345,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-dir", type=Path, default=Path("reports"),
                    help="the comparison report goes to REPORTS_DIR/compare-cifar-fast/ (default reports)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for ours, e.g. train.epochs=8")
+    preflight.add_peers_dir(p)
+    p.add_argument("--check", action="store_true",
+                   help="only check the image folder, the experiment, the peers' folder and its airbench94_cpu.py, "
+                   "then exit (0: there; 2: one line on what is missing); the interpreter is checked by the run")
     return p
+
+
+def check(args: argparse.Namespace) -> tuple[Path, str | None, Path | None]:
+    """(image folder, peer interpreter or None, peers' folder) of the command line `args`, each
+    checked (`benchmarks.preflight`); the interpreter (torch and airbench) unless `args.check`.
+
+    Raises:
+        preflight.Missing: the image folder, the experiment file, the peers' folder or script, or
+            the interpreter is missing.
+    """
+    folder = preflight.image_folder(args.data_dir)
+    if not args.experiment.is_file():
+        raise preflight.Missing(f"--experiment {args.experiment}: no such file (give an experiment file, e.g. "
+                                f"{DEFAULT_EXPERIMENT.relative_to(REPO)})")
+    peer_python = None if args.peer_python == "none" else args.peer_python
+    if peer_python is None:
+        return folder.resolve(), None, None
+    ours_only = "; or --peer-python none (make: ARGS=\"--peer-python none\"): ours only, against the reference figures"
+    try:
+        peers_dir = preflight.peers_dir(args.peers_dir)
+        preflight.peer_script(peers_dir, PEER_SCRIPT, args.peers_dir)
+        if not args.check:
+            preflight.peer_python(peer_python, ("torch", "airbench"))
+    except preflight.Missing as error:
+        raise preflight.Missing(f"{error}{ours_only}") from None
+    return folder.resolve(), peer_python, peers_dir
 
 
 def render_report(runs_dir: Path, reports_dir: Path) -> Path:
@@ -355,22 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison and write runs/bench/airbench-NNN.json and .csv."""
     args = parser().parse_args(argv)
     try:
-        folder = args.data_dir or data_lib.search_dirs(None)[0] / "cifar10-jpeg"
-    except LenetKerasError as error:  # $LENET_KERAS_DATA names no folder
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if not (folder / "train").is_dir():
-        print(f"error: {folder} has no train/ folder (give --data-dir IMAGE_FOLDER)", file=sys.stderr)
-        return 2
-    peer_python = None if args.peer_python == "none" else args.peer_python
-    if peer_python and not Path(peer_python).exists():
-        print(f"error: {peer_python} not found: run `make peers-venv`, or --peer-python none", file=sys.stderr)
-        return 2
-    if not args.experiment.is_file():
-        print(f"error: --experiment {args.experiment}: no such file", file=sys.stderr)
-        return 2
-    results = compare(args.seeds, folder.resolve(), peer_python, args.runs_dir, args.overrides, args.precision,
-                      args.experiment)
+        folder, peer_python, peers_dir = check(args)
+    except preflight.Missing as error:
+        return preflight.refuse(error)
+    if args.check:
+        print(f"ok: {folder}" + (f", {peers_dir / PEER_SCRIPT}" if peer_python else " (ours only)"), flush=True)
+        return 0
+    results = compare(args.seeds, folder, peer_python, args.runs_dir, args.overrides, args.precision,
+                      args.experiment, peers_dir)
     print(f"results: {write_results(results, args.runs_dir / 'bench')}")
     print(f"report: {render_report(args.runs_dir, args.reports_dir)}")
     return 0

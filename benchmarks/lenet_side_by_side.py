@@ -17,6 +17,13 @@ renders `compare` over the runs (`reports/compare-lenet-side-by-side/`). Runs go
 `RUNS_DIR/<experiment>/` and `RUNS_DIR/peer_deck_keras_lenet5/` (default RUNS_DIR:
 runs/side-by-side, so other runs do not mix into the report).
 
+The deck's script is read from `--peers-dir DIR` (default ../shared/peers beside the checkout;
+make: `PEERS=DIR`). Before anything runs, the experiments, their data, the script and the MNIST
+.gz files it reads are checked (`benchmarks.preflight`): a missing one stops it with one line
+(exit 2). Without a peers' folder (`--peers-dir none`, or no ../shared/peers) ours still run and
+are reported (accuracy, wall seconds), with one line saying that the deck's code, and so the
+ratios and targets, were left out.
+
 A development tool of the repository (it runs the seeds' scripts): run it from the repository root.
 """
 
@@ -30,8 +37,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import peer_runs
-from lenet_keras import bench, compare, manifest, rundir
+from benchmarks import peer_runs, preflight
+from lenet_keras import bench, manifest, rundir
 
 TARGETS = ((0.990, 0.2), (0.995, 1.0))
 """(test accuracy at least, wall time at most this multiple of the deck code's): issue 19's MNIST targets."""
@@ -57,39 +64,41 @@ def run_ours(experiment: str, seed: int, runs_dir: Path, data_dir: str | None) -
     return {"wall_seconds": round(seconds, 2), "test_accuracy": accuracy, "run_dir": str(run_dir)}
 
 
-def run_deck(runs_dir: Path, data_dir: str | None) -> dict:
-    """One run of the deck's script (20 epochs), recorded: {"wall_seconds", "test_accuracy", "run_dir"}.
+def run_deck(runs_dir: Path, mnist: str, peers_dir: Path | None = None) -> dict:
+    """One run of the deck's script of `peers_dir` (20 epochs) on the MNIST .gz files of `mnist`,
+    recorded: {"wall_seconds", "test_accuracy", "run_dir"}.
 
     Raises:
-        ValueError: no MNIST .gz files; RuntimeError: the script failed (`peer_runs.run_and_record`).
+        RuntimeError: the script failed (`peer_runs.run_and_record`).
     """
-    mnist = peer_runs.mnist_gz_dir(data_dir)
-    if mnist is None:
-        raise ValueError(f"no MNIST .gz files found from --data-dir {data_dir!r}")
     run_dir, _, seconds = peer_runs.run_and_record(peer_runs.PEERS["deck-keras"], sys.executable, [str(DECK_EPOCHS)],
-                                                   runs_dir, mnist_dir=mnist, source=Path(mnist))
+                                                   runs_dir, mnist_dir=mnist, source=Path(mnist), peers_dir=peers_dir)
     accuracy = manifest.read_json(run_dir / rundir.MANIFEST)["test"]["accuracy"]
     return {"wall_seconds": seconds, "test_accuracy": accuracy, "run_dir": str(run_dir)}
 
 
 def summary(rows: list[dict], experiments: list[str]) -> dict:
     """Per experiment: test accuracy (median, min, max), wall seconds (median), the ours / deck wall
-    ratio per seed (`bench.spread`) and whether each of `TARGETS` is met (medians).
+    ratio per seed (`bench.spread`) and whether each of `TARGETS` is met (medians); the ratios and
+    targets (and the "deck code" entry) only when the rows have the deck's runs.
 
-    `rows` hold {"seed", "deck": {...}, <experiment>: {...}} as `run_ours` / `run_deck` give them."""
+    `rows` hold {"seed", ["deck": {...},] <experiment>: {...}} as `run_ours` / `run_deck` give them."""
     out = {}
+    with_deck = all("deck" in row for row in rows)
     for experiment in experiments:
         accuracy = [row[experiment]["test_accuracy"] for row in rows]
-        ratios = [row[experiment]["wall_seconds"] / row["deck"]["wall_seconds"] for row in rows]
-        ratio = bench.spread(ratios)
         median = statistics.median(accuracy)
         out[experiment] = {
             "test_accuracy": {"median": median, "min": min(accuracy), "max": max(accuracy)},
             "wall_seconds_median": statistics.median(row[experiment]["wall_seconds"] for row in rows),
-            "wall_ratio_ours_over_deck": ratio,
-            "targets": {f">= {100 * acc:.1f}% at <= {limit}x": median >= acc and ratio["median"] <= limit
-                        for acc, limit in TARGETS},
         }
+        if with_deck:
+            ratio = bench.spread([row[experiment]["wall_seconds"] / row["deck"]["wall_seconds"] for row in rows])
+            out[experiment]["wall_ratio_ours_over_deck"] = ratio
+            out[experiment]["targets"] = {f">= {100 * acc:.1f}% at <= {limit}x": median >= acc and ratio["median"] <= limit
+                                          for acc, limit in TARGETS}
+    if not with_deck:
+        return out
     deck = [row["deck"]["test_accuracy"] for row in rows]
     out["deck code"] = {"test_accuracy": {"median": statistics.median(deck), "min": min(deck), "max": max(deck)},
                         "wall_seconds_median": statistics.median(row["deck"]["wall_seconds"] for row in rows)}
@@ -120,16 +129,44 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=Path("runs/side-by-side"), help="default runs/side-by-side")
     p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="default reports")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST (default: $LENET_KERAS_DATA, then data/)")
+    preflight.add_peers_dir(p)
     return p
 
 
+def check(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """(peers' folder, folder of the MNIST .gz files the deck's script reads), both None without
+    peers, after checking everything the run needs (`benchmarks.preflight`).
+
+    Raises:
+        preflight.Missing: an experiment or its data, the peers' folder named, the deck's script
+            in it, or the MNIST .gz files.
+    """
+    preflight.our_data(args.experiments, args.data_dir, "--experiments")
+    peers_dir = preflight.peers_dir(args.peers_dir)
+    if peers_dir is None:
+        return None, None
+    preflight.peer_script(peers_dir, peer_runs.PEERS["deck-keras"].script, args.peers_dir)
+    return peers_dir, preflight.mnist_gz(args.data_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Alternate the deck code and ours per seed; print and write the ratios; render the comparison."""
+    """Alternate the deck code and ours per seed; print and write the ratios; render the comparison.
+    Exit 2 (one line) when something the run needs is missing, before anything runs."""
     args = parser().parse_args(argv)
+    try:
+        peers_dir, mnist = check(args)
+    except preflight.Missing as error:
+        return preflight.refuse(error)
+    if peers_dir is None:
+        print(preflight.left_out(args.peers_dir, "the deck's code (seed002_keras_lenet.py), so the wall ratios and "
+                                 "targets, are"), flush=True)
     rows = []
     for seed in args.seeds:
-        row = {"seed": seed, "deck": run_deck(args.runs_dir, args.data_dir)}
-        print(f"seed {seed}: deck code {row['deck']['wall_seconds']:.1f} s, {row['deck']['test_accuracy']:.4f}", flush=True)
+        row = {"seed": seed}
+        if peers_dir is not None:
+            row["deck"] = run_deck(args.runs_dir, mnist, peers_dir)
+            print(f"seed {seed}: deck code {row['deck']['wall_seconds']:.1f} s, {row['deck']['test_accuracy']:.4f}",
+                  flush=True)
         for experiment in args.experiments:
             row[experiment] = run_ours(experiment, seed, args.runs_dir, args.data_dir)
             print(f"seed {seed}: {experiment} {row[experiment]['wall_seconds']:.1f} s, "
@@ -140,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     path = rundir.next_numbered_path(args.runs_dir / "bench", "lenet-side", ".json")
     manifest.write_json_atomic(path, {"rows": rows, "summary": result, "machine": manifest.machine()})
     print(f"results: {path}")
-    index = compare.build([*args.experiments, peer_runs.PEERS["deck-keras"].experiment], runs_dir=args.runs_dir,
-                          reports_dir=args.reports_dir, label="lenet-side-by-side")
+    from lenet_keras import compare  # matplotlib and pandas: after the checks, so a refusal is quick
+
+    deck = [peer_runs.PEERS["deck-keras"].experiment] if peers_dir is not None else []
+    index = compare.build([*args.experiments, *deck], runs_dir=args.runs_dir, reports_dir=args.reports_dir,
+                          label="lenet-side-by-side")
     print(f"report: {index}")
     return 0
 

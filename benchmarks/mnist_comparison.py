@@ -13,6 +13,12 @@ hits them alike. Then one NumPy run of the deck recipe (`scratch mnist_lenet5`, 
 default; skipped when one with that config completed) and `compare mnist_lenet5 mnist_lenet5_fast peer_deck_keras_lenet5 --label mnist`, which
 writes `reports/compare-mnist/` (kept in git). Rerunning trains nothing new and re-renders.
 
+The deck's script is read from `--peers-dir DIR` (default ../shared/peers beside the checkout;
+make: `PEERS=DIR`). Before anything trains, the data, the script and the MNIST .gz files it reads
+are checked (`benchmarks.preflight`): a missing one stops it with one line (exit 2). Without a
+peers' folder (`--peers-dir none`, or no ../shared/peers) our recipes and the NumPy run are still
+trained and compared, with one line saying that the deck's code was left out.
+
 A development tool of the repository (it runs the seeds' scripts): run it from the repository root.
 """
 
@@ -23,8 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import peer_runs
-from lenet_keras import compare, config, manifest, rundir, seeds
+from benchmarks import peer_runs, preflight
+from lenet_keras import config, manifest, rundir, seeds
 
 RECIPES = ("mnist_lenet5", "mnist_lenet5_fast")
 """Our experiments in the comparison; the first is the baseline (the deck recipe)."""
@@ -42,8 +48,9 @@ def completed(folder: Path, epochs: int) -> list[Path]:
     return found
 
 
-def deck_code_run(runs_dir: Path, data_dir: str | None, wanted: int) -> None:
-    """One run of the deck's script unless `runs_dir/peer_deck_keras_lenet5` has `wanted` completed 20-epoch runs.
+def deck_code_run(runs_dir: Path, mnist: str, wanted: int, peers_dir: Path | None = None) -> None:
+    """One run of the deck's script of `peers_dir` on the MNIST .gz files of `mnist`, unless
+    `runs_dir/peer_deck_keras_lenet5` has `wanted` completed 20-epoch runs.
 
     Raises:
         RuntimeError, ValueError: the script failed or printed what cannot be parsed (`peer_runs`).
@@ -52,12 +59,9 @@ def deck_code_run(runs_dir: Path, data_dir: str | None, wanted: int) -> None:
     if len(completed(runs_dir / peer.experiment, DECK_EPOCHS)) >= wanted:
         print(f"{peer.experiment}: {wanted} run(s) there already", flush=True)
         return
-    mnist = peer_runs.mnist_gz_dir(data_dir)
-    if mnist is None:
-        raise ValueError(f"no MNIST .gz files found from --data-dir {data_dir!r}")
     print(f"{peer.experiment}: running {peer.script} {DECK_EPOCHS}", flush=True)
     run_dir, _, seconds = peer_runs.run_and_record(peer, sys.executable, [str(DECK_EPOCHS)], runs_dir,
-                                                   mnist_dir=mnist, source=Path(mnist))
+                                                   mnist_dir=mnist, source=Path(mnist), peers_dir=peers_dir)
     print(f"{peer.experiment}: {run_dir} ({seconds:.0f} s)", flush=True)
 
 
@@ -89,20 +93,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default runs")
     p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="default reports")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST (default: $LENET_KERAS_DATA, then data/)")
+    preflight.add_peers_dir(p)
     return p
 
 
+def check(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """(peers' folder, folder of the MNIST .gz files the deck's script reads), both None without
+    peers, after checking everything the run needs (`benchmarks.preflight`).
+
+    Raises:
+        preflight.Missing: our data, the peers' folder named, the deck's script in it, or the MNIST .gz files.
+    """
+    preflight.our_data(list(RECIPES), args.data_dir)
+    peers_dir = preflight.peers_dir(args.peers_dir)
+    if peers_dir is None:
+        return None, None
+    preflight.peer_script(peers_dir, peer_runs.PEERS["deck-keras"].script, args.peers_dir)
+    return peers_dir, preflight.mnist_gz(args.data_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Train what is missing (seeds alternating between recipes), then render `reports/compare-mnist/`."""
+    """Train what is missing (seeds alternating between recipes), then render `reports/compare-mnist/`.
+    Exit 2 (one line) when something the run needs is missing, before anything trains."""
     args = parser().parse_args(argv)
+    try:
+        peers_dir, mnist = check(args)
+    except preflight.Missing as error:
+        return preflight.refuse(error)
+    if peers_dir is None:
+        print(preflight.left_out(args.peers_dir, "the deck's own code (seed002_keras_lenet.py) is"), flush=True)
     data_dir = Path(args.data_dir) if args.data_dir else None
     for number, seed in enumerate(args.seeds, 1):
         for experiment in RECIPES:
             seeds.train_seeds(Path(experiment), [], [seed], args.runs_dir, data_dir)
-        deck_code_run(args.runs_dir, args.data_dir, number)
+        if peers_dir is not None:
+            deck_code_run(args.runs_dir, mnist, number, peers_dir)
     numpy_run(args.runs_dir, args.data_dir, args.numpy_epochs)
-    index = compare.build([*RECIPES, peer_runs.PEERS["deck-keras"].experiment], runs_dir=args.runs_dir,
-                          reports_dir=args.reports_dir, label="mnist")
+    from lenet_keras import compare  # matplotlib and pandas: after the checks, so a refusal is quick
+
+    deck = [peer_runs.PEERS["deck-keras"].experiment] if peers_dir is not None else []
+    index = compare.build([*RECIPES, *deck], runs_dir=args.runs_dir, reports_dir=args.reports_dir, label="mnist")
     print(f"report: {index}")
     return 0
 

@@ -6,7 +6,9 @@
     python -m benchmarks.peer_runs airbench94 --runs 3 --data-dir ../shared/datasets/cifar10-jpeg
 
 A development tool of the repository (not part of the installed package): run it from the
-repository root. Each run is one fresh process of the peer script; its printed output is parsed
+repository root. The scripts are read from `--peers-dir DIR` (default ../shared/peers beside the
+checkout); the folder, the script, the PyTorch interpreter and the data are checked before the
+first run (`benchmarks.preflight`: one line and exit 2 when one is missing). Each run is one fresh process of the peer script; its printed output is parsed
 (`parse_lenet_output`, `parse_airbench_output`) and recorded with
 `lenet_keras.external_run.record_external_run` as `RUNS_DIR/<experiment>/run-NNN/`:
 
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from benchmarks import preflight
 from lenet_keras import data as data_lib
 from lenet_keras import dataformats
 from lenet_keras import external_run
@@ -42,10 +45,10 @@ from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import LenetKerasError
 
 REPO = Path(__file__).resolve().parent.parent
-PEERS_DIR = REPO.parent / "shared" / "peers"
-"""The seeds' scripts (../shared/peers next to the repository)."""
+PEERS_DIR = preflight.DEFAULT_PEERS_DIR
+"""The seeds' scripts when no folder is given (../shared/peers next to the repository; `preflight`)."""
 
-PEER_PYTHON = REPO / ".venv-peers" / "bin" / "python"
+PEER_PYTHON = preflight.PEER_PYTHON
 """The interpreter with PyTorch and airbench (`make peers-venv`)."""
 
 SEED_WRAPPER = (
@@ -232,12 +235,13 @@ versions_of = lru_cache(maxsize=None)(external_run.interpreter_versions)
 
 def record_peer_output(peer: Peer, output: str, runs_dir: Path, *, args: list[str], command: str,
                        wall_seconds: float, seed: int | None, versions: dict, source: Path | None = None,
-                       started_utc: str | None = None, extra: dict | None = None) -> Path:
+                       started_utc: str | None = None, extra: dict | None = None, peers_dir: Path | None = None) -> Path:
     """Record one finished peer run from its printed `output` as RUNS_DIR/<peer.experiment>/run-NNN/.
 
     `args`: the script's arguments; `command`: as run (relative paths); `wall_seconds`: the whole
     command; `seed`: the seed it ran with (None: unseeded); `versions`: its interpreter's
-    (`versions_of`); `source`: the data folder read. Returns the run directory.
+    (`versions_of`); `source`: the data folder read; `peers_dir`: the scripts' folder (default
+    `PEERS_DIR`), for the script's SHA-256. Returns the run directory.
 
     Raises:
         ValueError: the output cannot be parsed (then no run directory is made).
@@ -248,7 +252,7 @@ def record_peer_output(peer: Peer, output: str, runs_dir: Path, *, args: list[st
         rows, figures = parse_lenet_output(output, peer.script)
     figures = dict(figures)
     test, training_seconds, threads = figures.pop("test"), figures.pop("training_seconds"), figures.pop("threads", None)
-    script = PEERS_DIR / peer.script
+    script = Path(peers_dir or PEERS_DIR) / peer.script
     script_block = {"file": peer.script, **({"sha256": dataformats.sha256_of_file(script)} if script.is_file() else {})}
     return external_run.record_external_run(
         runs_dir, peer.experiment, engine=peer.engine, config=recipe(peer, args, source), seed=seed,
@@ -259,11 +263,12 @@ def record_peer_output(peer: Peer, output: str, runs_dir: Path, *, args: list[st
 
 
 def peer_command(peer: Peer, python: str, args: list[str], seed: int | None,
-                 wrap: bool | None = None) -> tuple[list[str], str]:
+                 wrap: bool | None = None, peers_dir: Path | None = None) -> tuple[list[str], str]:
     """(argv, the command as shown) for one run: the script itself, or through `SEED_WRAPPER` when
     `wrap` (default: when `seed` is given and differs from the script's own seed). The shown
-    command has paths relative to the working directory and `<seed wrapper>` for the wrapper's code."""
-    script = str(PEERS_DIR / peer.script)
+    command has paths relative to the working directory and `<seed wrapper>` for the wrapper's code.
+    `peers_dir`: the scripts' folder (default `PEERS_DIR`)."""
+    script = str(Path(peers_dir or PEERS_DIR) / peer.script)
     if not (wrap if wrap is not None else seed is not None and seed != peer.own_seed):
         argv = [python, script, *args]
         return argv, external_run.relative_command(argv)
@@ -273,9 +278,11 @@ def peer_command(peer: Peer, python: str, args: list[str], seed: int | None,
 
 
 def run_and_record(peer: Peer, python: str, args: list[str], runs_dir: Path, *, seed: int | None = None,
-                   mnist_dir: str | None = None, source: Path | None = None) -> tuple[Path, str, float]:
+                   mnist_dir: str | None = None, source: Path | None = None,
+                   peers_dir: Path | None = None) -> tuple[Path, str, float]:
     """Run `peer`'s script once (a fresh process; airbench94 with a fresh, empty image cache given as
-    its last argument) and record it. `seed`: None runs the script as it is (its own seed).
+    its last argument) and record it. `seed`: None runs the script as it is (its own seed);
+    `peers_dir`: the scripts' folder (default `PEERS_DIR`).
     Returns (run directory, the script's stdout, wall seconds of the whole command).
 
     Raises:
@@ -283,7 +290,7 @@ def run_and_record(peer: Peer, python: str, args: list[str], runs_dir: Path, *, 
         ValueError: its output cannot be parsed (no run directory is made).
     """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **({"MNIST_DIR": mnist_dir} if mnist_dir else {})}
-    argv, shown = peer_command(peer, python, args, seed)
+    argv, shown = peer_command(peer, python, args, seed, peers_dir=peers_dir)
     if mnist_dir:
         shown = f"MNIST_DIR={os.path.relpath(mnist_dir)} {shown}"
     started, start = manifest_lib.utc_now(), time.perf_counter()
@@ -298,14 +305,9 @@ def run_and_record(peer: Peer, python: str, args: list[str], runs_dir: Path, *, 
     run_dir = record_peer_output(
         peer, done.stdout, runs_dir, args=args, command=shown, wall_seconds=seconds,
         seed=peer.own_seed if seed is None else seed, versions=versions_of(python), source=source,
-        started_utc=started, extra={"seed_wrapper": SEED_WRAPPER} if "<seed wrapper>" in shown else None)
+        started_utc=started, extra={"seed_wrapper": SEED_WRAPPER} if "<seed wrapper>" in shown else None,
+        peers_dir=peers_dir)
     return run_dir, done.stdout, seconds
-
-
-def mnist_gz_dir(data_dir: str | None) -> str | None:
-    """The folder of the gzip MNIST files the LeNet peers read ($MNIST_DIR), if there is one."""
-    folder = data_lib.find_mnist(data_lib.search_dirs(data_dir))
-    return str(folder) if folder and (folder / "train-images-idx3-ubyte.gz").exists() else None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -325,15 +327,18 @@ def parser() -> argparse.ArgumentParser:
                    "and test/ (default: cifar10-jpeg under the data folder)")
     p.add_argument("--peer-python", default=str(PEER_PYTHON),
                    help="PyTorch peers: the interpreter with torch (and airbench) (default .venv-peers/bin/python)")
+    preflight.add_peers_dir(p)
     return p
 
 
 def plan(args: argparse.Namespace) -> tuple[Peer, str, list[str], list[int | None], dict]:
-    """(peer, interpreter, script arguments, one seed per run, data keywords of `run_and_record`) of
-    the command line `args`.
+    """(peer, interpreter, script arguments, one seed per run, keywords of `run_and_record`: data
+    and the peers' folder) of the command line `args`, everything the runs need checked
+    (`benchmarks.preflight`).
 
     Raises:
-        ValueError: an option that does not apply to the peer, a missing interpreter or data folder.
+        ValueError: an option that does not apply to the peer.
+        preflight.Missing: the peers' folder, the script, the interpreter (with torch) or the data.
     """
     peer = PEERS[args.peer]
     if args.seeds is not None and peer.own_seed is None:
@@ -344,20 +349,18 @@ def plan(args: argparse.Namespace) -> tuple[Peer, str, list[str], list[int | Non
         raise ValueError(f"{peer.name}: --batch-size applies to torch-lenet5 only")
     seeds = args.seeds if args.seeds is not None else (
         [None] * args.runs if peer.own_seed is None else list(range(args.runs)))
+    peers_dir = preflight.peers_dir(args.peers_dir)
+    preflight.peer_script(peers_dir, peer.script, args.peers_dir)
     python = args.peer_python if peer.torch else sys.executable
-    if not Path(python).exists():
-        raise ValueError(f"{python} not found: run `make peers-venv` or give --peer-python")
+    if peer.torch:
+        preflight.peer_python(python, ("torch", "airbench") if peer.name == "airbench94" else ("torch",))
     if peer.name == "airbench94":
-        folder = Path(args.data_dir) if args.data_dir else data_lib.search_dirs(None)[0] / "cifar10-jpeg"
-        if not (folder / "train").is_dir():
-            raise ValueError(f"{folder} has no train/ folder (give --data-dir IMAGE_FOLDER)")
-        return peer, python, [str(folder.resolve()), args.precision], seeds, {"source": folder.resolve()}
-    mnist = mnist_gz_dir(args.data_dir)
-    if mnist is None:
-        raise ValueError(f"no MNIST .gz files found from --data-dir {args.data_dir!r} (or ${data_lib.DATA_ENV_VAR})")
+        folder = preflight.image_folder(Path(args.data_dir) if args.data_dir else None).resolve()
+        return peer, python, [str(folder), args.precision], seeds, {"source": folder, "peers_dir": peers_dir}
+    mnist = preflight.mnist_gz(args.data_dir)
     epochs = [str(args.epochs if args.epochs is not None else 20)]
     extra = [str(args.batch_size)] if args.batch_size is not None else []
-    return peer, python, epochs + extra, seeds, {"mnist_dir": mnist, "source": Path(mnist)}
+    return peer, python, epochs + extra, seeds, {"mnist_dir": mnist, "source": Path(mnist), "peers_dir": peers_dir}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,9 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         peer, python, script_args, seeds, data = plan(args)
-    except (ValueError, LenetKerasError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, LenetKerasError, preflight.Missing) as error:
+        return preflight.refuse(error)
     for number, seed in enumerate(seeds, 1):
         print(f"[{number}/{len(seeds)}] {peer.name} ({peer.script} {' '.join(script_args)}"
               f"{'' if seed is None else f', seed {seed}'}) ...", flush=True)

@@ -2,7 +2,14 @@
 
     python -m lenet_keras bench                         # our workloads, fp32 and bf16
     python -m lenet_keras bench --workloads lenet5 --repeats 3
+    python -m lenet_keras bench --workloads lenet5_tiny --precisions fp32 --out-dir /tmp/b   # smoke test, seconds
     make bench [ARGS="--repeats 3"]
+
+The experiments are the shipped files (`config.find_experiment_file`: `lenet_keras/experiments/`
+of an installed wheel, `experiments/` of a checkout), so the command runs from any folder. A
+workload whose data is not there is skipped before anything is measured, with one line saying
+which data and how to get it (`runnable_workloads`); none left is an error (exit 2). The CPU's
+ISA class (`hardware.describe_isa`) is printed and recorded ("isa_class", "isa").
 
 Against the seeds' own scripts (a development tool of the repository, not part of the package):
 `make bench ARGS="--peers --repeats 3"`, i.e. `python -m benchmarks.bench_peers --repeats 3`
@@ -53,26 +60,28 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = {
-    "lenet5": {"experiment": "experiments/mnist_lenet5.toml", "overrides": []},
+    "lenet5": {"experiment": "mnist_lenet5", "overrides": [], "epochs": 2},
     "cifar_cnn": {
-        "experiment": "experiments/cifar_cnn_notebook.toml",
+        "experiment": "cifar_cnn_notebook",
         "overrides": ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=1664",
                       "data.test_subset=128", "train.batch_size=128"],
     },
     "cifar_fast": {
-        "experiment": "experiments/cifar_fast.toml",
+        "experiment": "cifar_fast",
         "overrides": ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=7168",
                       "data.test_subset=1024"],
     },
     "cifar_fast_silu": {
-        "experiment": "experiments/cifar_fast.toml",
+        "experiment": "cifar_fast",
         "overrides": ["data.dataset=image_folder", "data.path=cifar10-jpeg", "data.train_subset=7168",
                       "data.test_subset=1024", "model.name=cifar_fast_silu"],
     },
+    "lenet5_tiny": {"experiment": "mnist_lenet5", "overrides": ["data.train_subset=2560", "data.test_subset=512"],
+                    "epochs": 2, "matmul_size": 1024},
 }
-"""What each workload trains, and how many of its steps are timed (`timed_window`):
+"""What each workload trains (a shipped experiment's name and overrides), and how many of its
+steps are timed (`timed_window`):
 
 - LeNet-5 with the deck's recipe (batch 512) on all of MNIST: 48,000 training images = 94
   steps, 91 timed steps (46,464 images; the last batch has 384);
@@ -81,7 +90,16 @@ WORKLOADS = {
   validation split = 12 steps, 9 timed steps (1,114 images; the last batch has 90);
 - airbench94's recipe (`experiments/cifar_fast.toml`, batch 1024, no validation split) on the
   first 7,168: 7 steps, 4 timed steps (4,096 images); `cifar_fast_silu` the same with SiLU in
-  the conv groups (`model.name = "cifar_fast_silu"`)."""
+  the conv groups (`model.name = "cifar_fast_silu"`);
+- `lenet5_tiny`, a smoke test of seconds (not in the default set): LeNet-5 as `lenet5` on the
+  first 2,560 MNIST images, 2,048 after the validation split = 4 steps, 1 timed step (512 images),
+  and a 1024x1024 matmul for the peak.
+
+`"epochs": 2` (LeNet-5): two real epochs with validation, the second timed as `epoch_seconds`;
+otherwise one epoch and `epoch_seconds_projected` for a CIFAR-10 epoch (`CIFAR_EPOCH`)."""
+
+DEFAULT_WORKLOADS = ("lenet5", "cifar_cnn", "cifar_fast", "cifar_fast_silu")
+"""The workloads run when `--workloads` is not given (all but the smoke test)."""
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 """Bench precision names -> `train.precision` (Keras dtype policies)."""
@@ -216,6 +234,80 @@ def _epoch_timer(epoch_times: list):
     return EpochTimer()
 
 
+def experiment_file(workload: str) -> Path:
+    """The shipped experiment file `workload` trains (`config.find_experiment_file`: inside the
+    installed package, or `experiments/` of the checkout)."""
+    from lenet_keras import config
+
+    return config.find_experiment_file(WORKLOADS[workload]["experiment"])
+
+
+def experiment_of(workload: str, precision: str | None = None):
+    """The `config.Experiment` of `workload` (its overrides; `train.precision` of bench's
+    `precision` name when given)."""
+    from lenet_keras import config
+
+    overrides = [*WORKLOADS[workload]["overrides"], *([f"train.precision={POLICIES[precision]}"] if precision else [])]
+    return config.load(experiment_file(workload), overrides)
+
+
+def _places(roots) -> str:
+    return ", ".join(str(root) for root in roots)
+
+
+def data_missing(data_config, data_dir: str | None = None) -> str | None:
+    """Why the dataset of `data_config` (a `config.DataConfig`) cannot be read from the data folder
+    (`data.search_dirs`), in one line with how to get it; None when it is there, or when nothing is
+    named and it would be downloaded (MNIST, CIFAR-10). Looks at folders only (reads no image)."""
+    from lenet_keras import data
+    from lenet_keras.errors import DataNotFoundError
+
+    try:
+        roots, named = data.search_dirs(data_dir), data.named_data_dir(data_dir)
+    except DataNotFoundError as error:
+        return str(error)
+    if data_config.dataset == "mnist":
+        if data.find_mnist(roots) is not None or named is None:
+            return None
+        named_as = f"{named[0]} {named[1]}" if named[0] == "--data-dir" else f"{named[0]}={named[1]}"
+        return (f"MNIST (the four official IDX files, raw or .gz) is not in {named_as} nor its mnist/: "
+                f"put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+                f"t10k-labels-idx1-ubyte.gz into {named[1]}/mnist/, or name neither --data-dir nor "
+                f"${data.DATA_ENV_VAR} to download them")
+    if data_config.dataset != "image_folder" or not data_config.path:
+        return None
+    if find_image_folder(data_config.path, data_dir) is not None:
+        return None
+    return (f"the image folder {data_config.path}/ (train/<class>/*, test/<class>/*) is in none of "
+            f"{_places(roots)}: give --data-dir DIR or set {data.DATA_ENV_VAR}=DIR with DIR/{data_config.path}/ "
+            f"(cifar10-jpeg: a JPEG copy of CIFAR-10 in those sub-folders; image folders are never downloaded)")
+
+
+def find_image_folder(path: str | Path, data_dir: str | None = None) -> Path | None:
+    """An image folder as `data.path` finds it: an absolute `path` as given, a relative one under
+    each data folder (`data.search_dirs`); the first with train/ and test/, None if none has both.
+
+    Raises:
+        DataNotFoundError: `data_dir` or `$LENET_KERAS_DATA` names no folder.
+    """
+    from lenet_keras import data
+
+    candidates = [Path(path)] if Path(path).is_absolute() else [root / path for root in data.search_dirs(data_dir)]
+    return next((c for c in candidates if (c / "train").is_dir() and (c / "test").is_dir()), None)
+
+
+def runnable_workloads(workloads, data_dir: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(the `workloads` whose data is there, {skipped workload: why, `data_missing`'s line})."""
+    runnable, skipped = [], {}
+    for workload in workloads:
+        why = data_missing(experiment_of(workload).data, data_dir)
+        if why is None:
+            runnable.append(workload)
+        else:
+            skipped[workload] = why
+    return runnable, skipped
+
+
 def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
     """One workload at one precision ("fp32" or "bf16" = `train.precision = "mixed_bfloat16"`), in this process.
 
@@ -227,22 +319,21 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    from lenet_keras import config, data, distribute, train
+    from lenet_keras import data, distribute, hardware, train
     from lenet_keras import pipeline as inputs
 
     spec = WORKLOADS[workload]
-    overrides = [*spec["overrides"], f"train.precision={POLICIES[precision]}"]
-    experiment = config.load(REPO / spec["experiment"], overrides)
+    experiment = experiment_of(workload, precision)
     strategy = distribute.strategy_for(experiment.distribution)
     dataset = data.load(experiment.data, data_dir)
     keras.utils.set_random_seed(experiment.seed)
     tf.config.experimental.enable_op_determinism()
-    peak = matmul_gflops("bfloat16" if precision == "bf16" else "float32")
+    peak = matmul_gflops("bfloat16" if precision == "bf16" else "float32", size=spec.get("matmul_size", 4096))
     keras.utils.set_random_seed(experiment.seed)  # as train.run: seeded right before the model is built
     model = train.compiled_model(experiment, dataset, strategy)
     batch_size, n_train = experiment.train.batch_size, len(dataset.train_images)
     steps = inputs.steps_per_epoch(dataset, batch_size)
-    epochs = 2 if workload == "lenet5" else 1  # LeNet-5: two real epochs with validation; the second is timed
+    epochs = spec.get("epochs", 1)  # LeNet-5: two real epochs with validation; the second is timed
     pipeline, validation, _ = inputs.pipelines(dataset, batch_size, experiment.seed, experiment.data.mean,
                                                experiment.data.std, experiment.augment, epochs=epochs)
     timed, epoch_times = {}, []
@@ -261,13 +352,14 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
     model.predict(validation, verbose=0)
     inference = len(dataset.val_images) / (time.perf_counter() - start)
     result = {"workload": workload, "precision": precision, "batch_size": batch_size,
-              "experiment": spec["experiment"], "overrides": overrides, "train_images": n_train,
+              "experiment": spec["experiment"], "overrides": [*spec["overrides"], f"train.precision={POLICIES[precision]}"],
+              "train_images": n_train, "isa_class": hardware.isa_class(),
               **rates(3 * forward_flops(model, dataset.image_shape), timed, in_memory, inference, peak),
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads(), "cpus": os.cpu_count()},
               "op_determinism": True, "differs_from_train": TRAIN_DIFFERENCES}
-    if workload == "lenet5":
+    if epochs == 2:
         result["epoch_seconds"] = round(epoch_times[-1], 3)
     else:
         train_count, val_count = CIFAR_EPOCH
@@ -285,8 +377,7 @@ def measure_in_subprocess(workload: str, precision: str, data_dir: str | None) -
     command = [sys.executable, "-m", "lenet_keras.bench", "--measure", workload, "--precision", precision]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
         raise RuntimeError(f"bench {workload} {precision} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -330,12 +421,14 @@ def print_spreads(title: str, spreads: dict) -> None:
         print(f"  {name}: {s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}  (values {s['values']})")
 
 
-def write_results(out_dir: Path, ours: list[dict], theirs: list[dict], peer_ratios: dict, medians) -> Path:
+def write_results(out_dir: Path, ours: list[dict], theirs: list[dict], peer_ratios: dict, medians,
+                  extra: dict | None = None) -> Path:
     """Print the summaries; write bench-NNN.json (everything) and .csv (one row per measurement); return the JSON path.
 
     `ours` are the `measure` results (with "repeat"), `theirs` the peer runs and `peer_ratios`
     their ours / peer `spread`s (both empty without peers: `benchmarks/bench_peers.py` fills
-    them), `medians` the table of medians (a pandas DataFrame indexed by workload, precision).
+    them), `medians` the table of medians (a pandas DataFrame indexed by workload, precision),
+    `extra` more top-level keys of the JSON (`run_bench`'s "isa_class", "isa", "skipped").
     """
     import pandas as pd
 
@@ -348,7 +441,7 @@ def write_results(out_dir: Path, ours: list[dict], theirs: list[dict], peer_rati
     path = rundir.next_numbered_path(out_dir, "bench", ".json")
     manifest.write_json_atomic(path, {
         "command": manifest.command_line(), "utc": manifest.utc_now(), "versions": manifest.versions(),
-        "machine": manifest.machine(), "op_determinism": True, "differs_from_train": TRAIN_DIFFERENCES,
+        "machine": manifest.machine(), **(extra or {}), "op_determinism": True, "differs_from_train": TRAIN_DIFFERENCES,
         "ours": ours, "peers": theirs, "ratios": peer_ratios, "per_measurement_ratios": ratios,
         "medians": json.loads(medians.reset_index().to_json(orient="records")),
     })
@@ -365,16 +458,22 @@ REPORTED = ("_per_s", "seconds", "fraction", "projected", "rss_mib", "timed_step
 
 
 def run_bench(precisions: list[str], workloads: list[str], repeats: int, data_dir: str | None, out_dir: Path,
-              companion=None) -> Path:
+              companion=None, skipped: dict | None = None) -> Path:
     """Run the benchmark (module docstring), print the table and ratios, write JSON + CSV; return the JSON path.
 
     `companion` (optional) runs other programs between our measurements (`benchmarks/bench_peers.py`'s
     peer scripts): its `note` (a line or None) is printed after ours, `companion.after(repeat,
     workload, precision, result)` is called after each of our measurements, and its `runs` (list
     of dicts) and `ratios()` ({name: `spread` dict}) go into the results as "peers" and "ratios".
+    The CPU's ISA class is printed and recorded; `skipped` ({workload: why}, `runnable_workloads`)
+    is recorded.
     """
     import pandas as pd
 
+    from lenet_keras import hardware
+
+    isa = {"isa_class": hardware.isa_class(), "isa": hardware.describe_isa()}
+    print(f"CPU ISA class: {isa['isa']}", flush=True)
     print(f"note: ours run with train's seed, op determinism, model and pipelines; {TRAIN_DIFFERENCES}", flush=True)
     if companion is not None and companion.note:
         print(companion.note, flush=True)
@@ -393,17 +492,32 @@ def run_bench(precisions: list[str], workloads: list[str], repeats: int, data_di
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print("\nmedians over repeats (each column separately):\n" + medians.to_string())
     theirs, peer_ratios = (companion.runs, companion.ratios()) if companion is not None else ([], {})
-    return write_results(out_dir, ours, theirs, peer_ratios, medians)
+    return write_results(out_dir, ours, theirs, peer_ratios, medians, {**isa, "skipped": skipped or {}})
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type of `--repeats`: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m lenet_keras bench` (also `python -m lenet_keras.bench`)."""
     from lenet_keras.data import DATA_DIR_HELP
 
-    p = argparse.ArgumentParser(prog="python -m lenet_keras bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=list(WORKLOADS))
-    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
-    p.add_argument("--repeats", type=int, default=1, help="times to run everything (default 1)")
+    p = argparse.ArgumentParser(prog="python -m lenet_keras bench", description=__doc__.split("\n\n")[0],
+                                epilog="Smoke test (seconds): --workloads lenet5_tiny --precisions fp32 --repeats 1. "
+                                "A workload without its data is skipped with a line saying why; none left: exit 2.")
+    p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=list(DEFAULT_WORKLOADS),
+                   help=f"default: {' '.join(DEFAULT_WORKLOADS)}; lenet5_tiny: a few LeNet-5 steps, a smoke test")
+    p.add_argument("--precisions", nargs="+", choices=list(POLICIES), default=list(POLICIES),
+                   help="fp32 (float32) and/or bf16 (mixed_bfloat16) (default both)")
+    p.add_argument("--repeats", type=_at_least_one, default=1, help="times to run everything (default 1)")
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--out-dir", type=Path, default=Path("runs/bench"), help="where results go (default runs/bench)")
     p.add_argument("--measure", choices=sorted(WORKLOADS), help=argparse.SUPPRESS)
@@ -411,13 +525,53 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def checked_workloads(workloads: list[str], data_dir: str | None, out_dir: Path) -> tuple[list[str], dict]:
+    """The workloads to run and the skipped ones ({workload: why}), each skipped one printed as one
+    line, before anything is measured.
+
+    Raises:
+        LenetKerasError: no workload has its data, `--out-dir` is a file, or `ONEDNN_MAX_CPU_ISA`
+            holds a value oneDNN does not know.
+    """
+    from lenet_keras import hardware
+    from lenet_keras.errors import LenetKerasError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LenetKerasError(f"--out-dir {out_dir}: a file, expected a folder (results go there)")
+    try:
+        hardware.isa_class()
+    except ValueError as error:
+        raise LenetKerasError(str(error)) from None
+    runnable, skipped = runnable_workloads(workloads, data_dir)
+    for workload, why in skipped.items():
+        print(f"skipped {workload}: {why}", flush=True)
+    if not runnable:
+        raise LenetKerasError(f"no workload to run: none of {', '.join(skipped)} has its data (the 'skipped' lines "
+                              "above say what is missing)")
+    return runnable, skipped
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: run the benchmark, or (internal `--measure`) one measurement printed as JSON."""
+    """Command line: run the benchmark, or (internal `--measure`) one measurement printed as JSON.
+
+    Exit 2 (one line on stderr) on input a user can fix, before anything is measured; exit 1 when a
+    measurement fails (the end of its output in the message)."""
+    from lenet_keras.errors import LenetKerasError
+
     args = parser().parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.precision, args.data_dir)))
-        return 0
-    run_bench(args.precisions, args.workloads, args.repeats, args.data_dir, args.out_dir)
+    try:
+        if args.measure:
+            print(json.dumps(measure(args.measure, args.precision, args.data_dir)))
+            return 0
+        workloads, skipped = checked_workloads(args.workloads, args.data_dir, args.out_dir)
+    except LenetKerasError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_bench(args.precisions, workloads, args.repeats, args.data_dir, args.out_dir, skipped=skipped)
+    except RuntimeError as error:  # `measure_in_subprocess`: a measurement failed; its process said why
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

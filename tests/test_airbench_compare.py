@@ -172,3 +172,32 @@ def test_the_side_by_side_renders_a_comparison_report_of_the_recorded_runs(fake_
     assert len(group.runs) == 2 and group.seeds == [0, 1]
     assert compare_report.legend_label(group, []).endswith("[validated on the test set]")
     assert "| A: peer_airbench94 · airbench94 | 2 | 0 1 |" in index.with_suffix(".md").read_text()
+
+
+def test_check_names_what_is_missing_and_the_run_checks_the_interpreter_too(tmp_path, monkeypatch, capsys):
+    """`--check` (make cifar-fast-bench runs it before creating .venv-peers): the image folder, the
+    peers' folder and its script; the run itself also checks that the interpreter imports torch and airbench."""
+    monkeypatch.setattr(airbench_compare, "compare", lambda *a, **k: pytest.fail("ran before the checks passed"))
+    images, peers = tmp_path / "images", tmp_path / "peers"
+    for folder in (images / "train", images / "test", peers):
+        folder.mkdir(parents=True)
+    base = ["--data-dir", str(images), "--peers-dir", str(peers)]
+    assert airbench_compare.main([*base, "--check"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {peers / 'airbench94_cpu.py'}: no such file (airbench94 on the CPU)")
+    (peers / "airbench94_cpu.py").write_text("")
+    assert airbench_compare.main([*base, "--check"]) == 0
+    assert capsys.readouterr().out == f"ok: {images.resolve()}, {peers / 'airbench94_cpu.py'}\n"
+    assert airbench_compare.main([*base, "--peer-python", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'absent'}: no such interpreter (the PyTorch peers need Python with torch and airbench)" in err
+    assert len(err.splitlines()) == 1 and "make peers-venv" in err
+    assert airbench_compare.main(["--data-dir", str(images), "--peers-dir", "none", "--peer-python", "none", "--check"]) == 0
+    assert capsys.readouterr().out.endswith("(ours only)\n")
+
+
+def test_run_peer_runs_the_script_of_the_peers_folder(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(airbench_compare, "timed_run", lambda command, who: seen.append(command) or (
+        subprocess.CompletedProcess(command, 0, PEER_RUN_OUTPUT, ""), 10.0))
+    airbench_compare.run_peer("python", tmp_path, seed=0, precision="bf16", peers_dir=tmp_path / "peers")
+    assert seen[0][4] == str(tmp_path / "peers" / "airbench94_cpu.py")

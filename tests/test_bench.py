@@ -43,15 +43,16 @@ def test_workloads_docstring_states_the_timed_steps_of_each_workload():
     source = Path(bench.__file__).read_text()
     docstring = source[source.index("WORKLOADS = {"):source.index("POLICIES = {")]
     stated = [(int(steps), int(images.replace(",", ""))) for steps, images in
-              re.findall(r"(\d+) timed steps \(([\d,]+) images", docstring)]
-    official = {"lenet5": 60_000, "cifar_cnn": 50_000, "cifar_fast": 50_000, "cifar_fast_silu": 50_000}
+              re.findall(r"(\d+) timed steps? \(([\d,]+) images", docstring)]
+    official = {"lenet5": 60_000, "cifar_cnn": 50_000, "cifar_fast": 50_000, "cifar_fast_silu": 50_000,
+                "lenet5_tiny": 60_000}
     expected = []
-    for name, spec in bench.WORKLOADS.items():
-        experiment = config.load(bench.REPO / spec["experiment"], spec["overrides"])
+    for name in bench.WORKLOADS:
+        experiment = bench.experiment_of(name)
         total = experiment.data.train_subset or official[name]
         train_images = total - round(total * experiment.data.validation_split)
         expected.append(bench.timed_window(train_images, experiment.train.batch_size))
-    assert stated == expected[:3] == [(91, 46_464), (9, 1_114), (4, 4_096)]
+    assert stated == expected[:3] + expected[4:] == [(91, 46_464), (9, 1_114), (4, 4_096), (1, 512)]
     assert expected[3] == expected[2]  # cifar_fast_silu: "the same" as cifar_fast
 
 
@@ -129,7 +130,7 @@ def test_bench_trains_with_the_callbacks_of_train_that_change_training(tmp_path,
 
     monkeypatch.setattr(keras.Model, "fit", fake_fit)
     spec = bench.WORKLOADS["cifar_fast"]
-    experiment = config.load(bench.REPO / spec["experiment"],
+    experiment = config.load(bench.experiment_file("cifar_fast"),
                              [*spec["overrides"], "data.train_subset=1024", "data.test_subset=16"])
     with pytest.raises(Stop):
         train.run(experiment, runs_dir=tmp_path, verbose=0)
@@ -187,7 +188,7 @@ def test_bench_peers_alternates_with_ours_and_writes_the_ratios(tmp_path, monkey
         return {"workload": workload, "precision": precision, "epoch_seconds": 2.0, "compute_images_per_s": 300.0,
                 "train_images_per_s": 100.0, "peak_fraction": 0.5}
 
-    def fake_peer(python, script, args, mnist_dir, runs_dir=None):
+    def fake_peer(python, script, args, mnist_dir, runs_dir=None, peers_dir=None):
         order.append(("peer", script, args[-1]))
         assert runs_dir == tmp_path / "runs", "every peer run is given the folder its run directory goes to"
         return {"peer": script, "args": args, **({"images_per_s": 100.0} if "cifar" in script else {"epoch_seconds": 3.0})}
@@ -207,3 +208,121 @@ def test_bench_peers_alternates_with_ours_and_writes_the_ratios(tmp_path, monkey
     assert len(written["peers"]) == 2 * 4 and "side" in path.with_suffix(".csv").read_text().splitlines()[0]
     printed = capsys.readouterr().out
     assert "speed ratios ours / peer (>1 = ours faster)" in printed and "speed ratio ours/peer 1.50" in printed
+
+
+def _fake_measure(calls):
+    def measure(workload, precision, data_dir):
+        calls.append((workload, precision))
+        return {"workload": workload, "precision": precision, "epoch_seconds": 2.0, "compute_images_per_s": 300.0,
+                "train_images_per_s": 100.0, "peak_fraction": 0.5}
+    return measure
+
+
+def test_bench_skips_a_workload_without_its_data_with_one_line_and_records_the_isa_class(tmp_path, monkeypatch, capsys):
+    """A data folder with the CIFAR image folder but no MNIST: cifar_cnn runs, lenet5 is skipped
+    with one line naming the missing files and where to put them; the ISA class is printed and in the JSON."""
+    import json
+
+    from lenet_keras import hardware
+
+    for split in ("train", "test"):
+        (tmp_path / "data" / "cifar10-jpeg" / split).mkdir(parents=True)
+    monkeypatch.setenv("LENET_KERAS_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(hardware, "describe_isa", lambda *a, **k: "amx (a fake CPU)")
+    monkeypatch.setattr(hardware, "isa_class", lambda *a, **k: "amx")
+    calls = []
+    monkeypatch.setattr(bench, "measure_in_subprocess", _fake_measure(calls))
+
+    assert bench.main(["--workloads", "lenet5", "cifar_cnn", "--precisions", "fp32", "--out-dir", str(tmp_path / "out")]) == 0
+    assert calls == [("cifar_cnn", "fp32")]
+    out = capsys.readouterr().out
+    (skipped,) = [line for line in out.splitlines() if line.startswith("skipped ")]
+    assert skipped.startswith("skipped lenet5: MNIST") and "train-images-idx3-ubyte.gz" in skipped
+    assert f"{tmp_path / 'data'}/mnist/" in skipped  # where to put them
+    assert "CPU ISA class: amx (a fake CPU)" in out
+    written = json.loads((tmp_path / "out" / "bench-001.json").read_text())
+    assert (written["isa_class"], written["isa"]) == ("amx", "amx (a fake CPU)")
+    assert list(written["skipped"]) == ["lenet5"] and written["skipped"]["lenet5"] in skipped
+
+
+def test_bench_with_no_workload_left_exits_2_before_measuring(tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("LENET_KERAS_DATA", str(tmp_path / "empty"))
+    calls = []
+    monkeypatch.setattr(bench, "measure_in_subprocess", _fake_measure(calls))
+    assert bench.main(["--out-dir", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert calls == [] and not (tmp_path / "out").exists()
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == [f"skipped {w}" for w in bench.DEFAULT_WORKLOADS]
+    assert "cifar10-jpeg/ (train/<class>/*, test/<class>/*) is in none of" in captured.out
+    assert captured.err.startswith("error: no workload to run") and len(captured.err.strip().splitlines()) == 1
+
+
+def test_bench_refuses_bad_input_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(bench, "measure_in_subprocess", _fake_measure(calls))
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--repeats", "0"])
+    assert stopped.value.code == 2 and "argument --repeats: '0': expected a whole number >= 1" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert bench.main(["--workloads", "lenet5_tiny", "--out-dir", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"error: --out-dir {tmp_path / 'file'}: a file, expected a folder (results go there)\n"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX9")
+    assert bench.main(["--workloads", "lenet5_tiny", "--out-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("error: ONEDNN_MAX_CPU_ISA='AVX9' is not one of oneDNN's values")
+    assert calls == []
+
+
+def test_the_default_workloads_leave_out_the_smoke_test():
+    assert bench.parser().parse_args([]).workloads == list(bench.DEFAULT_WORKLOADS) == [
+        "lenet5", "cifar_cnn", "cifar_fast", "cifar_fast_silu"]
+    tiny = bench.experiment_of("lenet5_tiny", "fp32")
+    assert (tiny.data.train_subset, tiny.train.batch_size, tiny.train.precision) == (2560, 512, "float32")
+
+
+def test_the_tiny_bench_runs_from_an_installed_package_in_an_empty_folder(tmp_path, mnist_dir):
+    """The wheel's layout (lenet_keras/ with its experiments inside, as pyproject.toml maps them; no
+    repository around it), run from an empty folder: `bench` finds its experiments as package data,
+    the smoke-test workload trains a few steps, and the ISA class is printed and recorded."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from lenet_keras import hardware
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(bench.__file__).parent, site / "lenet_keras", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(bench.__file__).parent.parent / "experiments", site / "lenet_keras" / "experiments")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data_root = mnist_dir.parent if mnist_dir.name == "mnist" else mnist_dir
+    env = {**os.environ, "PYTHONPATH": str(site), "LENET_KERAS_DATA": str(data_root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    where = subprocess.run([sys.executable, "-c", "import lenet_keras; print(lenet_keras.__file__)"], cwd=empty, env=env,
+                           capture_output=True, text=True)
+    assert where.stdout.strip() == str(site / "lenet_keras" / "__init__.py")
+    done = subprocess.run([sys.executable, "-m", "lenet_keras", "bench", "--workloads", "lenet5_tiny", "--precisions",
+                           "fp32", "--repeats", "1", "--out-dir", "out"], cwd=empty, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"CPU ISA class: {hardware.describe_isa()}" in done.stdout
+    written = json.loads((empty / "out" / "bench-001.json").read_text())
+    (ours,) = written["ours"]
+    assert (ours["workload"], ours["experiment"], ours["timed_steps"], ours["timed_images"]) == (
+        "lenet5_tiny", "mnist_lenet5", 1, 512)
+    assert written["isa_class"] == ours["isa_class"] == hardware.isa_class()
+    assert ours["epoch_seconds"] > 0 and ours["train_images_per_s"] > 0
+
+
+def test_find_image_folder_looks_where_data_path_does(tmp_path, monkeypatch):
+    """An absolute data.path as given; a relative one under the data folder only (not the working directory)."""
+    for root in (tmp_path / "data", tmp_path / "cwd"):
+        for split in ("train", "test"):
+            (root / "images" / split).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("LENET_KERAS_DATA", str(tmp_path / "data"))
+    assert bench.find_image_folder("images") == tmp_path / "data" / "images"
+    assert bench.find_image_folder(str(tmp_path / "cwd" / "images")) == tmp_path / "cwd" / "images"
+    monkeypatch.setenv("LENET_KERAS_DATA", str(tmp_path / "cwd" / "images"))
+    assert bench.find_image_folder("images") is None  # ./images is not looked at when a data folder is named

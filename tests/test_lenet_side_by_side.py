@@ -45,3 +45,22 @@ def test_ours_is_timed_as_the_whole_command_and_read_from_its_run_directory(tmp_
     monkeypatch.setattr(side.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a[0], 1, "", "boom"))
     with pytest.raises(RuntimeError, match="boom"):
         side.run_ours("mnist_lenet5_fast", 3, tmp_path / "runs", None)
+
+
+def test_without_the_decks_runs_the_summary_has_no_ratios_or_targets():
+    rows = [{"seed": 0, "fast": {"wall_seconds": 10.0, "test_accuracy": 0.99}},
+            {"seed": 1, "fast": {"wall_seconds": 12.0, "test_accuracy": 0.992}}]
+    result = side.summary(rows, ["fast"])
+    assert result == {"fast": {"test_accuracy": {"median": 0.991, "min": 0.99, "max": 0.992}, "wall_seconds_median": 11.0}}
+
+
+def test_the_deck_runs_from_the_peers_folder_it_is_given(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run-001"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text(json.dumps({"test": {"accuracy": 0.98}}))
+    seen = {}
+    monkeypatch.setattr(side.peer_runs, "run_and_record", lambda peer, python, args, runs_dir, **k: seen.update(k) or (
+        run_dir, "", 50.0))
+    assert side.run_deck(tmp_path, "/m", tmp_path / "peers") == {"wall_seconds": 50.0, "test_accuracy": 0.98,
+                                                                 "run_dir": str(run_dir)}
+    assert seen["peers_dir"] == tmp_path / "peers" and seen["mnist_dir"] == "/m"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_peers, peer_runs
+from benchmarks import bench_peers, peer_runs, preflight
 from lenet_keras import external_run, report, rundir
 
 from .conftest import missing_shared
@@ -193,7 +193,12 @@ def test_bench_peers_records_the_lenet_peers_but_not_the_synthetic_cifar_one(tmp
 def test_bench_peers_records_under_the_folder_above_out_dir_by_default(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(bench_peers.bench, "run_bench", lambda *a, companion, **k: seen.update(runs=companion.runs_dir))
-    bench_peers.main(["--out-dir", str(tmp_path / "runs" / "bench")])
+    (tmp_path / "data").mkdir()
+    for name in preflight.MNIST_GZ:
+        (tmp_path / "data" / name).write_text("")
+    monkeypatch.setenv("LENET_KERAS_DATA", str(tmp_path / "data"))
+    assert bench_peers.main(["--workloads", "lenet5_tiny", "--peers-dir", "none", "--peer-python", str(tmp_path / "no"),
+                             "--out-dir", str(tmp_path / "runs" / "bench")]) == 0  # lenet5_tiny: no peer goes with it
     assert seen["runs"] == tmp_path / "runs"
 
 
@@ -201,13 +206,17 @@ def test_peer_runs_command_seeds_torch_runs_through_the_wrapper(tmp_path, monkey
     calls = []
     monkeypatch.setattr(peer_runs.subprocess, "run", fake_subprocess({"seed000_torch_lenet.py": TORCH}, calls))
     monkeypatch.setattr(peer_runs, "versions_of", lambda python: VERSIONS)
-    monkeypatch.setattr(peer_runs, "mnist_gz_dir", lambda data_dir: str(tmp_path))
+    monkeypatch.setattr(preflight, "mnist_gz", lambda data_dir: str(tmp_path))
+    monkeypatch.setattr(preflight, "peer_python", lambda python, modules: ("2.13.0+cpu", None))
     python = tmp_path / "python"
     python.write_text("")
+    peers = tmp_path / "peers"
+    peers.mkdir()
+    (peers / "seed000_torch_lenet.py").write_text("")
 
     assert peer_runs.main(["torch-lenet5", "--runs", "2", "--epochs", "2", "--runs-dir", str(tmp_path / "runs"),
-                           "--peer-python", str(python)]) == 0
-    assert [argv[1] for argv in calls] == [str(peer_runs.PEERS_DIR / "seed000_torch_lenet.py"), "-c"]  # seed 0: as it is
+                           "--peer-python", str(python), "--peers-dir", str(peers)]) == 0
+    assert [argv[1] for argv in calls] == [str(peers / "seed000_torch_lenet.py"), "-c"]  # seed 0: as it is
     assert calls[1][2:4] == [peer_runs.SEED_WRAPPER, "1"]
     second = json.loads((tmp_path / "runs" / "peer_torch_lenet5" / "run-002" / "manifest.json").read_text())
     assert second["seed"] == 1 and "<seed wrapper> 1 " in second["command"]
@@ -219,8 +228,10 @@ def test_peer_runs_command_seeds_torch_runs_through_the_wrapper(tmp_path, monkey
 
 def test_peer_runs_records_a_real_run_of_the_decks_script(tmp_path, monkeypatch):
     """One real epoch of ../shared/peers/seed002_keras_lenet.py on the full MNIST (about 15 s)."""
-    mnist = peer_runs.mnist_gz_dir(None)
-    if mnist is None or not (peer_runs.PEERS_DIR / "seed002_keras_lenet.py").is_file():
+    try:
+        preflight.mnist_gz(None)
+        preflight.peer_script(preflight.peers_dir(None), "seed002_keras_lenet.py")
+    except preflight.Missing:
         missing_shared("the MNIST .gz files and ../shared/peers/seed002_keras_lenet.py")
     monkeypatch.chdir(peer_runs.REPO)
     assert peer_runs.main(["deck-keras", "--epochs", "1", "--runs-dir", str(tmp_path)]) == 0
@@ -235,3 +246,48 @@ def test_peer_runs_records_a_real_run_of_the_decks_script(tmp_path, monkeypatch)
     assert manifest["data"]["source"] and not manifest["data"]["source"].startswith("/")
     assert manifest["script"]["sha256"]
     assert " /" not in manifest["recorded_by"] and "intra_op_threads" not in manifest["machine"]
+
+
+def _interpreter(path: Path, line: str | None) -> str:
+    """A fake Python that prints `line` (torch's version and CUDA) for any code, or fails to import torch."""
+    body = f"echo '{line}'" if line else "echo \"ModuleNotFoundError: No module named 'torch'\" >&2; exit 1"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_bench_peers_checks_the_scripts_and_torch_its_runs_need_before_measuring(tmp_path, monkeypatch, capsys):
+    mnist = tmp_path / "data" / "mnist"
+    mnist.mkdir(parents=True)
+    for name in preflight.MNIST_GZ:
+        (mnist / name).write_text("")
+    monkeypatch.setenv("LENET_KERAS_DATA", str(tmp_path / "data"))
+    measured = []
+    monkeypatch.setattr(bench_peers.bench, "run_bench", lambda *a, companion, **k: measured.append(companion))
+    peers = tmp_path / "peers"
+    peers.mkdir()
+    (peers / "seed002_keras_lenet.py").write_text("")
+    base = ["--workloads", "lenet5", "--precisions", "fp32", "--peers-dir", str(peers), "--out-dir", str(tmp_path / "b")]
+
+    torch = _interpreter(tmp_path / "torch-python", "2.13.0+cpu None")
+    assert bench_peers.main([*base, "--peer-python", torch]) == 2  # with torch, the PyTorch LeNet-5 runs too
+    assert capsys.readouterr().err == (f"error: {peers / 'seed000_torch_lenet.py'}: no such file (the PyTorch LeNet-5); "
+                                       f"{preflight.GET_PEERS}\n")
+    no_torch = _interpreter(tmp_path / "plain-python", None)
+    assert bench_peers.main([*base, "--peer-python", no_torch]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {no_torch}: ModuleNotFoundError: No module named 'torch'")
+    assert measured == []
+
+    assert bench_peers.main([*base, "--peer-python", str(tmp_path / "absent")]) == 0  # no interpreter: deck only
+    (companion,) = measured
+    assert not companion.torch_ok and "PyTorch peers skipped" in companion.note
+    assert (companion.peers_dir, companion.mnist_gz) == (peers, str(mnist))
+
+
+def test_peer_runs_checks_the_peers_folder_and_script_before_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(peer_runs, "run_and_record", lambda *a, **k: pytest.fail("ran"))
+    assert peer_runs.main(["deck-keras", "--peers-dir", "none"]) == 2
+    assert capsys.readouterr().err.startswith("error: seed002_keras_lenet.py (the deck's Keras LeNet-5) is needed: "
+                                              "no peers' folder (--peers-dir none)")
+    assert peer_runs.main(["airbench94", "--peers-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'airbench94_cpu.py'}: no such file")

@@ -12,8 +12,9 @@ What a run writes while it trains, and how each survives SIGKILL or power loss:
                              names and SHA-256) replaces the previous one; it always names
                              complete files. Removed when the run completes.
     tensorboard/             append-only event files; a record cut short by a kill is skipped by
-                             TensorBoard, and on resume the events of epochs after the backup are
-                             dropped (`trim_tensorboard`) so the curves have no doubled points.
+                             TensorBoard, and on resume the events after the backup are dropped
+                             (`trim_tensorboard`, each tag by its own step: the epoch, or the optimizer
+                             iteration of `*_vs_iterations`) so the curves have no doubled points.
     manifest.json            written via temp file + rename (`manifest.write_json_atomic`).
 
 `lenet_keras.train.run(..., resume=RUN_DIR)` continues a run from its last completed epoch:
@@ -137,12 +138,22 @@ def write_history(path: Path, rows: list[dict]) -> None:
     manifest_lib.write_text_atomic(path, out.getvalue())
 
 
-def trim_tensorboard(log_dir: Path, first_epoch: int, keep: tuple[str, ...] = ("test",)) -> int:
+ITERATION_TAG_SUFFIX = "_vs_iterations"
+"""Keras's TensorBoard callback logs `evaluation_<metric>_vs_iterations` with the optimizer's
+iteration count as step; every other scalar, histogram and image of a run has the epoch as step."""
+
+
+def trim_tensorboard(log_dir: Path, first_epoch: int, keep: tuple[str, ...] = ("test",),
+                     first_iteration: int | None = None) -> int:
     """Drop the events of epochs >= `first_epoch` from the event files under `log_dir`.
 
-    Used on resume: those epochs are trained again and logged anew. Sub-folders named in `keep`
-    are left alone; a record cut short by a kill ends the file there. Each file is rewritten via
-    temp file + rename. Returns the number of events dropped.
+    Used on resume: those epochs are trained again and logged anew. Each tag is trimmed in its own
+    step unit: events whose tags end in `ITERATION_TAG_SUFFIX` are kept up to optimizer step
+    `first_iteration` included (the backup's iteration count, at which its last epoch's
+    validation was logged; None: by `first_epoch` like the others), the others up to epoch
+    `first_epoch - 1`. Sub-folders named in `keep` are left alone; a record cut
+    short by a kill ends the file there. Each file is rewritten via temp file + rename. Returns
+    the number of events dropped.
     """
     import tensorflow as tf
     from tensorboard.compat.proto import event_pb2
@@ -155,7 +166,10 @@ def trim_tensorboard(log_dir: Path, first_epoch: int, keep: tuple[str, ...] = ("
         try:
             for record in tf.data.TFRecordDataset(str(path)):
                 event = event_pb2.Event.FromString(record.numpy())
-                if event.HasField("file_version") or event.step < first_epoch:
+                by_iteration = first_iteration is not None and any(
+                    v.tag.endswith(ITERATION_TAG_SUFFIX) for v in event.summary.value)
+                kept_step = event.step <= first_iteration if by_iteration else event.step < first_epoch
+                if event.HasField("file_version") or kept_step:
                     kept.append(record.numpy())
                 else:
                     dropped += 1

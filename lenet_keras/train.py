@@ -248,7 +248,8 @@ def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     backup.set_model(model)
     first_epoch = distribute.broadcast_from_chief(strategy, model, backup.restore() if target else 0)
     if target:
-        resume_lib.trim_tensorboard(run_dir / "tensorboard", first_epoch)
+        resume_lib.trim_tensorboard(run_dir / "tensorboard", first_epoch,
+                                    first_iteration=int(model.optimizer.iterations.numpy()))
         manifest.update(status="running", error=None, **rundir.process_block(), distribution=cluster)
         manifest.setdefault("resumed", []).append({"utc": started, "from_epoch": first_epoch})
     else:

@@ -126,6 +126,10 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(uninterrup
     # TensorBoard: one point per epoch, the killed attempt's partial epoch dropped
     assert _scalar_steps(run_dir / "tensorboard" / "train", "epoch_loss") == [0, 1, 2]
     assert _scalar_steps(run_dir / "tensorboard" / "validation", "epoch_accuracy") == [0, 1, 2]
+    # curves with the optimizer's iteration as step keep their points from before the kill
+    iterations = _scalar_steps(first / "tensorboard" / "validation", "evaluation_loss_vs_iterations")
+    assert iterations[0] > 2 and iterations == [iterations[0], 2 * iterations[0], 3 * iterations[0]]  # steps 12, 24, 36
+    assert _scalar_steps(run_dir / "tensorboard" / "validation", "evaluation_loss_vs_iterations") == iterations
     assert not (run_dir / resume.BACKUP_DIR).exists()
 
 

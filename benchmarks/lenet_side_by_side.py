@@ -1,5 +1,5 @@
 """LeNet-5 recipes against the deck's own code, as whole commands, alternating: the ratios of
-issue 19's MNIST targets.
+the MNIST speed targets, on this CPU's ISA class.
 
     python -m benchmarks.lenet_side_by_side --seeds 0 1 2             # mnist_lenet5_quick mnist_lenet5_wide
     python -m benchmarks.lenet_side_by_side --seeds 0 1 2 --experiments mnist_lenet5_fast mnist_lenet5
@@ -12,10 +12,13 @@ and TensorFlow start-up, data loading, training, evaluation and the run director
 included: what a user waits for). Prints, per experiment, the test accuracy (median, min-max)
 and the ratio of its wall seconds to the deck code's of the same seed (min / median / max of
 the per-seed ratios), and the two targets: test accuracy >= 99.0% at <= 0.2x the deck code's
-wall time, and >= 99.5% at <= 1x (medians). Writes `RUNS_DIR/bench/lenet-side-NNN.json` and
-renders `compare` over the runs (`reports/compare-lenet-side-by-side/`). Runs go to
-`RUNS_DIR/<experiment>/` and `RUNS_DIR/peer_deck_keras_lenet5/` (default RUNS_DIR:
-runs/side-by-side, so other runs do not mix into the report).
+wall time, and >= 99.5% at <= 1x (medians). Results depend on the CPU's ISA class
+(`lenet_keras.hardware.isa_class`: "amx", "avx2", ...; the fast recipes' `train.precision =
+"auto"` runs bfloat16 only on "amx" and "avx512_bf16"), so each class has its own folders: runs go
+to `RUNS_DIR/<class>/<experiment>/` and `RUNS_DIR/<class>/peer_deck_keras_lenet5/` (default
+RUNS_DIR: runs/side-by-side, so other runs do not mix into the report), the results to
+`RUNS_DIR/<class>/bench/lenet-side-NNN.json` (with the class), and `compare` over the runs
+renders `reports/compare-lenet-side-by-side-<class>/`.
 
 The deck's script is read from `--peers-dir DIR` (default ../shared/peers beside the checkout;
 make: `PEERS=DIR`). Before anything runs, the experiments, their data, the script and the MNIST
@@ -38,10 +41,10 @@ import time
 from pathlib import Path
 
 from benchmarks import peer_runs, preflight
-from lenet_keras import bench, manifest, rundir
+from lenet_keras import bench, hardware, manifest, rundir
 
 TARGETS = ((0.990, 0.2), (0.995, 1.0))
-"""(test accuracy at least, wall time at most this multiple of the deck code's): issue 19's MNIST targets."""
+"""(test accuracy at least, wall time at most this multiple of the deck code's): the MNIST speed targets."""
 DECK_EPOCHS = 20
 
 
@@ -157,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         peers_dir, mnist = check(args)
     except preflight.Missing as error:
         return preflight.refuse(error)
+    isa = hardware.isa_class()
+    print(f"CPU ISA class: {hardware.describe_isa()}", flush=True)
+    runs_dir = args.runs_dir / isa
     if peers_dir is None:
         print(preflight.left_out(args.peers_dir, "the deck's code (seed002_keras_lenet.py), so the wall ratios and "
                                  "targets, are"), flush=True)
@@ -164,24 +170,25 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         row = {"seed": seed}
         if peers_dir is not None:
-            row["deck"] = run_deck(args.runs_dir, mnist, peers_dir)
+            row["deck"] = run_deck(runs_dir, mnist, peers_dir)
             print(f"seed {seed}: deck code {row['deck']['wall_seconds']:.1f} s, {row['deck']['test_accuracy']:.4f}",
                   flush=True)
         for experiment in args.experiments:
-            row[experiment] = run_ours(experiment, seed, args.runs_dir, args.data_dir)
+            row[experiment] = run_ours(experiment, seed, runs_dir, args.data_dir)
             print(f"seed {seed}: {experiment} {row[experiment]['wall_seconds']:.1f} s, "
                   f"{row[experiment]['test_accuracy']:.4f}", flush=True)
         rows.append(row)
     result = summary(rows, args.experiments)
     print_summary(result)
-    path = rundir.next_numbered_path(args.runs_dir / "bench", "lenet-side", ".json")
-    manifest.write_json_atomic(path, {"rows": rows, "summary": result, "machine": manifest.machine()})
+    path = rundir.next_numbered_path(runs_dir / "bench", "lenet-side", ".json")
+    manifest.write_json_atomic(path, {"isa_class": isa, "isa": hardware.describe_isa(), "rows": rows, "summary": result,
+                                      "machine": manifest.machine()})
     print(f"results: {path}")
     from lenet_keras import compare  # matplotlib and pandas: after the checks, so a refusal is quick
 
     deck = [peer_runs.PEERS["deck-keras"].experiment] if peers_dir is not None else []
-    index = compare.build([*args.experiments, *deck], runs_dir=args.runs_dir, reports_dir=args.reports_dir,
-                          label="lenet-side-by-side")
+    index = compare.build([*args.experiments, *deck], runs_dir=runs_dir, reports_dir=args.reports_dir,
+                          label=f"lenet-side-by-side-{isa}")
     print(f"report: {index}")
     return 0
 

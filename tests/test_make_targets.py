@@ -9,6 +9,8 @@ beside it (a fresh clone without ../shared), with the virtual environment runnin
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import subprocess
@@ -218,6 +220,12 @@ def test_side_by_side_without_peers_runs_ours_without_ratios_and_says_so(tmp_pat
                      f"no peers' folder (--peers-dir none); {preflight.GET_PEERS}"]
     assert "mnist_lenet5_quick: test accuracy 99.00% (99.00-99.00), wall 10.5 s\n" in out and "deck code:" not in out
     assert built == [["mnist_lenet5_quick"]]
+    from lenet_keras import hardware
+
+    isa = hardware.isa_class()  # each ISA class has its own runs, results and report
+    assert f"CPU ISA class: {hardware.describe_isa()}\n" in out
+    results = json.loads((tmp_path / isa / "bench" / "lenet-side-001.json").read_text())
+    assert (results["isa_class"], results["isa"]) == (isa, hardware.describe_isa())
 
 
 def test_side_by_side_refuses_an_unknown_experiment_before_running(capsys, monkeypatch):

@@ -214,16 +214,21 @@ def _p(value: float) -> str:
     return "" if value != value else (f"{value:.2g}" if value >= 1e-4 else "<1e-4")
 
 
+def _difference_cell(row: dict, key: str, scale: float, digits: int) -> str:
+    """A difference with its interval, or "(zero spread: no test)" after it when both groups' runs all agree."""
+    if row.get(f"{key} zero spread"):
+        return f"{scale * row[f'Δ {key}']:.{digits}f} (zero spread: no test)"
+    return _interval(row[f"Δ {key}"], row[f"Δ {key} ci_low"], row[f"Δ {key} ci_high"], scale=scale, digits=digits)
+
+
 def differences_display(table: pd.DataFrame) -> pd.DataFrame:
     """`compare_stats.difference_table` as printed: test accuracy in percentage points, seconds, ratio."""
     rows = []
     for row in table.to_dict(orient="records"):
         rows.append({"group": row["group"], "vs": row["vs"].split(":", 1)[0],
-                     "Δ test acc (points) [95% CI]": _interval(row["Δ test acc"], row["Δ test acc ci_low"],
-                                                                row["Δ test acc ci_high"]),
+                     "Δ test acc (points) [95% CI]": _difference_cell(row, "test acc", 100, 2),
                      "p (acc)": _p(row["test acc p"]), "seeds needed (acc)": _needed(row["test acc seeds needed"]),
-                     "Δ train s [95% CI]": _interval(row["Δ train s"], row["Δ train s ci_low"], row["Δ train s ci_high"],
-                                                     scale=1, digits=1),
+                     "Δ train s [95% CI]": _difference_cell(row, "train s", 1, 1),
                      "p (s)": _p(row["train s p"]), "seeds needed (s)": _needed(row["train s seeds needed"])})
     return pd.DataFrame(rows)
 
@@ -257,6 +262,9 @@ def verdict(row: dict, key: str, name: str, scale: float, unit: str) -> str:
     d, low, high, p = (row[f"Δ {key}"], row[f"Δ {key} ci_low"], row[f"Δ {key} ci_high"], row[f"{key} p"])
     if d != d:
         return f"{name}: no value"
+    if row.get(f"{key} zero spread"):
+        return (f"{name} {scale * d:+.2f} {unit}: every run of both groups gave the same value (zero spread), so no "
+                "test or interval applies")
     if low != low:
         return f"{name} {scale * d:+.2f} {unit}: one run in a group, no interval (train more seeds: --seeds)"
     resolved = low > 0 or high < 0

@@ -156,17 +156,21 @@ def summarize(values) -> dict[str, float]:
 def difference(values, baseline) -> dict[str, float]:
     """Difference in means `values` - `baseline` with Welch's t-test (`scipy.stats.ttest_ind`,
     equal_var=False): the difference, its 95% confidence interval, the two-sided p-value, and
-    `seeds_needed` (per group, `seeds_needed`). NaN where either side has fewer than 2 values."""
+    `seeds_needed` (per group, `seeds_needed`). NaN where either side has fewer than 2 values.
+
+    `zero_spread` is True when both sides have 2 or more values and no spread at all (every run
+    of each group gave the same value: deterministic runs, quantized accuracies): no t-test
+    applies then, and the interval, p-value and seeds needed are NaN rather than a zero-width
+    interval and p = 0."""
     a = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     b = np.asarray([v for v in baseline if math.isfinite(v)], dtype=float)
     out = {"difference": float(a.mean() - b.mean()) if len(a) and len(b) else math.nan,
-           "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "seeds_needed": math.nan}
+           "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "seeds_needed": math.nan,
+           "zero_spread": False}
     if len(a) < 2 or len(b) < 2:
         return out
-    if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
-        same = out["difference"] == 0
-        return out | {"ci_low": out["difference"], "ci_high": out["difference"], "p_value": 1.0 if same else 0.0,
-                      "seeds_needed": math.nan if same else 2}
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # every value equal (a float std would not be exactly 0)
+        return out | {"zero_spread": True}
     with warnings.catch_warnings():  # one side's values all equal: scipy warns of precision loss, the result stands
         warnings.simplefilter("ignore", RuntimeWarning)
         test = stats.ttest_ind(a, b, equal_var=False)
@@ -214,7 +218,8 @@ def group_table(groups: list[Group]) -> pd.DataFrame:
 def difference_table(groups: list[Group], baseline: Group) -> pd.DataFrame:
     """One row per group other than `baseline`: the difference from it in test accuracy
     (fraction; percentage points are 100x) and in training seconds, each with its 95% CI,
-    Welch p-value and seeds per group needed to resolve a difference of that size."""
+    Welch p-value, seeds per group needed to resolve a difference of that size, and whether
+    both groups have zero spread (`difference`)."""
     base = [run_measures(run) for run in baseline.runs]
     rows = []
     for group in groups:
@@ -225,6 +230,7 @@ def difference_table(groups: list[Group], baseline: Group) -> pd.DataFrame:
         for key, name in (("test_accuracy", "test acc"), ("training_seconds", "train s")):
             d = difference([m[key] for m in measures], [m[key] for m in base])
             row |= {f"Δ {name}": d["difference"], f"Δ {name} ci_low": d["ci_low"], f"Δ {name} ci_high": d["ci_high"],
-                    f"{name} p": d["p_value"], f"{name} seeds needed": d["seeds_needed"]}
+                    f"{name} p": d["p_value"], f"{name} seeds needed": d["seeds_needed"],
+                    f"{name} zero spread": d["zero_spread"]}
         rows.append(row)
     return pd.DataFrame(rows)

@@ -152,6 +152,20 @@ def test_summaries_of_one_and_of_equal_values():
     assert compare_stats.seeds_needed(0.001, 0.001) == 17  # d = 1: 17 per group for 80% power at 5%
 
 
+def test_two_groups_without_spread_get_no_test_and_say_why():
+    d = compare_stats.difference([0.99, 0.99, 0.99], [0.98, 0.98])
+    assert d["zero_spread"] and d["difference"] == pytest.approx(0.01)
+    assert all(math.isnan(d[k]) for k in ("ci_low", "ci_high", "p_value", "seeds_needed"))  # not p = 0, not "2 seeds"
+    assert not compare_stats.difference([0.99, 0.98], [0.98, 0.98])["zero_spread"]
+    row = {"group": "B: x", "vs": "A: y"}
+    for name in ("test acc", "train s"):
+        row |= {f"Δ {name}": d["difference"], f"Δ {name} ci_low": d["ci_low"], f"Δ {name} ci_high": d["ci_high"],
+                f"{name} p": d["p_value"], f"{name} seeds needed": d["seeds_needed"], f"{name} zero spread": True}
+    assert "zero spread), so no test or interval applies" in compare.verdict(row, "test acc", "test accuracy", 100, "points")
+    shown = compare.differences_display(pd.DataFrame([row])).iloc[0]
+    assert shown["Δ test acc (points) [95% CI]"] == "1.00 (zero spread: no test)" and shown["p (acc)"] == ""
+
+
 def test_a_peer_run_from_its_printed_output_is_drawn_beside_ours(runs_dir, tmp_path):
     from benchmarks import peer_runs
 

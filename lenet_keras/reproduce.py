@@ -12,10 +12,13 @@ Verdict rule (`verdict`; each published number is one run of its authors'):
 - "reproduced": the published value lies between our seeds' lowest and highest values, or in
   the 95% confidence interval of our mean (Student t), either widened by half a unit of the
   published number's last printed digit (0.8838 stands for 0.88375-0.88385).
-- "differs: ours higher/lower by X points (...)": otherwise; X = our median - published, in
-  percentage points (seconds for times); the parenthesis says whether the published value is
-  still inside the 95% prediction interval of one run of ours, mean +- t(0.975, n-1) * s *
-  sqrt(1 + 1/n) (then more seeds are needed to tell) or outside it.
+- "consistent, more seeds needed: ours higher/lower by X points (...)": otherwise, when the
+  published value (one run of its authors') is still inside the 95% prediction interval of one
+  run of ours, mean +- t(0.975, n-1) * s * sqrt(1 + 1/n): one run like theirs could land there,
+  so these seeds do not show a difference; X = our median - published, in percentage points
+  (seconds for times).
+- "differs: ours higher/lower by X points (...)": outside that interval, or with one seed (no
+  interval; the parenthesis says which).
 - "not measured (needs hours ...)": an "hours" row without `--full`.
 - "not measurable here: <why>": the data, hardware or code it needs is not here.
 """
@@ -191,10 +194,10 @@ def verdict(published: float, values, digits: int, unit: str = ACCURACY) -> str:
             percentage points) or SECONDS.
 
     Returns:
-        "reproduced"; "differs: ours higher|lower by X points|s" followed by "(1 seed, no
-        interval)", "(inside the 95% range of one run of ours: not resolved by N seeds)" or
-        "(outside the 95% range of one run of ours)"; "not measured: no completed run" when
-        there is no value.
+        "reproduced"; "consistent, more seeds needed: ours higher|lower by X points|s (inside
+        the 95% range of one run of ours, N seeds)"; "differs: ours higher|lower by X points|s"
+        followed by "(1 seed, no interval)" or "(outside the 95% range of one run of ours)";
+        "not measured: no completed run" when there is no value.
     """
     summary = compare_stats.summarize(values)
     if summary["n"] == 0:
@@ -205,13 +208,11 @@ def verdict(published: float, values, digits: int, unit: str = ACCURACY) -> str:
         return "reproduced"
     gap = summary["median"] - published
     size = f"{abs(gap) * 100:.2f} points" if unit == ACCURACY else f"{abs(gap):.2f} s"
-    if summary["n"] == 1:
-        resolved = "1 seed, no interval"
-    elif inside(*prediction_interval(summary)):
-        resolved = f"inside the 95% range of one run of ours: not resolved by {summary['n']} seeds"
-    else:
-        resolved = "outside the 95% range of one run of ours"
-    return f"differs: ours {'higher' if gap > 0 else 'lower'} by {size} ({resolved})"
+    direction = f"ours {'higher' if gap > 0 else 'lower'} by {size}"
+    if summary["n"] > 1 and inside(*prediction_interval(summary)):
+        return f"consistent, more seeds needed: {direction} (inside the 95% range of one run of ours, {summary['n']} seeds)"
+    resolved = "1 seed, no interval" if summary["n"] == 1 else "outside the 95% range of one run of ours"
+    return f"differs: {direction} ({resolved})"
 
 
 def run_value(run_dir: Path, claim: Claim) -> float:
@@ -401,11 +402,11 @@ TABLE_STYLE = ("body{max-width:1500px}table.runs{table-layout:fixed;width:100%}"
 """The page's tables fit its width: fixed layout, long cells (sources, commands) wrap."""
 RULE = ("Verdict rule: **reproduced** when the published value lies between our seeds' lowest and highest values, "
         "or inside the 95% confidence interval of our mean (Student t), either widened by half a unit of the "
-        "published number's last printed digit (0.8838 stands for 0.88375-0.88385). Otherwise **differs**, by our "
-        "median minus the published value in percentage points, with whether the published value is still inside "
-        "the 95% range of one run of ours (the Student-t prediction interval mean ± t(0.975, n-1) · s · √(1 + 1/n): "
-        "each published number is one run, so then more seeds are needed to tell) or outside it (a real "
-        "difference). One seed gives no interval. **not measured (needs hours)**: a long row, trained only by "
+        "published number's last printed digit (0.8838 stands for 0.88375-0.88385). Otherwise **consistent, more "
+        "seeds needed** when the published value is still inside the 95% range of one run of ours (the Student-t "
+        "prediction interval mean ± t(0.975, n-1) · s · √(1 + 1/n): each published number is one run, which could "
+        "land there), and **differs** when it is outside it (a real difference), each with our median minus the "
+        "published value in percentage points. One seed gives no interval (differs, 1 seed). **not measured (needs hours)**: a long row, trained only by "
         "`make reproduce FULL=1`. **not measurable here**: what it needs (data, hardware, code) is not here; the "
         "reason is given. Nothing is chosen on the test set: epochs are the published ones, weights the final ones.")
 NOT_SCORED = ("Not scored: the training losses and training accuracies the seeds print (they depend on each code's "

@@ -362,8 +362,9 @@ notebook's 94.48%, airbench94's 94.01%, ...), each with its source, the experime
 reproduces it, our median and intervals over --seeds, a verdict and the command that
 regenerates it. Missing runs are trained first (completed seeds are reused).
 Verdicts: reproduced (the published value lies between our seeds' values or in the 95%
-confidence interval of our mean); differs (by our median minus the published value, in
-points, saying whether it is inside the 95% range of one run of ours, i.e. not resolved);
+confidence interval of our mean); consistent, more seeds needed (outside those, but inside
+the 95% range of one run of ours, as a published number is one run); differs (outside that
+range too, or one seed; by our median minus the published value, in points);
 not measured (needs hours: add --full); not measurable here (why: the official CIFAR-10,
 a GPU, data or code that is not here). Output: REPORTS_DIR/reproduction/index.html + index.md."""
 """The `reproduce` command's description (`lenet_keras.reproduce` is imported only when it runs: scipy and

@@ -1,11 +1,19 @@
 """benchmarks.onednn_profile: the verbose-line parser and the summary on real oneDNN 3.7 lines
-(TensorFlow's, LeNet-5 at batch 32 under mixed_bfloat16 on an AMX CPU), and the tool end to end."""
+(TensorFlow's, LeNet-5 at batch 32 under mixed_bfloat16 on an AMX CPU), and the tool end to end.
+
+End to end, what oneDNN runs depends on the CPU: TensorFlow's own oneDNN ops (convolutions,
+pooling, ...) are on by default only on CPUs with AVX512-VNNI, AVX512-BF16, AVX-VNNI or AMX
+(`IsMklEnabled()`; TF_ENABLE_ONEDNN_OPTS=1/0 forces them on/off). Elsewhere (an AVX2-only CPU)
+TensorFlow runs LeNet-5's convolutions in its Eigen kernels and oneDNN shows up only as `gemm_api`
+rows (the matrix products Eigen hands it). The end-to-end tests ask TensorFlow which it is, check
+what holds there, and run once more with the ops forced on, which works on every x86-64 CPU."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -143,18 +151,93 @@ def test_help_runs_from_the_repository_root():
     assert done.returncode == 0 and "python -m benchmarks.onednn_profile" in done.stdout, done.stderr[-2000:]
 
 
-def test_end_to_end_lenet5_has_convolutions_in_every_propagation(tmp_path):
+def _needs_tensorflow() -> None:
     if importlib.util.find_spec("tensorflow") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("TensorFlow is not importable in CI")
         pytest.skip("TensorFlow is not importable")
+
+
+def onednn_ops_on(extra_env: dict[str, str] | None = None) -> bool:
+    """Whether TensorFlow runs its oneDNN ops in a fresh process with this environment (plus
+    `extra_env`): its own answer, `IsMklEnabled()`, which reads TF_ENABLE_ONEDNN_OPTS and the CPU."""
+    code = "from tensorflow.python.util import _pywrap_util_port as port; print('onednn_ops', port.IsMklEnabled())"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **(extra_env or {})}, capture_output=True,
+                          text=True, timeout=300)
+    answer = [line for line in done.stdout.splitlines() if line.startswith("onednn_ops ")]
+    assert done.returncode == 0 and answer, done.stderr[-2000:]
+    return answer[-1] == "onednn_ops True"
+
+
+def _profile_lenet5(tmp_path, *env: str) -> tuple[dict, str]:
+    """The tool on LeNet-5 at batch 32, one timed step, each `env` KEY=VALUE in the child: (JSON, stdout)."""
     out = tmp_path / "profile.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.onednn_profile", "--model", "lenet5", "--batch-size", "32",
-                           "--steps", "1", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    argv = [sys.executable, "-m", "benchmarks.onednn_profile", "--model", "lenet5", "--batch-size", "32", "--steps",
+            "1", "--json", str(out), *(arg for pair in env for arg in ("--env", pair))]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
+    assert result["steps"] == 1 and len(result["step_seconds"]) == 1 and result["env"] == list(env)
+    return result, done.stdout
+
+
+def _assert_consistent(result: dict, stdout: str) -> None:
+    """Rows were read and the summary adds up: the rows' calls and milliseconds are the
+    per-propagation figures' and the total's; shares sum to 1; the report's last line printed."""
+    rows = result["rows"]
+    assert rows and all(row["kind"] and row["calls"] >= 1 and row["total_ms"] >= 0 for row in rows), rows
+    assert sum(row["total_ms"] for row in rows) == pytest.approx(result["onednn_ms"])
+    assert result["onednn_ms_per_step"] == pytest.approx(result["onednn_ms"])  # one step
+    by = result["by_propagation"]
+    assert list(by) == [*profile.PROPAGATIONS, "other"]
+    assert sum(group["calls"] for group in by.values()) == sum(row["calls"] for row in rows)
+    assert sum(group["total_ms"] for group in by.values()) == pytest.approx(result["onednn_ms"])
+    for name, group in by.items():
+        mine = [row for row in rows if profile.propagation_group(row["propagation"]) == name]
+        assert group["calls"] == sum(row["calls"] for row in mine), name
+    assert sum(row["share"] for row in rows) == pytest.approx(1)
+    assert 0 < result["onednn_ms_per_step"] and 0 < result["onednn_share_of_wall"]
+    assert result["wall_ms_per_step"] == pytest.approx(1000 * result["step_seconds"][0])
+    assert "oneDNN primitives: " in stdout
+
+
+def _assert_convolutions_in_every_propagation(result: dict, stdout: str) -> None:
     convolutions = {row["propagation"] for row in result["rows"] if row["kind"] == "convolution"}
     assert {"forward_training", "backward_data", "backward_weights"} <= convolutions, result["rows"]
-    assert result["steps"] == 1 and len(result["step_seconds"]) == 1
-    assert 0 < result["onednn_ms_per_step"] and 0 < result["onednn_share_of_wall"]
-    assert "oneDNN primitives: " in done.stdout and "mb32 ic1->oc6 28x28 k5" in done.stdout
+    assert all(result["by_propagation"][name]["calls"] > 0 for name in profile.PROPAGATIONS), result["by_propagation"]
+    assert "mb32 ic1->oc6 28x28 k5" in stdout, stdout[-3000:]  # the first convolution, decoded
+
+
+def test_end_to_end_lenet5_profiles_what_this_cpu_runs_in_onednn(tmp_path):
+    """As the machine is: convolutions in every propagation where TensorFlow's oneDNN ops are on
+    (AMX, AVX512-BF16/VNNI CPUs); where they are off (AVX2), no convolution or pooling rows, only
+    what Eigen hands oneDNN (gemm_api), read and summed consistently."""
+    _needs_tensorflow()
+    ops_on = onednn_ops_on()
+    print(f"\nTensorFlow's oneDNN ops here: {'on' if ops_on else 'off'} "
+          f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})")
+    result, stdout = _profile_lenet5(tmp_path)
+    _assert_consistent(result, stdout)
+    if ops_on:
+        _assert_convolutions_in_every_propagation(result, stdout)
+    else:
+        kinds = {row["kind"] for row in result["rows"]}
+        assert not kinds & {"convolution", "pooling"}, (
+            f"TensorFlow says its oneDNN ops are off, yet oneDNN ran {sorted(kinds)}", result["rows"])
+        assert "gemm_api" in kinds, result["rows"]  # LeNet-5's products, through oneDNN's sgemm
+        assert all(result["by_propagation"][name]["calls"] == 0 for name in profile.PROPAGATIONS), (
+            result["by_propagation"])
+
+
+def test_end_to_end_lenet5_with_onednn_ops_forced_on_has_convolutions_in_every_propagation(tmp_path):
+    """TF_ENABLE_ONEDNN_OPTS=1 in the child (the tool's --env) turns TensorFlow's oneDNN ops on, on
+    any x86-64 CPU (AVX2 included): LeNet-5's convolutions then run in oneDNN in all three
+    propagations, and the tool decodes their problems."""
+    _needs_tensorflow()
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"TensorFlow's oneDNN ops are x86-64 kernels; this CPU is {platform.machine()}")
+    forced = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert onednn_ops_on(forced), "TF_ENABLE_ONEDNN_OPTS=1 did not turn TensorFlow's oneDNN ops on"
+    result, stdout = _profile_lenet5(tmp_path, "TF_ENABLE_ONEDNN_OPTS=1")
+    _assert_consistent(result, stdout)
+    _assert_convolutions_in_every_propagation(result, stdout)

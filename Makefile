@@ -112,7 +112,7 @@ figures: $(STAMP)
 	$(PY) -m benchmarks.mnist_comparison --seeds $(or $(SEEDS),0 1 2) $(PEERS_DIR) --runs-dir $(RUNS)/figures --reports-dir $(REPORTS) $(ARGS)
 
 reproduce: $(STAMP)
-	$(PY) -m lenet_keras reproduce --runs-dir $(RUNS) --reports-dir $(REPORTS) $(if $(FULL),--full) $(ARGS)
+	$(PY) -m lenet_keras reproduce --runs-dir $(RUNS)/reproduction --reports-dir $(REPORTS) $(if $(FULL),--full) $(ARGS)
 
 sweep: $(STAMP)
 	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)

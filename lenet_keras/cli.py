@@ -383,7 +383,9 @@ def _add_reproduce(commands) -> argparse.ArgumentParser:
         "reproduce", help="render the reproduction scorecard (published numbers vs our runs over seeds)",
         description="Train what is missing and render the reproduction scorecard.\n\n" + REPRODUCE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (default: runs)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/reproduction"),
+                        help="parent of the scorecard's run directories (default: runs/reproduction, its own "
+                             "folder, so its short runs do not mix into other experiments' reports)")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
                         help="parent of the report folder reproduction/ (default: reports)")
     parser.add_argument("--data-dir", type=Path, default=None,

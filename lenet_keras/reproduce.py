@@ -47,7 +47,8 @@ from lenet_keras import seeds as seeds_lib
 from lenet_keras.errors import LenetKerasError
 
 MINUTES = "minutes"
-"""Cost class of a row trained by default (the CPU-sized scorecard: about 15 minutes on 2 cores in all)."""
+"""Cost class of a row trained by default (the CPU-sized scorecard: its page of the last full render reports
+2,932 s, about 49 minutes, of training on 2 cores for its 9 runs)."""
 HOURS = "hours"
 """Cost class of a row trained only with `--full` (`make reproduce FULL=1`)."""
 ACCURACY, SECONDS = "accuracy", "seconds"
@@ -325,7 +326,7 @@ def score(claim: Claim, runs_dir: Path, data_dir: Path | None, full: bool, seeds
                verdict(claim.published, values, claim.digits, claim.unit), command, tuple(trained[group]))
 
 
-def run_scorecard(runs_dir: str | Path = "runs", reports_dir: str | Path = "reports", data_dir: str | Path | None = None,
+def run_scorecard(runs_dir: str | Path = "runs/reproduction", reports_dir: str | Path = "reports", data_dir: str | Path | None = None,
                   full: bool = False, seeds=DEFAULT_SEEDS, claims: tuple[Claim, ...] = CLAIMS) -> Path:
     """Train what is missing, score every claim and render `<reports_dir>/reproduction/`; return its index.html.
 

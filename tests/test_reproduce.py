@@ -194,3 +194,13 @@ def test_table_row_shows_n_median_intervals_and_range():
     assert (cells["n"], cells["ours median"], cells["min-max"], cells["published"]) == (3, "91.00%", "90.00%-95.00%", "99.05%")
     assert cells["95% CI of mean"] == f"{s['ci_low'] * 100:.2f}%-{s['ci_high'] * 100:.2f}%"
     assert cells["command"] == "`python -m lenet_keras train mnist_lenet5`"
+
+
+def test_the_scorecard_trains_into_its_own_folder():
+    """Its short runs (e.g. 5-epoch mnist_lenet5) must not land in runs/mnist_lenet5/, where `make mnist`'s report reads."""
+    from pathlib import Path
+
+    from lenet_keras import cli
+
+    assert cli.parser().parse_args(["reproduce"]).runs_dir == Path("runs/reproduction")
+    assert "--runs-dir $(RUNS)/reproduction" in (Path(__file__).resolve().parent.parent / "Makefile").read_text()

@@ -29,7 +29,7 @@ def test_the_wheel_holds_every_module_and_declares_the_sweep_dependencies(tmp_pa
     shipped = {f"lenet_keras/experiments/{p.name}" for p in (REPO / "experiments").glob("*.toml")}
     assert len(shipped) >= 7 and shipped - names == set()
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    for package in ("tensorflow", "keras", "optuna", "tqdm", "pillow"):
+    for package in ("tensorflow", "keras", "optuna", "tqdm", "pillow", "scipy", "pandas", "matplotlib", "tensorboard"):
         assert any(r.startswith(package) for r in requires), (package, requires)
     # tensorflow, tensorflow-cpu, ... all unpack into site-packages/tensorflow/: only one, whatever the extras
     # and markers (so `tensorflow`, not tensorflow-cpu on Linux plus a GPU extra: README, "Install with pip")

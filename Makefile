@@ -91,7 +91,8 @@ cifar-fast-bench: $(STAMP)
 	$(if $(findstring --peer-python,$(ARGS)),,test -x .venv-peers/bin/python || $(MAKE) peers-venv)
 	$(CIFAR_FAST_BENCH) $(ARGS)
 
-# issue 19's MNIST ratios: the deck's own code against our recipe(s), whole commands, alternating per seed
+# the MNIST speed targets' ratios: the deck's own code against our recipe(s), whole commands, alternating per
+# seed, per CPU ISA class (runs/side-by-side/<class>/, reports/compare-lenet-side-by-side-<class>/)
 lenet-side-by-side: $(STAMP)
 	$(PY) -m benchmarks.lenet_side_by_side --seeds $(or $(SEEDS),0 1 2) $(PEERS_DIR) --runs-dir $(RUNS)/side-by-side --reports-dir $(REPORTS) $(ARGS)
 

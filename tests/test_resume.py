@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lenet_keras import callbacks, config, dataformats, resume, train
+from lenet_keras import manifest as manifest_lib
 from lenet_keras.errors import RunDirectoryError
 
 from .conftest import REPO
@@ -163,7 +164,8 @@ def test_completed_runs_other_configs_and_live_runs_are_not_resumed(uninterrupte
     manifest = json.loads((copy / "manifest.json").read_text())
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        manifest.update(status="running", pid=sleeper.pid, host=__import__("socket").gethostname())
+        manifest.update(status="running", pid=sleeper.pid, host=__import__("socket").gethostname(),
+                        process_start=manifest_lib.process_start(sleeper.pid))
         (copy / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(RunDirectoryError, match=f"still running as process {sleeper.pid}"):
             train.run(experiment, data_dir=mnist_dir, resume=copy, verbose=0)
@@ -286,8 +288,6 @@ def test_a_reused_pid_does_not_make_a_dead_run_look_alive(tmp_path):
     """A manifest's pid now held by another process (a container restart, pid reuse) is not its run's process:
     the recorded process start tells them apart, so `resume` finds the run."""
     import socket
-
-    from lenet_keras import manifest as manifest_lib
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -292,8 +292,7 @@ def find_image_folder(path: str | Path, data_dir: str | None = None) -> Path | N
     """
     from lenet_keras import data
 
-    candidates = [Path(path)] if Path(path).is_absolute() else [root / path for root in data.search_dirs(data_dir)]
-    return next((c for c in candidates if (c / "train").is_dir() and (c / "test").is_dir()), None)
+    return data.find_image_folder(path, data.search_dirs(data_dir))
 
 
 def runnable_workloads(workloads, data_dir: str | None = None) -> tuple[list[str], dict[str, str]]:

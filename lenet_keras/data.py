@@ -383,6 +383,17 @@ def load_cifar10(config: DataConfig, roots: Sequence[Path], download_to: Path | 
                   order="official training images, in file order (data_batch_1 .. data_batch_5)")
 
 
+def image_folder_candidates(path: str | Path, roots: Sequence[Path]) -> list[Path]:
+    """Where `data.path = path` is looked for: an absolute path as given, a relative one under each data folder of `roots`."""
+    return [Path(path)] if Path(path).is_absolute() else [root / path for root in roots]
+
+
+def find_image_folder(path: str | Path, roots: Sequence[Path]) -> Path | None:
+    """The first of `image_folder_candidates` with train/ and test/ sub-folders, None if none has both."""
+    return next((c for c in image_folder_candidates(path, roots) if (c / "train").is_dir() and (c / "test").is_dir()),
+                None)
+
+
 def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
     """An absolute `data.path` as given, a relative one under each data folder of `roots` (the first with train/ and test/).
 
@@ -392,13 +403,12 @@ def _resolve_folder(config: DataConfig, roots: Sequence[Path]) -> Path:
     """
     if not config.path:
         raise ConfigError("data.path: image_folder needs the folder holding train/<class>/ and test/<class>/")
-    candidates = [Path(config.path)] if Path(config.path).is_absolute() else [r / config.path for r in roots]
-    for folder in candidates:
-        if (folder / "train").is_dir() and (folder / "test").is_dir():
-            return folder
+    folder = find_image_folder(config.path, roots)
+    if folder is not None:
+        return folder
     raise DataNotFoundError(
         f"data.path={config.path!r}: no folder with train/ and test/ sub-folders at "
-        + ", ".join(str(c) for c in candidates)
+        + ", ".join(str(c) for c in image_folder_candidates(config.path, roots))
     )
 
 

@@ -193,9 +193,12 @@ _warned: set[str] = set()
 def warn_if_emulated(precision: Precision, flags: frozenset[str] | None = None, environ=None) -> str | None:
     """Warn (once per process) when "mixed_bfloat16" was asked for explicitly on hardware without
     bfloat16 units; returns the message (None when there is nothing to say)."""
-    if precision.requested != "mixed_bfloat16" or bfloat16_units(flags, environ)[0]:
+    if precision.requested != "mixed_bfloat16":
         return None
-    message = (f"train.precision = 'mixed_bfloat16' on {bfloat16_units(flags, environ)[1]}: bfloat16 is "
+    native, where = bfloat16_units(flags, environ)
+    if native:
+        return None
+    message = (f"train.precision = 'mixed_bfloat16' on {where}: bfloat16 is "
                "emulated here and training typically runs several times slower than float32 (README, "
                "'Precision'); train.precision=auto (or float32) avoids it")
     if message not in _warned:

@@ -212,7 +212,7 @@ def _sweep(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from lenet_keras import predict
 
-    predictions = predict.predict_files(args.run_dir, args.images, top=args.top)
+    predictions = predict.predict_files(args.run_dir, args.images, top=args.top, weights=args.weights)
     for prediction in predictions:
         print(predict.format_prediction(prediction))
     if args.out is not None:
@@ -222,15 +222,16 @@ def _predict(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from lenet_keras import predict
 
-    print(f"exported: {predict.export(args.run_dir, args.out)}")
+    print(f"exported: {predict.export(args.run_dir, args.out, weights=args.weights)}")
 
 
 def _add_predict(commands) -> None:
     """The `predict` command."""
     predict = commands.add_parser(
         "predict",
-        help="classify image files with a run's best checkpoint",
-        description="Load RUN_DIR/best.keras, scale each PNG/JPEG image as the run's pipelines did "
+        help="classify image files with a run's final (or best) weights",
+        description="Load the run's final weights (those of its reported test accuracy; --weights best: "
+        "best.keras), scale each PNG/JPEG image as the run's pipelines did "
         "(manifest.json's config.data.mean/std) and print its top-K classes (names from the manifest) "
         "with probabilities. Images must already have the model's size and channels (e.g. 28x28 "
         "grayscale for LeNet-5 on MNIST, 32x32 RGB for CIFAR): there is no automatic resize, and no "
@@ -239,22 +240,33 @@ def _add_predict(commands) -> None:
     predict.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_FOLDER",
                          help="PNG/JPEG files, or folders (their .png/.jpg/.jpeg files, sorted by name)")
+    _add_weights_option(predict)
     predict.add_argument("--top", type=int, default=3, metavar="K", help="classes printed per image (default 3)")
     predict.add_argument("--out", type=Path, default=None, metavar="FILE.csv",
                          help="also write a CSV: columns path,rank,class,probability, one row per image and rank")
     predict.set_defaults(handler=_predict)
 
 
+def _add_weights_option(command: argparse.ArgumentParser) -> None:
+    """--weights final|best, shared by `predict` and `export`."""
+    command.add_argument(
+        "--weights", choices=["final", "best"], default="final",
+        help="final (default): final.weights.h5, the weights of the manifest's test accuracy and of "
+        "predictions.npz; best: best.keras, the epoch of best validation accuracy (with "
+        "data.validation_split = 0 that epoch was chosen on the test set)")
+
+
 def _add_export(commands) -> None:
     """The `export` command."""
     export = commands.add_parser(
         "export",
-        help="export a run's best checkpoint as a TensorFlow SavedModel",
-        description="Write RUN_DIR/best.keras as a TensorFlow SavedModel (Keras model.export, endpoint "
+        help="export a run's final (or best) weights as a TensorFlow SavedModel",
+        description="Write the run's model with its final weights (--weights best: best.keras) as a TensorFlow SavedModel (Keras model.export, endpoint "
         "`serve`: float32 images scaled as in training -> class probabilities) into a new folder; "
         "an existing folder is not overwritten (exit 2).",
     )
     export.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/mnist_lenet5/run-001")
+    _add_weights_option(export)
     export.add_argument("--format", choices=["savedmodel"], default="savedmodel", help="artifact format (savedmodel)")
     export.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="output folder (default: RUN_DIR/export/savedmodel); must not exist")

@@ -1,6 +1,12 @@
-"""Use what was trained: classify image files with a run's best checkpoint, or export it for serving.
+"""Use what was trained: classify image files with a run's weights, or export them for serving.
 
-`predict_files(run_dir, paths, top)` loads `RUN_DIR/best.keras`, reads PNG/JPEG files (a folder:
+Which weights: by default the final ones (`RUN_DIR/final.weights.h5`), the weights whose test
+accuracy the manifest reports (`test.weights = "final epoch"`) and whose test probabilities are in
+`predictions.npz`. `weights="best"` serves `best.keras`, the epoch of best validation accuracy;
+for a recipe with `data.validation_split = 0` the "validation" set is the test set, so that
+checkpoint was selected on the test set.
+
+`predict_files(run_dir, paths, top, weights)` loads those weights, reads PNG/JPEG files (a folder:
 its image files, sorted by name), scales them exactly as the run's pipelines did
 (`lenet_keras.pipeline.normalize` with the run's `config.data.mean`/`std` from manifest.json) and
 returns each image's class probabilities and top-K classes (names from the manifest).
@@ -10,7 +16,7 @@ Images are never resized or converted between grayscale and colour: an image who
 or channels differ from the model's input is a `LenetKerasError` naming the file, what it is and
 what the run expects.
 
-`export(run_dir, out)` writes a TensorFlow SavedModel of the best checkpoint
+`export(run_dir, out, weights)` writes a TensorFlow SavedModel of the same weights
 (`model.export(out, format="tf_saved_model")`, serving endpoint `serve`), default
 `RUN_DIR/export/savedmodel`, and refuses to overwrite an existing folder.
 
@@ -39,6 +45,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CSV_COLUMNS = ("path", "rank", "class", "probability")
 """Columns of `write_csv`: one row per image and rank (1 = most probable)."""
 
+WEIGHTS = ("final", "best")
+"""What `predict`/`export` serve: "final" (final.weights.h5, the manifest's test accuracy; the
+default) or "best" (best.keras, the epoch of best validation accuracy)."""
+
 CHANNELS_OF_MODE = {"L": 1, "RGB": 3}
 """Pillow image modes read as they are (after "1" -> "L" and palette "P" -> "RGB"/"RGBA")."""
 
@@ -55,28 +65,39 @@ class Prediction:
     top: tuple[tuple[str, float], ...]
 
 
-def load_run(run_dir: Path):
-    """The best checkpoint and manifest of `run_dir`: (keras.Model, manifest dict).
+def load_run(run_dir: Path, weights: str = "final"):
+    """The model of `run_dir` with the chosen weights, and its manifest: (keras.Model, manifest dict).
+
+    The architecture (and compile settings) come from best.keras; with `weights="final"` its
+    variables are then replaced by final.weights.h5 (`model.save_weights` after the last epoch).
 
     Raises:
-        LenetKerasError: `run_dir` is not a folder, or its best.keras or manifest.json is missing
-            or unreadable (the message names the file; `manifest.read_run_manifest`).
+        LenetKerasError: `weights` is not one of `WEIGHTS`; `run_dir` is not a folder; its
+            best.keras, final.weights.h5 (a run that has not completed) or manifest.json is
+            missing or unreadable (the message names the file; `manifest.read_run_manifest`).
     """
+    if weights not in WEIGHTS:
+        raise LenetKerasError(f"--weights {weights!r}: expected one of {', '.join(WEIGHTS)}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LenetKerasError(f"{run_dir}: not a run directory (no such folder)")
     manifest = read_run_manifest(run_dir)
-    checkpoint = run_dir / "best.keras"
+    checkpoint, final = run_dir / "best.keras", run_dir / "final.weights.h5"
     if not checkpoint.is_file():
         raise LenetKerasError(f"{checkpoint}: missing; is {run_dir} a run directory of a run that completed an epoch?")
+    if weights == "final" and not final.is_file():
+        raise LenetKerasError(f"{final}: missing; the run's status is {manifest.get('status', 'unknown')!r} "
+                              f"(final weights are written when a run completes; --weights best serves {checkpoint.name})")
     import keras
 
     import lenet_keras.models  # noqa: F401  (registers the custom model classes for load_model)
 
     try:
         model = keras.models.load_model(checkpoint)
+        if weights == "final":
+            model.load_weights(final)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise LenetKerasError(f"{checkpoint}: cannot load the checkpoint ({error})") from error
+        raise LenetKerasError(f"{final if weights == 'final' else checkpoint}: cannot load the weights ({error})") from error
     return model, manifest
 
 
@@ -166,21 +187,22 @@ def top_classes(probabilities: np.ndarray, names: Sequence[str], k: int) -> tupl
     return tuple((names[i], float(probabilities[i])) for i in order)
 
 
-def predict_files(run_dir: Path, paths: Sequence[Path], top: int = 3) -> list[Prediction]:
-    """Classify the image files named by `paths` (files and folders) with `run_dir`'s best checkpoint.
+def predict_files(run_dir: Path, paths: Sequence[Path], top: int = 3, weights: str = "final") -> list[Prediction]:
+    """Classify the image files named by `paths` (files and folders) with `run_dir`'s `weights`
+    ("final": the weights of the manifest's test accuracy; "best": best.keras).
 
     Each image is read as uint8 (H, W, C), scaled with `pipeline.normalize(images, mean, std)`
     (the run's manifest config.data.mean/std) into float32 (N, H, W, C), and put through the
     model: float32 (N, num_classes) probabilities.
 
     Raises:
-        LenetKerasError: `top` < 1, a missing run file, path or folder, or an image that does not
-            fit the model (see `read_image`).
+        LenetKerasError: `top` < 1, a missing run file (see `load_run`), path or folder, or an
+            image that does not fit the model (see `read_image`).
     """
     if top < 1:
         raise LenetKerasError(f"--top must be at least 1, not {top}")
     files = image_files(paths)
-    model, manifest = load_run(run_dir)
+    model, manifest = load_run(run_dir, weights)
     shape = expected_shape(model)
     images = np.stack([read_image(path, shape) for path in files])
     mean, std = scaling(manifest)
@@ -221,8 +243,8 @@ def default_export_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "export" / "savedmodel"
 
 
-def export(run_dir: Path, out: Path | None = None) -> Path:
-    """Write `run_dir`'s best checkpoint as a TensorFlow SavedModel into the new folder `out`
+def export(run_dir: Path, out: Path | None = None, weights: str = "final") -> Path:
+    """Write `run_dir`'s model with its `weights` (see `load_run`) as a TensorFlow SavedModel into the new folder `out`
     (default `default_export_dir(run_dir)`) and return it.
 
     `model.export(out, format="tf_saved_model")`: endpoint `serve` takes float32 (N, H, W, C)
@@ -231,12 +253,12 @@ def export(run_dir: Path, out: Path | None = None) -> Path:
     so a failed export leaves no partial `out`.
 
     Raises:
-        LenetKerasError: `out` already exists, or best.keras/manifest.json is missing.
+        LenetKerasError: `out` already exists, or a run file is missing (see `load_run`).
     """
     out = Path(out) if out is not None else default_export_dir(run_dir)
     if out.exists():
         raise LenetKerasError(f"{out}: already exists; not overwriting it (remove it or give another --out)")
-    model, _ = load_run(run_dir)
+    model, _ = load_run(run_dir, weights)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.parent / f".tmp-{out.name}"
     shutil.rmtree(temporary, ignore_errors=True)

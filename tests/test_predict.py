@@ -1,4 +1,5 @@
-"""`predict` and `export` (issue 18 item 7) on a real tiny MNIST run, through `cli.main`."""
+"""`predict` and `export` on a real tiny MNIST run, through `cli.main`: checked against the run's
+own `predictions.npz` (the probabilities its tf.data test pipeline gave with the final weights)."""
 
 from __future__ import annotations
 
@@ -44,14 +45,20 @@ def images(run_dir, tmp_path_factory):
     return single, folder, samples[[0, 3, 2, 1]]
 
 
-def model_probabilities(run_dir, pixels):
-    """The checkpoint's own probabilities for uint8 (N, 28, 28, 1) images scaled as the run did."""
+def run_probabilities(run_dir, order=(0, 3, 2, 1)):
+    """The run's own test probabilities (predictions.npz, tf.data path, final weights) of the
+    sample images in `order` (default: the order `images` gives them)."""
+    saved = np.load(run_dir / "predictions.npz")
+    return saved["probabilities"][saved["sample_indices"][list(order)]]
+
+
+def checkpoint_probabilities(checkpoint, pixels):
+    """What the .keras file `checkpoint` predicts for uint8 (N, 28, 28, 1) images scaled as the run did."""
     import keras
 
     import lenet_keras.models  # noqa: F401
 
-    model = keras.models.load_model(run_dir / "best.keras")
-    return model.predict(normalize(pixels, [0.1307], [0.3081]), verbose=0)
+    return keras.models.load_model(checkpoint).predict(normalize(pixels, [0.1307], [0.3081]), verbose=0)
 
 
 def read_rows(path):
@@ -68,7 +75,7 @@ def test_predict_prints_top3_and_writes_csv_like_the_models_own_predict(run_dir,
     assert printed[4] == f"predictions: {out}"
     rows = read_rows(out)
     assert list(rows[0]) == ["path", "rank", "class", "probability"] and len(rows) == 4 * 3
-    expected = model_probabilities(run_dir, pixels)
+    expected = run_probabilities(run_dir)
     for i, path in enumerate(paths):
         mine = rows[3 * i: 3 * i + 3]
         assert [r["path"] for r in mine] == [str(path)] * 3 and [r["rank"] for r in mine] == ["1", "2", "3"]
@@ -84,7 +91,7 @@ def test_predict_with_every_class_sums_to_one_and_matches_every_probability(run_
     assert cli.main(["predict", str(run_dir), str(single), str(folder), "--top", "10", "--out", str(out)]) == 0
     rows = read_rows(out)
     assert len(rows) == 4 * 10
-    expected = model_probabilities(run_dir, pixels)
+    expected = run_probabilities(run_dir)
     for i in range(4):
         got = {int(r["class"]): float(r["probability"]) for r in rows[10 * i: 10 * i + 10]}
         assert sum(got.values()) == pytest.approx(1.0, abs=1e-4)
@@ -130,7 +137,7 @@ def test_export_writes_a_savedmodel_that_serves_the_same_probabilities_and_refus
     pixels = images[2]
     loaded = tf.saved_model.load(str(out))  # kept referenced: its variables die with it
     served = loaded.serve(tf.constant(normalize(pixels, [0.1307], [0.3081])))
-    np.testing.assert_allclose(served.numpy(), model_probabilities(run_dir, pixels), atol=1e-5)
+    np.testing.assert_allclose(served.numpy(), run_probabilities(run_dir), atol=1e-5)
     before = sorted(p.name for p in out.iterdir())
     assert cli.main(["export", str(run_dir)]) == 2
     assert f"{out}: already exists" in capsys.readouterr().err
@@ -140,3 +147,46 @@ def test_export_writes_a_savedmodel_that_serves_the_same_probabilities_and_refus
 def test_the_run_recorded_the_scaling_predict_applies(run_dir):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert (manifest["config"]["data"]["mean"], manifest["config"]["data"]["std"]) == ([0.1307], [0.3081])
+
+
+@pytest.fixture(scope="module")
+def run_with_other_best(run_dir, tmp_path_factory):
+    """A copy of `run_dir` whose best.keras holds other weights than its final ones (the output
+    layer's weights halved), as when the best validation epoch is not the last."""
+    import keras
+
+    import lenet_keras.models  # noqa: F401
+
+    copy = tmp_path_factory.mktemp("other_best") / run_dir.name
+    shutil.copytree(run_dir, copy)
+    model = keras.models.load_model(copy / "best.keras")
+    kernel = model.layers[-1].kernel
+    kernel.assign(kernel * 0.5)
+    model.save(copy / "best.keras")
+    return copy
+
+
+def test_predict_serves_the_final_weights_of_the_manifests_test_accuracy_unless_asked_for_best(
+        run_with_other_best, images, tmp_path):
+    single, folder, pixels = images
+    final_csv, best_csv = tmp_path / "final.csv", tmp_path / "best.csv"
+    assert cli.main(["predict", str(run_with_other_best), str(single), str(folder), "--top", "10",
+                     "--out", str(final_csv)]) == 0
+    assert cli.main(["predict", str(run_with_other_best), str(single), str(folder), "--top", "10",
+                     "--weights", "best", "--out", str(best_csv)]) == 0
+    final, best = run_probabilities(run_with_other_best), checkpoint_probabilities(run_with_other_best / "best.keras", pixels)
+    assert np.abs(final - best).max() > 1e-3  # the two checkpoints do disagree
+    for out, expected in ((final_csv, final), (best_csv, best)):
+        rows = read_rows(out)
+        for i in range(4):
+            got = {int(r["class"]): float(r["probability"]) for r in rows[10 * i: 10 * i + 10]}
+            assert [got[c] for c in range(10)] == pytest.approx(expected[i].tolist(), abs=2e-6)
+
+
+def test_a_run_without_final_weights_is_exit_2_naming_the_file_and_the_best_option(run_dir, images, tmp_path, capsys):
+    for name in ("manifest.json", "best.keras"):
+        shutil.copy(run_dir / name, tmp_path / name)
+    assert cli.main(["predict", str(tmp_path), str(images[0])]) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'final.weights.h5'}: missing" in error and "--weights best" in error
+    assert cli.main(["predict", str(tmp_path), str(images[0]), "--weights", "best"]) == 0

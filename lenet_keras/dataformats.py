@@ -21,6 +21,7 @@ train / validation / test, is `lenet_keras.data`; the `tf.data` input pipelines 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import struct
@@ -171,6 +172,33 @@ def folder_digest(folder: Path) -> str:
     return sha256_of_bytes("".join(f"{digest}  {rel}\n" for rel, digest in lines).encode())
 
 
+@contextlib.contextmanager
+def without_global_seed():
+    """Run the body as if TensorFlow's global seed were unset (`tf.random.set_seed(None)`), then
+    put the caller's global seed and its op-seed sequence back exactly.
+
+    A `tf.data` op given only an op seed takes (87654321, op seed) without a global seed and
+    (global seed, op seed) with one, so its randomness would depend on what ran earlier in the
+    process. TensorFlow has no public getter for the global seed state, so this saves and restores
+    the eager context's `_seed` and `_rng` (TensorFlow 2.x `context.Context`), the two attributes
+    `tf.random.set_seed` sets.
+    """
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    state = context.context()
+    saved = {name: getattr(state, name) for name in ("_seed", "_rng") if hasattr(state, name)}  # no _rng before a first set_seed
+    tf.random.set_seed(None)
+    try:
+        yield
+    finally:
+        for name in ("_seed", "_rng"):
+            if name in saved:
+                setattr(state, name, saved[name])
+            elif hasattr(state, name):
+                delattr(state, name)
+
+
 def read_image_split(folder: Path, class_names: tuple[str, ...], subset: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Decode the images of one split (`folder/<class>/*`) with `keras.utils.image_dataset_from_directory`.
 
@@ -178,6 +206,10 @@ def read_image_split(folder: Path, class_names: tuple[str, ...], subset: int) ->
     classes mix and a subset of the first N is balanced in expectation; only those N are decoded
     (`subset` = N; 0 = all). Every image is decoded as RGB at the size of the first file of the
     first class (TensorFlow and Keras are imported here, only when called).
+
+    The order is the same in every process: Keras's shuffle is a `tf.data` shuffle whose seed
+    pair depends on TensorFlow's global seed, so the decode runs as in a process where none is set
+    (`without_global_seed`), whatever an earlier run in the same process seeded.
 
     Args:
         folder: the split's folder, holding one sub-folder per name in `class_names`.
@@ -193,6 +225,12 @@ def read_image_split(folder: Path, class_names: tuple[str, ...], subset: int) ->
         StopIteration: no class folder holds a file (`lenet_keras.data.load_image_folder` checks
             that first and raises `DataNotFoundError`).
     """
+    with without_global_seed():
+        return _decode_split(folder, class_names, subset)
+
+
+def _decode_split(folder: Path, class_names: tuple[str, ...], subset: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """`read_image_split`'s decode (see there), under whatever TensorFlow global seed is set."""
     import keras
     import tensorflow as tf
 

@@ -6,16 +6,21 @@ data missing or corrupted, run directory clash), printed as one clear message; 1
 
 TensorFlow's C++ start-up lines (CPU instruction notes, oneDNN, CUDA probing) are hidden:
 `main` sets `TF_CPP_MIN_LOG_LEVEL` to `QUIET_TF_LOG_LEVEL` before any command imports
-TensorFlow, unless the user set it or passed `--verbose` (`tensorflow_log_level`). Nothing this
-module imports at its top loads TensorFlow (tests/test_cli.py checks).
+TensorFlow, unless the user set it or passed `--verbose` (`tensorflow_log_level`). TensorFlow
+writes its oneDNN note before that level applies (absl logging not yet initialized), so the
+commands that train or load models import it through `import_tensorflow_quietly`, which drops
+the start-up lines the level asks to hide. Nothing this module imports at its top loads
+TensorFlow (tests/test_cli.py checks).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import lenet_keras
@@ -31,6 +36,57 @@ QUIET_TF_LOG_LEVEL = "2"
 VERBOSE_TF_LOG_LEVEL = "0"
 """With --verbose: everything (TensorFlow's own default), also in the processes a command starts."""
 VERBOSE_HELP = "show TensorFlow's C++ log lines (hidden by default: $TF_CPP_MIN_LOG_LEVEL=2 unless already set)"
+
+
+TENSORFLOW_COMMANDS = ("train", "sweep", "reproduce", "rerun", "predict", "export", "bench")
+"""The commands that import TensorFlow, through `import_tensorflow_quietly` (`train --seeds` does
+not: its runs are `python -m lenet_keras train` subprocesses)."""
+
+START_UP_LINE = re.compile(r"^(?P<absl>WARNING: All log messages before absl::InitializeLog\(\) is called)|"
+                           r"^(?P<level>[IW])\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] |"
+                           r"^(?P<instructions>To enable the following instructions: )")
+"""TensorFlow's start-up log lines below ERROR: absl's preface, an info (I) or warning (W) line
+(`I0000 00:00:1796284055.607623   16077 port.cc:153] oneDNN custom operations are on. ...`), and
+the second line of the CPU-instructions note (info)."""
+
+
+def minimum_log_level(level: str) -> int:
+    """`TF_CPP_MIN_LOG_LEVEL`'s value as TensorFlow reads it: 0 info, 1 warnings, 2 errors, 3 fatal
+    (anything but a number: 0)."""
+    return int(level) if level.strip().isdigit() else 0
+
+
+def without_start_up_lines(text: str, level: str) -> str:
+    """`text` without the `START_UP_LINE`s that `TF_CPP_MIN_LOG_LEVEL` = `level` hides (>= 1: info
+    lines and absl's preface, >= 2: warning lines too); every other line is kept as it was."""
+    minimum = minimum_log_level(level)
+    kept = []
+    for line in text.splitlines(keepends=True):
+        match = START_UP_LINE.match(line)
+        if not match or minimum < 1 or match["level"] == "W" and minimum < 2:
+            kept.append(line)
+    return "".join(kept)
+
+
+def import_tensorflow_quietly(level: str) -> None:
+    """Import Keras (so TensorFlow) with stderr (file descriptor 2) captured, then write the
+    captured text back `without_start_up_lines(text, level)`. No-op when `level` hides nothing or
+    Keras is already imported.
+    """
+    if minimum_log_level(level) < 1 or "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            sys.stderr.write(without_start_up_lines(captured.read().decode(errors="replace"), level))
 
 
 def tensorflow_log_level(verbose: bool) -> str:
@@ -489,13 +545,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose_flags = next((i for i, word in enumerate(argv) if word != "--verbose"), len(argv))
     if argv[verbose_flags:verbose_flags + 1] == ["bench"]:  # its own parser and --help
-        tensorflow_log_level(verbose=verbose_flags > 0)
+        level = tensorflow_log_level(verbose=verbose_flags > 0)
+        if not {"-h", "--help"} & set(argv):
+            import_tensorflow_quietly(level)
         from lenet_keras import bench
 
         return bench.main(argv[verbose_flags + 1:])
     try:
         args = parse_args(argv)
-        tensorflow_log_level(args.verbose)  # before any handler imports TensorFlow
+        level = tensorflow_log_level(args.verbose)  # before any handler imports TensorFlow
+        if args.command in TENSORFLOW_COMMANDS and not (args.command == "train" and args.seeds):  # subprocesses train
+            import_tensorflow_quietly(level)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as "interrupted", resumable
         args.handler(args)
     except LenetKerasError as error:

@@ -181,14 +181,15 @@ def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != cli.TF_LOG_ENV_VAR}  # as a user has it
 
     def predict(*flags):
-        return subprocess.run([sys.executable, "-m", "lenet_keras", *flags, "predict", str(run_dir), str(tmp_path / "digit.png")],
+        return subprocess.run([sys.executable, "-m", "lenet_keras", *flags, "predict", str(run_dir), str(tmp_path / "digit.png"),
+                               "--weights", "best"],
                               capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
 
     quiet = predict()
-    assert quiet.returncode == 2 and "cannot load the checkpoint" in quiet.stderr, quiet.stderr  # TensorFlow loaded
+    assert quiet.returncode == 2 and "cannot load the weights" in quiet.stderr, quiet.stderr  # TensorFlow loaded
     assert TF_LOG_LINE.search(quiet.stderr) is None, quiet.stderr
     verbose = predict("--verbose")
-    assert verbose.returncode == 2 and "cannot load the checkpoint" in verbose.stderr, verbose.stderr
+    assert verbose.returncode == 2 and "cannot load the weights" in verbose.stderr, verbose.stderr
     assert TF_LOG_LINE.search(verbose.stderr) is not None, verbose.stderr
 
 
@@ -253,3 +254,22 @@ def test_descriptions_say_what_a_recipe_is_and_reaches_not_which_issue_asked_for
             cli.parser().parse_args([name, "--help"])
         helps.append(capsys.readouterr().out)
     assert [text for text in helps if ISSUE.search(text)] == []
+
+
+STDERR_AT_IMPORT = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1796284055.607623   16077 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+    "I0000 00:00:1796284055.645934   16077 cpu_feature_guard.cc:227] This TensorFlow binary is optimized ...\n"
+    "To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other operations, ...\n"
+    "W0000 00:00:1796284055.700000   16077 gpu_device.cc:2344] Cannot dlopen some GPU libraries.\n"
+    "E0000 00:00:1796284055.800000   16077 cuda_executor.cc:1309] failed call to cuInit: UNKNOWN ERROR (303)\n"
+    "/site-packages/x.py:3: DeprecationWarning: a Python warning\n"
+)
+
+
+@pytest.mark.parametrize("level, kept", [
+    ("0", slice(0, 7)), ("1", slice(4, 7)), ("2", slice(5, 7)), ("3", slice(5, 7)), ("x", slice(0, 7)),
+])
+def test_start_up_lines_are_dropped_by_their_level_and_nothing_else(level, kept):
+    lines = STDERR_AT_IMPORT.splitlines(keepends=True)
+    assert cli.without_start_up_lines(STDERR_AT_IMPORT, level) == "".join(lines[kept])

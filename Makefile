@@ -11,7 +11,7 @@
 #                                                                   one report over several experiments' runs
 #   make figures [SEEDS="0 1 2"] [PEERS=dir]                        the README's MNIST comparison (runs/figures/,
 #                                                                   trains what is missing) -> reports/compare-mnist/
-#   make reproduce [FULL=1]                                         the reproduction scorecard -> reports/reproduction/
+#   make reproduce                                                  the reproduction scorecard -> reports/reproduction/
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
 #   make bench [ARGS="--repeats 3"]                                speed of both models (python -m lenet_keras bench);
 #     a workload without its data is skipped with one line saying what is missing and how to get it
@@ -113,7 +113,7 @@ figures: $(STAMP)
 	$(PY) -m benchmarks.mnist_comparison --seeds $(or $(SEEDS),0 1 2) $(PEERS_DIR) --runs-dir $(RUNS)/figures --reports-dir $(REPORTS) $(ARGS)
 
 reproduce: $(STAMP)
-	$(PY) -m lenet_keras reproduce --runs-dir $(RUNS)/reproduction --reports-dir $(REPORTS) $(if $(FULL),--full) $(ARGS)
+	$(PY) -m lenet_keras reproduce --runs-dir $(RUNS)/reproduction --reports-dir $(REPORTS) $(ARGS)
 
 sweep: $(STAMP)
 	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)

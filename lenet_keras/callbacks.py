@@ -401,6 +401,7 @@ class CrashSafeBackup(keras.callbacks.BackupAndRestore):
         self.restored = False
         self.stateful: list[StatefulCallback] = []
         self.restored_state: dict[str, dict[str, np.ndarray]] = {}
+        self.state_file: Path | None = None
 
     def track(self, callbacks) -> None:
         """Save the state of each `StatefulCallback` in `callbacks` with every backup; on a resumed
@@ -420,9 +421,22 @@ class CrashSafeBackup(keras.callbacks.BackupAndRestore):
         if epoch:
             self.load_checked(Path(self.backup_dir) / metadata["weights"])
             self.restored_state = resume_lib.read_backup_state(self.run_dir, metadata)
+            self.state_file = Path(self.backup_dir) / metadata["state"] if "state" in metadata else None
         self.model._initial_epoch = epoch
         self.restored = True
         return epoch
+
+    def restored_state_bytes(self) -> bytes:
+        """The restored backup's state file (.npz bytes; b"" when it has none), for other workers."""
+        return self.state_file.read_bytes() if self.state_file else b""
+
+    def adopt(self, epoch: int, state: dict[str, dict[str, np.ndarray]]) -> None:
+        """On a worker that restored nothing itself (not the chief of a multi-worker job): start
+        from `epoch` with the callbacks' `state` (backup_key -> {name: array}) that the chief
+        restored and broadcast, exactly as `restore()` would have."""
+        self.model._initial_epoch = epoch
+        self.restored_state = state
+        self.restored = True
 
     def load_checked(self, weights: Path) -> None:
         """`model.load_weights(weights)`, raising `RunDirectoryError` where Keras would only warn

@@ -433,7 +433,7 @@ Verdicts: reproduced (the published value lies between our seeds' values or in t
 confidence interval of our mean); consistent, more seeds needed (outside those, but inside
 the 95% range of one run of ours, as a published number is one run); differs (outside that
 range too, or one seed; by our median minus the published value, in points);
-not measured (needs hours: add --full); not measurable here (why: the official CIFAR-10,
+not measurable here (why: the official CIFAR-10,
 a GPU, data or code that is not here). Output: REPORTS_DIR/reproduction/index.html + index.md."""
 """The `reproduce` command's description (`lenet_keras.reproduce` is imported only when it runs: scipy and
 matplotlib would slow every other command's start)."""
@@ -458,8 +458,6 @@ def _add_reproduce(commands) -> argparse.ArgumentParser:
                         help="parent of the report folder reproduction/ (default: reports)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder holding the datasets (default: $LENET_KERAS_DATA, ./data, the Keras cache)")
-    parser.add_argument("--full", action="store_true",
-                        help="also train the rows marked as taking hours (none of the shipped rows at present)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                         help="seeds of every measured row (default: 0 1 2, reproduce.DEFAULT_SEEDS)")
     parser.set_defaults(handler=_reproduce)

@@ -222,31 +222,52 @@ def allow_multi_worker_fit(model, strategy) -> None:
     trainer.reduce_per_replica = reduce_per_replica
 
 
+def _chief_values(strategy, values: list) -> list:
+    """The chief's (replica 0's) value of each tensor in `values` (same shapes on every worker),
+    as float64: each is all-reduced (SUM) with every replica but the chief's contributing zeros.
+    float64 holds float32 weights, integer step counters and bytes exactly."""
+    import tensorflow as tf
+
+    @tf.function
+    def gather():
+        """Every value times 1 on the chief, 0 elsewhere, summed over all replicas."""
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            keep = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float64)
+            return context.all_reduce("SUM", [tf.cast(v, tf.float64) * keep for v in values])
+        return strategy.run(replica_fn)
+
+    return [strategy.experimental_local_results(v)[0] for v in gather()]
+
+
 def broadcast_from_chief(strategy, model, epoch: int) -> int:
     """Give every worker the chief's model and optimizer variables and epoch; returns that epoch.
 
-    Used when a multi-worker job restarts: only the chief restored a backup. Each value is
-    all-reduced (SUM) with every replica but the chief's (replica 0) contributing zeros; values
-    travel as float64, which holds float32 weights and integer step counters exactly.
+    Used when a multi-worker job restarts: only the chief restored a backup (the callbacks'
+    restored state follows with `broadcast_bytes_from_chief`).
     """
     import tensorflow as tf
 
     if not is_multi_worker(strategy):
         return epoch
     variables = list(model.weights) + list(model.optimizer.variables)
-
-    @tf.function
-    def gather_chief_values():
-        """Every variable's value (float64) and the epoch count, as the chief (replica 0) holds them."""
-        def replica_fn():
-            """This replica's values times 1 on the chief, 0 elsewhere, summed over all replicas."""
-            context = tf.distribute.get_replica_context()
-            keep = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float64)
-            values = [tf.cast(v.value, tf.float64) * keep for v in variables]
-            return context.all_reduce("SUM", values + [tf.constant(float(epoch), tf.float64) * keep])
-        return strategy.run(replica_fn)
-
-    values = [strategy.experimental_local_results(v)[0] for v in gather_chief_values()]
+    values = _chief_values(strategy, [v.value for v in variables] + [tf.constant(float(epoch))])
     for variable, value in zip(variables, values[:-1]):
         variable.assign(tf.cast(value, variable.dtype))
     return int(values[-1].numpy())
+
+
+def broadcast_bytes_from_chief(strategy, payload: bytes) -> bytes:
+    """The chief's `payload` on every worker (the others pass anything, e.g. b""): its length,
+    then its bytes, each through `_chief_values`. Without several workers: `payload` itself."""
+    import numpy as np
+    import tensorflow as tf
+
+    if not is_multi_worker(strategy):
+        return payload
+    length = int(_chief_values(strategy, [tf.constant(float(len(payload)))])[0].numpy())
+    if not length:
+        return b""
+    mine = np.zeros(length, np.uint8)
+    mine[:min(length, len(payload))] = np.frombuffer(payload, np.uint8)[:length]
+    return _chief_values(strategy, [tf.constant(mine)])[0].numpy().astype(np.uint8).tobytes()

@@ -73,7 +73,8 @@ class LeNet5(keras.Sequential):
     maps, no F6), for `experiments/mnist_lenet5_wide.toml`. The wide_bn variant has the wide
     variant's shapes with each convolution bias-free and followed by batch normalization (Ioffe &
     Szegedy 2015) before its ReLU: `fast_layers.ScalelessBatchNorm` (fused kernel, trained offset,
-    no scale, momentum 0.9, epsilon 1e-5), 65,386 parameters (65,050 trained), for
+    no scale, momentum 0.9, epsilon 1e-5), 65,386 parameters (65,162 trained: the weights and the
+    batch-normalization offsets; 224 moving statistics), for
     `experiments/mnist_lenet5_wide_bn.toml`.
 
     Args:

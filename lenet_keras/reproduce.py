@@ -2,8 +2,9 @@
 
 `CLAIMS` holds every published number this package can be held to, as data: what was claimed,
 the value as printed, where it is printed, the experiment (and overrides) that reproduces it,
-which measurement of our runs it is compared with, and either a cost class ("minutes": run by
-default; "hours": only with `--full`) or the reason it cannot be measured here.
+which measurement of our runs it is compared with, or the reason it cannot be measured here.
+Every measurable row is CPU-sized: the page of the last full render reports 2,932 s, about 49
+minutes, of training on 2 cores for its 9 runs.
 `run_scorecard` trains what is missing (`lenet_keras.seeds.train_seeds`, one fresh process a
 seed, completed seeds skipped, so a rerun is cheap), measures every row over the seeds and
 renders `reports/reproduction/index.html` and `index.md`.
@@ -19,7 +20,6 @@ Verdict rule (`verdict`; each published number is one run of its authors'):
   (seconds for times).
 - "differs: ours higher/lower by X points (...)": outside that interval, or with one seed (no
   interval; the parenthesis says which).
-- "not measured (needs hours ...)": an "hours" row without `--full`.
 - "not measurable here: <why>": the data, hardware or code it needs is not here.
 """
 
@@ -46,11 +46,6 @@ from lenet_keras import rundir
 from lenet_keras import seeds as seeds_lib
 from lenet_keras.errors import LenetKerasError
 
-MINUTES = "minutes"
-"""Cost class of a row trained by default (the CPU-sized scorecard: its page of the last full render reports
-2,932 s, about 49 minutes, of training on 2 cores for its 9 runs)."""
-HOURS = "hours"
-"""Cost class of a row trained only with `--full` (`make reproduce FULL=1`)."""
 ACCURACY, SECONDS = "accuracy", "seconds"
 """Units of a published value: top-1 accuracy as a fraction (0..1), or seconds."""
 METRICS = ("test_accuracy", "val_accuracy", "test_accuracy_at_epoch")
@@ -59,8 +54,6 @@ val_accuracy after epoch `epoch` (1-based); the test accuracy after epoch `epoch
 history.csv's val_accuracy of a run whose validation set is the test set (validation_split 0)."""
 DEFAULT_SEEDS = (0, 1, 2)
 """Seeds of every measured row unless `--seeds` says otherwise."""
-NOT_MEASURED_HOURS = "not measured (needs hours: run make reproduce FULL=1)"
-"""Verdict of an "hours" row without `--full`."""
 
 DECK = "seed 002_b22bd8794f1b90b8.txt (deck), slide \"LeNet Keras TensorFlow\", training log"
 PAPER = "seed 000_e1aba98d62cf7fb5.txt (LeNet paper, Bhattarai & Rijal), section \"Results\""
@@ -87,7 +80,7 @@ class Claim:
         experiment: shipped experiment name that reproduces it (None: none does);
             overrides: KEY=VALUE on top; engine: "keras" (`train`) or "numpy" (`scratch`).
         metric: one of METRICS; epoch: 1-based epoch of the epoch metrics.
-        cost: MINUTES or HOURS; not_measurable: why it cannot be measured here (None: it can).
+        not_measurable: why it cannot be measured here (None: it can).
         note: how our measurement differs from the published one's.
     """
 
@@ -103,7 +96,6 @@ class Claim:
     engine: str = "keras"
     metric: str = "test_accuracy"
     epoch: int | None = None
-    cost: str = MINUTES
     not_measurable: str | None = None
     note: str = ""
 
@@ -303,13 +295,11 @@ def row_command(claim: Claim, seeds, runs_dir: Path) -> str:
     return f"python -m lenet_keras train {claim.experiment}{keys} --seeds {' '.join(map(str, seeds))}{where}"
 
 
-def score(claim: Claim, runs_dir: Path, data_dir: Path | None, full: bool, seeds, trained: dict) -> Row:
+def score(claim: Claim, runs_dir: Path, data_dir: Path | None, seeds, trained: dict) -> Row:
     """Measure and judge one claim; `trained` caches run directories (or the error) per experiment + overrides."""
     command = row_command(claim, seeds, runs_dir)
     if claim.not_measurable:
         return Row(claim, (), (), f"not measurable here: {claim.not_measurable}", command)
-    if claim.cost == HOURS and not full:
-        return Row(claim, (), (), NOT_MEASURED_HOURS, command)
     group = (claim.engine, claim.experiment, claim.overrides)
     if group not in trained:
         try:
@@ -327,14 +317,14 @@ def score(claim: Claim, runs_dir: Path, data_dir: Path | None, full: bool, seeds
 
 
 def run_scorecard(runs_dir: str | Path = "runs/reproduction", reports_dir: str | Path = "reports", data_dir: str | Path | None = None,
-                  full: bool = False, seeds=DEFAULT_SEEDS, claims: tuple[Claim, ...] = CLAIMS) -> Path:
+                  seeds=DEFAULT_SEEDS, claims: tuple[Claim, ...] = CLAIMS) -> Path:
     """Train what is missing, score every claim and render `<reports_dir>/reproduction/`; return its index.html.
 
     Args:
         runs_dir: parent of the run directories (completed seeds there are reused, not retrained).
         reports_dir: parent of the report folder `reproduction/` (replaced whole, never half-written).
         data_dir: as `train --data-dir` (None: the usual look-up, e.g. $LENET_KERAS_DATA).
-        full: also train the "hours" rows. seeds: the seeds of every measured row.
+        seeds: the seeds of every measured row.
         claims: the rows (default `CLAIMS`; tests pass their own).
 
     A row whose training fails is marked "not measured: training failed: ..." and the others go
@@ -343,9 +333,9 @@ def run_scorecard(runs_dir: str | Path = "runs/reproduction", reports_dir: str |
     runs_dir, trained, rows = Path(runs_dir), {}, []
     for number, claim in enumerate(claims, start=1):
         print(f"[{number}/{len(claims)}] {claim.claim} ({claim.key})", flush=True)
-        rows.append(score(claim, runs_dir, None if data_dir is None else Path(data_dir), full, seeds, trained))
+        rows.append(score(claim, runs_dir, None if data_dir is None else Path(data_dir), seeds, trained))
         print(f"[{number}/{len(claims)}] {claim.key}: {rows[-1].verdict}", flush=True)
-    return render(rows, Path(reports_dir), runs_dir, full)
+    return render(rows, Path(reports_dir), runs_dir)
 
 
 def format_value(value: float, unit: str, digits: int = 2) -> str:
@@ -407,8 +397,7 @@ RULE = ("Verdict rule: **reproduced** when the published value lies between our 
         "seeds needed** when the published value is still inside the 95% range of one run of ours (the Student-t "
         "prediction interval mean ± t(0.975, n-1) · s · √(1 + 1/n): each published number is one run, which could "
         "land there), and **differs** when it is outside it (a real difference), each with our median minus the "
-        "published value in percentage points. One seed gives no interval (differs, 1 seed). **not measured (needs hours)**: a long row, trained only by "
-        "`make reproduce FULL=1`. **not measurable here**: what it needs (data, hardware, code) is not here; the "
+        "published value in percentage points. One seed gives no interval (differs, 1 seed). **not measurable here**: what it needs (data, hardware, code) is not here; the "
         "reason is given. Nothing is chosen on the test set: epochs are the published ones, weights the final ones.")
 NOT_SCORED = ("Not scored: the training losses and training accuracies the seeds print (they depend on each code's "
               "loss and on how it averages over an epoch), the per-class accuracies of the notebook (seed 004), the "
@@ -423,7 +412,7 @@ def details_table(rows: list[Row]) -> pd.DataFrame:
                                                      for s, v, d in zip(r.seeds, r.values, r.runs))} for r in rows])
 
 
-def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool) -> Path:
+def render(rows: list[Row], reports_dir: Path, runs_dir: Path) -> Path:
     """Write `<reports_dir>/reproduction/index.html`, `index.md` (and the differences figure) atomically.
 
     The page depends on the run directories alone (no clock): rendering it again from the same
@@ -437,11 +426,10 @@ def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool) -> Pa
     runs = list(dict.fromkeys(d for r in rows for d in r.runs))
     training = sum(float(manifest_lib.read_json(d / rundir.MANIFEST).get("wall_seconds") or 0) for d in runs)
     intro = (f"{len(rows)} published numbers from the seeds and papers, scored against runs in "
-             f"`{report.display_path(runs_dir)}` ({'with' if full else 'without'} the hours-long rows). Verdicts: "
+             f"`{report.display_path(runs_dir)}`. Verdicts: "
              + ", ".join(f"{count} {name}" for name, count in counts.items())
              + f". The {len(runs)} runs scored took {training:.0f} s of training in all (their manifests' wall_seconds). "
-             f"Regenerate: `make reproduce` "
-             "(`make reproduce FULL=1` for the long rows), or `python -m lenet_keras reproduce [--full]`.")
+             "Regenerate: `make reproduce`, or `python -m lenet_keras reproduce`.")
     md = ["# Reproduction scorecard", "", intro, "", "## Verdict rule", "", RULE, "", "## Scorecard", "",
           report.markdown_table(table), ""]
     page = ["<h1>Reproduction scorecard</h1>", f"<p>{report.inline_html(intro)}</p>", "<h2>Verdict rule</h2>",
@@ -462,5 +450,5 @@ def render(rows: list[Row], reports_dir: Path, runs_dir: Path, full: bool) -> Pa
 
 def handle(args: argparse.Namespace) -> None:
     """The `reproduce` command's handler: `run_scorecard` with the parsed options; prints the page's path."""
-    index = run_scorecard(args.runs_dir, args.reports_dir, args.data_dir, full=args.full, seeds=tuple(args.seeds))
+    index = run_scorecard(args.runs_dir, args.reports_dir, args.data_dir, seeds=tuple(args.seeds))
     print(f"scorecard: {index} (and {index.with_suffix('.md').name} beside it)")

@@ -109,8 +109,14 @@ def read_backup_state(run_dir: Path, metadata: dict[str, Any] | None = None) -> 
     metadata = checked_backup(run_dir) if metadata is None else metadata
     if "state" not in metadata:
         return {}
+    return parse_state(Path(run_dir) / BACKUP_DIR / metadata["state"])
+
+
+def parse_state(source) -> dict[str, dict[str, np.ndarray]]:
+    """backup_key -> {name: array} from a backup's state .npz (arrays named `<key>/<name>`):
+    `source` is its path or a binary file object (e.g. the bytes a multi-worker chief broadcast)."""
     state: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(Path(run_dir) / BACKUP_DIR / metadata["state"], allow_pickle=False) as arrays:
+    with np.load(source, allow_pickle=False) as arrays:
         for name in arrays.files:
             key, _, array_name = name.partition("/")
             state.setdefault(key, {})[array_name] = arrays[name]

@@ -37,6 +37,7 @@ period is set).
 from __future__ import annotations
 
 import itertools
+import math
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -395,6 +396,10 @@ def claim(study, storage):
     methods: `set_trial_state_values(RUNNING)` returns False (or raises UpdateFinishedTrialError)
     when another worker took the trial first; it is atomic through PostgreSQL's row lock, and on
     SQLite through `BEGIN IMMEDIATE` (see `rdb_storage`).
+
+    The claimed trial gets its first heartbeat right away: Optuna's `fail_stale_trials` only
+    looks at trials that have one, so a worker dying between the claim and its first heartbeat
+    would otherwise leave the trial RUNNING for ever.
     """
     import optuna
     from optuna.trial import TrialState
@@ -404,29 +409,59 @@ def claim(study, storage):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                storage.record_heartbeat(trial_id)  # at once: a trial without one is never found lost
                 return optuna.Trial(study, trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
 
 
-def _heartbeat(storage, trial_id: int, stop: threading.Event):
-    """Record a heartbeat for `trial_id` every `HEARTBEAT_SECONDS` until `stop` is set."""
-    while not stop.wait(HEARTBEAT_SECONDS):
-        try:
-            storage.record_heartbeat(trial_id)
-        except Exception:  # noqa: BLE001 - a missed heartbeat only risks a retry
-            pass
+def missed_heartbeats_to_stop() -> int:
+    """Consecutive failed heartbeats after which a worker gives its trial up: the most that still
+    leaves its last recorded heartbeat younger than `GRACE_SECONDS` (5 for 120 s / 20 s)."""
+    return max(1, math.ceil(GRACE_SECONDS / HEARTBEAT_SECONDS) - 1)
 
 
-def start_heartbeats(study, storage, trial) -> threading.Event:
-    """Record one heartbeat for `trial` now and one every `HEARTBEAT_SECONDS` until the returned event is set."""
+class Heartbeats:
+    """Records that a trial is alive every `HEARTBEAT_SECONDS` in a daemon thread, until `stop()`.
+
+    A failed heartbeat (database unreachable) is retried at the next beat; after
+    `missed_heartbeats_to_stop()` failures in a row, `lost` is set: other workers will soon find
+    the trial lost and queue its point again, so this worker must stop training it (the sweep's
+    `HeartbeatWatch` callback does) and not report it, or the point would run twice.
+    """
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.lost, self._stop = threading.Event(), threading.Event()
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        missed, limit = 0, missed_heartbeats_to_stop()
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+                missed = 0
+            except Exception as error:  # noqa: BLE001 - any storage failure counts as a missed heartbeat
+                missed += 1
+                self.error = f"{type(error).__name__}: {error}"[:300]
+                if missed >= limit:
+                    self.lost.set()
+                    return
+
+    def stop(self) -> None:
+        """Stop recording heartbeats (the trial was told, or failed)."""
+        self._stop.set()
+
+
+def start_heartbeats(study, storage, trial) -> Heartbeats:
+    """Record one heartbeat for `trial` now and one every `HEARTBEAT_SECONDS` until `.stop()`."""
     study_id = storage.get_study_id_from_name(study.study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     storage.record_heartbeat(trial_id)
-    stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(storage, trial_id, stop), daemon=True).start()
-    return stop
+    return Heartbeats(storage, trial_id)
 
 
 SPREAD_COLUMNS = ("seeds", "objective per seed", "objective min", "objective max", "objective std")

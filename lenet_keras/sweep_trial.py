@@ -70,7 +70,10 @@ def run_ids(number: int, seeds: list[int]) -> list[str]:
 
 
 def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None) -> str:
-    """Train one claimed trial as `sweep.repeats` normal runs and tell the study; returns the final state name.
+    """Train one claimed trial as `sweep.repeats` normal runs and tell the study; returns the final
+    state name: COMPLETE, PRUNED, FAIL, or LOST (its heartbeats failed, `sweep_study.Heartbeats`:
+    training stopped and the trial is not told, so it stays RUNNING until a worker finds it lost
+    and queues its point again).
 
     The runs use the seeds `sweep.seeds(params)` (one run, the experiment's own seed, without
     `repeats`) in the folders `run_ids`; the objective told to Optuna is the mean of the runs'
@@ -88,7 +91,7 @@ def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None
     """
     from optuna.trial import TrialState
 
-    stop = sweep_study.start_heartbeats(study, storage, trial)
+    heartbeats = sweep_study.start_heartbeats(study, storage, trial)
     trial.set_user_attr("run_dir", f"trial-{trial.number:03d}")
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     started, seed = time.perf_counter(), None
@@ -103,7 +106,9 @@ def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None
         values = []
         for seed, run_id in zip(seeds, ids):
             value, stopped = _train_one(sweep, trial, params, seed if len(seeds) > 1 else None, run_id,
-                                        runs_dir, data_dir, prune=not values)
+                                        runs_dir, data_dir, prune=not values, heartbeats=heartbeats)
+            if heartbeats.lost.is_set():  # left RUNNING: the worker that finds it lost queues it again
+                return "LOST"
             values.append(value)
             if stopped:
                 trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
@@ -123,20 +128,45 @@ def run_trial(sweep: Sweep, study, storage, trial, runs_dir: Path, data_dir=None
         study.tell(trial, state=TrialState.FAIL)
         return "FAIL"
     finally:
-        stop.set()
+        heartbeats.stop()
+
+
+class HeartbeatWatch:
+    """Keras callback: stops training after the batch in which the trial's heartbeats were lost
+    (`sweep_study.Heartbeats.lost`), saying why in `stop_reason`."""
+
+    def __new__(cls, heartbeats: sweep_study.Heartbeats):
+        """A Keras callback instance (Keras is imported only when a trial runs)."""
+        import keras
+
+        class Watch(keras.callbacks.Callback):
+            """Stops training once `heartbeats.lost` is set."""
+
+            stop_reason = None
+
+            def on_train_batch_end(self, batch, logs=None):
+                """Stop training if the heartbeats were lost."""
+                if heartbeats.lost.is_set() and not self.stop_reason:
+                    self.stop_reason = (f"{sweep_study.missed_heartbeats_to_stop()} heartbeats in a row failed "
+                                        f"({heartbeats.error}); stopped so that the trial is not run twice: "
+                                        "another worker queues it again")
+                    self.model.stop_training = True
+
+        return Watch()
 
 
 def _train_one(sweep: Sweep, trial, params: dict, seed: int | None, run_id: str, runs_dir: Path, data_dir,
-               prune: bool) -> tuple[float, str | None]:
+               prune: bool, heartbeats: sweep_study.Heartbeats) -> tuple[float, str | None]:
     """Train one run of a trial (with `seed=seed` when given) in `runs/<sweep>/<run_id>/`, with the
-    pruning callback when `prune` and the sweep prunes; returns (its objective, why it stopped
-    early or None)."""
+    pruning callback when `prune` and the sweep prunes, and `HeartbeatWatch(heartbeats)`; returns
+    (its objective, why it stopped early or None)."""
     from lenet_keras import train
 
     pruning = (_PruningCallback(trial, sweep.metric)
                if prune and sweep.method == "optuna" and sweep.pruner != "none" else None)
+    callbacks = ((pruning,) if pruning else ()) + (HeartbeatWatch(heartbeats),)
     run_dir = train.run(sweep.experiment(params, seed), runs_dir, data_dir=data_dir, run_id=run_id, verbose=0,
-                        callbacks=(pruning,) if pruning else ())
+                        callbacks=callbacks)
     manifest = manifest_lib.read_json(run_dir / "manifest.json")
     return objective(run_dir, sweep), manifest.get("stopped_early")
 

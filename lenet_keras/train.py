@@ -31,6 +31,7 @@ Everything is seeded from `experiment.seed` with TensorFlow op determinism on.
 from __future__ import annotations
 
 import dataclasses
+import io
 import shutil
 import sys
 import tempfile
@@ -247,6 +248,10 @@ def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     backup = CrashSafeBackup(run_dir)
     backup.set_model(model)
     first_epoch = distribute.broadcast_from_chief(strategy, model, backup.restore() if target else 0)
+    if first_epoch and distribute.is_multi_worker(strategy):  # every worker: the callbacks' state too
+        state = distribute.broadcast_bytes_from_chief(strategy, backup.restored_state_bytes() if chief else b"")
+        if not chief:
+            backup.adopt(first_epoch, resume_lib.parse_state(io.BytesIO(state)) if state else {})
     if target:
         resume_lib.trim_tensorboard(run_dir / "tensorboard", first_epoch,
                                     first_iteration=int(model.optimizer.iterations.numpy()))

@@ -152,12 +152,12 @@ def _start_workers(runs_dir, mnist_dir, *overrides):
 
 def test_a_killed_multi_worker_job_resumes_to_the_same_weights(tmp_path, mnist_dir):
     """SIGKILL both workers after the chief's first backup, start both again with --resume:
-    the chief restores its backup, worker 1 gets it by broadcast, and the result equals an
-    uninterrupted two-worker run."""
+    the chief restores its backup, worker 1 gets it by broadcast (weights, optimizer and the
+    lookahead callback's average), and the result equals an uninterrupted two-worker run."""
     import signal
     import time
 
-    longer = ["train.epochs=3", "data.train_subset=6144"]
+    longer = ["train.epochs=3", "data.train_subset=6144", "train.lookahead=true"]
     for worker in _start_workers(tmp_path / "whole", mnist_dir, *longer):
         _finish(worker)
     expected = _manifest(tmp_path / "whole/mnist_lenet5/run-001")["final_weights"]["values_sha256"]

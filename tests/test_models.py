@@ -114,7 +114,9 @@ def test_wide_bn_variant_normalizes_each_bias_free_convolution_with_the_fused_ke
     from lenet_keras import fast_layers
 
     model = models.build(ModelConfig(name="lenet5_wide_bn"), (28, 28, 1), 10)
-    assert model.count_params() == 65_386 <= 70_000  # issue 19: the LeNet-5 family keeps at most 70,000
+    assert model.count_params() == 65_386 <= 70_000  # the LeNet-5 family keeps at most 70,000
+    trained = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert (trained, model.count_params() - trained) == (65_162, 224)  # offsets trained; moving statistics not
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["Conv2D", "ScalelessBatchNorm", "Activation", "MaxPooling2D"] * 2 + [
         "Conv2D", "ScalelessBatchNorm", "Activation", "Flatten", "Dense"]

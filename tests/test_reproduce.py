@@ -1,4 +1,4 @@
-"""The reproduction scorecard (issue 17 item 6): the verdict rule, the claims table, and a
+"""The reproduction scorecard: the verdict rule, the claims table, and a
 scorecard rendered over real tiny MNIST runs (600 training images, 1 epoch, 2 seeds)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import missing_shared
 
 from lenet_keras import reproduce
-from lenet_keras.reproduce import ACCURACY, HOURS, Claim
+from lenet_keras.reproduce import ACCURACY, Claim
 
 
 # --- the verdict rule on hand-made numbers ---------------------------------------------------
@@ -54,8 +54,9 @@ def test_the_printed_precision_widens_the_interval():
 
 def test_between_the_mean_interval_and_the_range_of_one_run_is_not_resolved():
     s = reproduce.compare_stats.summarize(NARROW)
-    low, high = reproduce.prediction_interval(s)
-    assert low < s["ci_low"] < s["ci_high"] < 0.9858 < high
+    half = 4.302653 * 0.0002 * (1 + 1 / 3) ** 0.5  # t(0.975, 2 degrees of freedom) from a t table
+    assert reproduce.prediction_interval(s) == pytest.approx((0.9852 - half, 0.9852 + half), abs=1e-7)
+    assert 0.9852 - half < s["ci_low"] < s["ci_high"] < 0.9858 < 0.9852 + half
     assert reproduce.verdict(0.9858, NARROW, digits=4) == \
         "consistent, more seeds needed: ours lower by 0.06 points (inside the 95% range of one run of ours, 3 seeds)"
     assert reproduce.verdict(0.9863, NARROW, digits=4) == \
@@ -83,7 +84,6 @@ def test_every_claim_has_a_source_a_value_and_an_experiment_or_a_reason():
         assert claim.source and claim.quoted and claim.claim, claim.key
         assert math.isfinite(claim.published) and claim.published > 0, claim.key
         assert claim.unit in (reproduce.ACCURACY, reproduce.SECONDS), claim.key
-        assert claim.cost in (reproduce.MINUTES, reproduce.HOURS), claim.key
         assert claim.metric in reproduce.METRICS, claim.key
         if claim.not_measurable is None:
             assert claim.experiment, f"{claim.key}: neither an experiment nor a reason it is not measurable"
@@ -120,7 +120,11 @@ def tiny_claims() -> tuple[Claim, ...]:
     return (
         Claim("tiny-val-1", "validation accuracy after epoch 1", 0.5, digits=1, metric="val_accuracy", epoch=1, **common),
         Claim("tiny-test", "test accuracy", 0.99, digits=2, **common),
-        Claim("tiny-long", "a long row", 0.9, digits=1, cost=HOURS, **common),
+        Claim("tiny-test-at-1", "test accuracy after epoch 1", 0.5, digits=1, metric="test_accuracy_at_epoch", epoch=1,
+              **{**common, "overrides": TINY + ("data.validation_split=0",)}),
+        Claim("tiny-at-1-no-test", "test accuracy after epoch 1 of runs that validate on a split", 0.5, digits=1,
+              metric="test_accuracy_at_epoch", epoch=1, **common),
+        Claim("tiny-numpy", "NumPy LeNet-5 test accuracy", 0.9, digits=1, engine="numpy", **common),
         Claim("tiny-away", "an impossible row", 0.9, ACCURACY, "q", digits=1, source="hand-made",
               not_measurable="needs the moon"),
     )
@@ -134,10 +138,13 @@ def scorecard(tmp_path_factory, mnist_dir):
     return root, index
 
 
-def read_runs(runs_dir: Path) -> list[tuple[dict, pd.DataFrame]]:
+def read_runs(runs_dir: Path, pattern: str = "run-*", validation_split: float = 0.2) -> list[tuple[dict, pd.DataFrame]]:
+    """(manifest, history) of the runs in runs_dir/mnist_lenet5/`pattern` with that validation split."""
     runs = []
-    for path in sorted((runs_dir / "mnist_lenet5").glob("run-*/manifest.json")):
-        runs.append((json.loads(path.read_text()), pd.read_csv(path.parent / "history.csv")))
+    for path in sorted((runs_dir / "mnist_lenet5").glob(f"{pattern}/manifest.json")):
+        manifest = json.loads(path.read_text())
+        if manifest["config"]["data"]["validation_split"] == validation_split:
+            runs.append((manifest, pd.read_csv(path.parent / "history.csv")))
     return runs
 
 
@@ -154,19 +161,46 @@ def test_scorecard_measures_n_and_median_from_the_run_files(scorecard):
     assert "`python -m lenet_keras train mnist_lenet5 " + " ".join(TINY) + " --seeds 0 1 --runs-dir " in md
     # 1 epoch on 600 images is far from 99%, but 2 seeds give a wide range for one run (t(0.975, 1) = 12.7)
     assert re.search(r"\| (differs|consistent, more seeds needed): ours lower by [0-9.]+ points", rows["test accuracy"])
-    seconds = sum(manifest["wall_seconds"] for manifest, _ in runs)
-    assert f"The 2 runs scored took {seconds:.0f} s of training in all" in md
+    every = [json.loads(p.read_text()) for p in (root / "runs" / "mnist_lenet5").glob("*/manifest.json")]
+    assert len(every) == 6  # 2 seeds x (validation split, validated on the test set, NumPy engine)
+    assert f"The 6 runs scored took {sum(m['wall_seconds'] for m in every):.0f} s of training in all" in md
     for manifest, history in runs:  # each seed's value and run directory in the details table
         value = float(history.loc[history.epoch == 0, "val_accuracy"].iloc[0])
         assert f"{manifest['seed']}: {value * 100:.2f}% (" in rows["tiny-val-1"]
 
 
-def test_scorecard_marks_long_and_impossible_rows_with_their_reason(scorecard):
+def scorecard_rows(index: Path) -> dict[str, str]:
+    """The scorecard's Markdown table rows by their first cell (the claim)."""
+    md = index.with_suffix(".md").read_text()
+    return {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+
+
+def test_scorecard_reads_the_test_accuracy_at_an_epoch_from_runs_validated_on_the_test_set(scorecard):
+    root, index = scorecard
+    runs = read_runs(root / "runs", validation_split=0.0)
+    assert sorted(manifest["seed"] for manifest, _ in runs) == [0, 1]
+    # one epoch: the accuracy after epoch 1 on the test set is the final weights' test accuracy
+    median = statistics.median(manifest["test"]["accuracy"] for manifest, _ in runs)
+    assert f"| 2 | {median * 100:.2f}% |" in scorecard_rows(index)["test accuracy after epoch 1"]
+    assert ("not measured: " in scorecard_rows(index)["test accuracy after epoch 1 of runs that validate on a split"]
+            and "its validation set is not the test set" in index.with_suffix(".md").read_text())
+
+
+def test_scorecard_scores_numpy_runs_trained_by_the_scratch_engine(scorecard):
+    root, index = scorecard
+    runs = read_runs(root / "runs", pattern="numpy-*")
+    assert sorted(manifest["seed"] for manifest, _ in runs) == [0, 1]
+    median = statistics.median(manifest["test"]["accuracy"] for manifest, _ in runs)
+    row = scorecard_rows(index)["NumPy LeNet-5 test accuracy"]
+    assert f"| 2 | {median * 100:.2f}% |" in row
+    assert "for s in 0 1; do python -m lenet_keras scratch mnist_lenet5 " in row
+
+
+def test_scorecard_marks_impossible_rows_with_their_reason(scorecard):
     root, index = scorecard
     md = index.with_suffix(".md").read_text()
     page = index.read_text()
     for text in (md, page):
-        assert reproduce.NOT_MEASURED_HOURS in text
         assert "not measurable here: needs the moon" in text
     assert "<code>python -m lenet_keras train mnist_lenet5 " in page  # code spans as HTML, no Markdown backticks
     assert (index.parent / "differences.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -183,8 +217,8 @@ def test_rerun_reuses_completed_seeds(scorecard, capsys):
 def test_the_reproduce_command_parses_the_options():
     from lenet_keras import cli
 
-    args = cli.parser().parse_args(["reproduce", "--full", "--seeds", "3", "4", "--runs-dir", "r"])
-    assert (args.full, args.seeds, args.runs_dir, args.reports_dir) == (True, [3, 4], Path("r"), Path("reports"))
+    args = cli.parser().parse_args(["reproduce", "--seeds", "3", "4", "--runs-dir", "r"])
+    assert (args.seeds, args.runs_dir, args.reports_dir) == ([3, 4], Path("r"), Path("reports"))
     assert cli.parser().parse_args(["reproduce"]).seeds == list(reproduce.DEFAULT_SEEDS)
 
 

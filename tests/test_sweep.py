@@ -168,7 +168,7 @@ def test_a_worker_only_start_requeues_a_dead_workers_trial(grid_plan, tmp_path, 
     study, storage = sweep_study.open_study_and_storage(grid_plan, runs)
     assert sweep_study.enqueue_missing(grid_plan, study) == 1
     dead = sweep_study.claim(study, storage)  # a worker claims trial 0, records one heartbeat and dies
-    sweep_study.start_heartbeats(study, storage, dead).set()
+    sweep_study.start_heartbeats(study, storage, dead).stop()
     time.sleep(2.5)  # > GRACE_SECONDS, in whole seconds of SQLite's clock
 
     sweep.run_sweep(grid_plan, runs_dir=runs, data_dir=mnist_dir, worker_only=True)
@@ -180,6 +180,42 @@ def test_a_worker_only_start_requeues_a_dead_workers_trial(grid_plan, tmp_path, 
     table = pd.read_csv(sweep.run_sweep(grid_plan, runs_dir=runs))  # a coordinator start queues nothing more
     assert list(table["state"]) == ["fail", "complete"]
     assert table.loc[0, "error"] == "worker lost (no heartbeat for 1 s); its point was queued again"
+
+
+def test_a_worker_dying_right_after_its_claim_leaves_a_trial_that_is_found_lost(grid_plan, tmp_path, monkeypatch):
+    """The claim records the first heartbeat: Optuna's stale-trial check skips trials without one."""
+    monkeypatch.setattr(sweep_study, "GRACE_SECONDS", 1)
+    study, storage = sweep_study.open_study_and_storage(grid_plan, tmp_path / "runs")
+    assert sweep_study.enqueue_missing(grid_plan, study) == 1
+    assert sweep_study.claim(study, storage).number == 0  # ... and the worker dies before anything else
+    time.sleep(2.5)  # > GRACE_SECONDS, in whole seconds of SQLite's clock
+    sweep_study.requeue_lost_trials(study)
+    trials = study.get_trials()
+    assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "WAITING")]
+    assert trials[1].user_attrs["retry_of"] == 0
+
+
+def test_a_worker_whose_heartbeats_keep_failing_stops_its_trial_and_leaves_it_to_be_queued_again(
+        grid_plan, tmp_path, mnist_dir, monkeypatch):
+    monkeypatch.setattr(sweep_study, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(sweep_study, "GRACE_SECONDS", 0.2)  # 3 missed heartbeats stop the trial
+    runs = tmp_path / "runs"
+    study, storage = sweep_study.open_study_and_storage(grid_plan, runs)
+    sweep_study.enqueue_missing(grid_plan, study)
+    trial = sweep_study.claim(study, storage)
+    beats = []
+
+    def unreachable(trial_id):
+        beats.append(trial_id)
+        if len(beats) > 1:  # the first (start of the trial) gets through, then the database is gone
+            raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(storage, "record_heartbeat", unreachable)
+    assert sweep_trial.run_trial(grid_plan, study, storage, trial, runs, mnist_dir) == "LOST"
+    assert len(beats) == 1 + sweep_study.missed_heartbeats_to_stop() == 4
+    assert study.get_trials()[0].state.name == "RUNNING"  # not told: the stale-trial check requeues it
+    manifest = json.loads((runs / grid_plan.name / "trial-000" / "manifest.json").read_text())
+    assert "3 heartbeats in a row failed (ConnectionError: database unreachable)" in manifest["stopped_early"]
 
 
 def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, mnist_dir):
@@ -310,7 +346,7 @@ def test_a_dead_workers_repeated_trial_is_queued_again_and_runs_every_seed(grid_
     study, storage = sweep_study.open_study_and_storage(plan, runs)
     assert sweep_study.enqueue_missing(plan, study) == 1
     dead = sweep_study.claim(study, storage)  # a worker claims trial 0, records one heartbeat and dies
-    sweep_study.start_heartbeats(study, storage, dead).set()
+    sweep_study.start_heartbeats(study, storage, dead).stop()
     time.sleep(2.5)  # > GRACE_SECONDS, in whole seconds of SQLite's clock
 
     table = pd.read_csv(sweep.run_sweep(plan, runs_dir=runs, data_dir=mnist_dir))
@@ -368,3 +404,8 @@ def test_the_trials_table_folds_long_errors_and_commands(grid_plan, tmp_path):
         assert 0 < len(cell["summary"]) <= 45 and cell["text"].startswith(cell["summary"])
     assert max(len(c["text"]) for c in parser.cells if not c["folded"]) <= sweep_report.FOLD_CHARACTERS
     assert "overflow-wrap:anywhere" in page and "max-width:20em" in page  # the long path breaks within the column
+
+
+def test_the_shipped_heartbeat_settings_give_a_trial_up_after_5_missed_heartbeats():
+    """The README's numbers: heartbeats 20 s apart, lost after 120 s, given up after 5 misses."""
+    assert (sweep_study.HEARTBEAT_SECONDS, sweep_study.GRACE_SECONDS, sweep_study.missed_heartbeats_to_stop()) == (20, 120, 5)

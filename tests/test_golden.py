@@ -28,8 +28,12 @@ Which set, and how (`choose`; the test prints it, and says it in every assertion
   - bit for bit against the set of this machine's ISA class when TensorFlow's own oneDNN ops are
     on or off as recorded (`onednn_ops`: on by default with AVX512-VNNI / AVX512-BF16 / AMX, off
     on AVX2; TF_ENABLE_ONEDNN_OPTS forces it, and ONEDNN_MAX_CPU_ISA=AVX2 on an AMX CPU leaves
-    them on, so that is not the avx2 set's computation) and the usable CPU count and the
-    TensorFlow / Keras / NumPy versions equal the recorded ones. The CPU model may differ within
+    them on, so that is not the avx2 set's computation), the CPU's own class without the cap
+    (`cpu_isa_class`) is the recorded one, and the usable CPU count and the TensorFlow / Keras /
+    NumPy versions equal the recorded ones. A capped CPU is not bit for bit with a real one even
+    with oneDNN ops off: on an AVX512-BF16 AMD EPYC, `TF_ENABLE_ONEDNN_OPTS=0
+    ONEDNN_MAX_CPU_ISA=AVX2` gave every case of the avx2 set within 3.2e-7 relative, not equal
+    (NumPy's OpenBLAS, for one, picks its kernels by the CPU and ignores the cap). The CPU model may differ within
     a class: oneDNN and Eigen pick their kernels by instruction set, not by model, and the avx2
     set recorded on an AMD EPYC reproduces the `make mnist` weights digest reported from an Intel
     AVX2 machine (442f1ae6..., see avx2.json's notes). A different CPU count (TensorFlow's thread
@@ -155,7 +159,7 @@ def onednn_ops() -> bool | None:
 
 def environment() -> dict:
     """What decides whether results can be bit for bit: the ISA class (`hardware.isa_class()`,
-    honouring ONEDNN_MAX_CPU_ISA), whether TensorFlow's oneDNN ops are on (`onednn_ops`), usable
+    honouring ONEDNN_MAX_CPU_ISA) and the CPU's own (`cpu_isa_class`, without the cap), whether TensorFlow's oneDNN ops are on (`onednn_ops`), usable
     CPUs, library versions; and the CPU model, for people.
 
     The CPU model is read as `lenet_keras.manifest.machine()` reads it (/proc/cpuinfo).
@@ -178,8 +182,9 @@ def environment() -> dict:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    return {"isa_class": HARDWARE.isa_class(), "isa": HARDWARE.describe_isa(), "onednn_ops": onednn_ops(),
-            "cpu": cpu, "cpu_count": count, "versions": found}
+    return {"isa_class": HARDWARE.isa_class(), "cpu_isa_class": HARDWARE.hardware_isa_class(HARDWARE.cpu_flags()),
+            "isa": HARDWARE.describe_isa(), "onednn_ops": onednn_ops(), "cpu": cpu, "cpu_count": count,
+            "versions": found}
 
 
 def data_root() -> Path | None:
@@ -459,6 +464,9 @@ def choose(goldens: dict[str, dict], here: dict, force_tolerance: bool = False) 
     differs = [what for what, key in (("ISA class", "isa_class"), ("TensorFlow's oneDNN ops", "onednn_ops"),
                                       ("CPU count", "cpu_count"), ("versions", "versions"))
                if recorded.get(key) != here.get(key)]
+    cpu_class = lambda env: env.get("cpu_isa_class", env["isa_class"])  # noqa: E731 (older sets: no cap used)
+    if cpu_class(recorded) != cpu_class(here):
+        differs.append(f"the CPU's own class ({cpu_class(here)} here, capped by ONEDNN_MAX_CPU_ISA)")
     if not differs and not force_tolerance:
         model = "" if recorded["cpu"] == here["cpu"] else f" (CPU model differs: {recorded['cpu']} there)"
         return chosen, True, f"BIT FOR BIT against {where}{model}"
@@ -515,6 +523,11 @@ if pytest is not None:
         assert "TensorFlow's oneDNN ops differ" in choose(goldens, _env("avx2", ops=True))[2]
         # ONEDNN_MAX_CPU_ISA=AVX2 on an AMX CPU: class avx2, but TensorFlow's oneDNN ops stay on
         assert choose(goldens, _env("avx2", ops=True, cpu="amx cpu"))[:2] == ("avx2", False)
+        # ... and with TF_ENABLE_ONEDNN_OPTS=0 too, an AVX-512 CPU capped to AVX2 is not an AVX2 CPU
+        capped = {**_env("avx2", ops=False), "cpu_isa_class": "avx512_bf16"}
+        chosen, exact, why = choose(goldens, capped)
+        assert (chosen, exact) == ("avx2", False) and "the CPU's own class (avx512_bf16 here" in why, why
+        assert choose(goldens, {**_env("avx2"), "cpu_isa_class": "avx2"})[:2] == ("avx2", True)
         chosen, exact, why = choose(goldens, _env("avx2", cpu="avx2 cpu"), force_tolerance=True)
         assert (chosen, exact) == ("avx2", False) and "TOLERANCE (forced" in why
 

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import peer_runs, preflight
-from lenet_keras import config, manifest, rundir, seeds
+from lenet_keras import config, run_index, rundir, seeds
 
 RECIPES = ("mnist_lenet5", "mnist_lenet5_fast")
 """Our experiments in the comparison; the first is the baseline (the deck recipe)."""
@@ -39,13 +39,10 @@ DECK_EPOCHS = 20
 
 
 def completed(folder: Path, epochs: int) -> list[Path]:
-    """Completed run directories of `folder` whose config has `train.epochs` = `epochs`, by name."""
-    found = []
-    for path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
-        record = manifest.read_json(path)
-        if record.get("status") == "completed" and ((record.get("config") or {}).get("train") or {}).get("epochs") == epochs:
-            found.append(path.parent)
-    return found
+    """Completed run directories of `folder` (any engine) whose config has `train.epochs` = `epochs`,
+    in `run_index.run_order`."""
+    return [r.path for r in run_index.scan(folder)
+            if r.status == "completed" and ((r.config or {}).get("train") or {}).get("epochs") == epochs]
 
 
 def deck_code_run(runs_dir: Path, mnist: str, wanted: int, peers_dir: Path | None = None) -> None:
@@ -72,10 +69,9 @@ def numpy_run(runs_dir: Path, data_dir: str | None, epochs: int) -> None:
         RuntimeError: the scratch command failed.
     """
     want = rundir.config_block(config.load(Path(RECIPES[0]), [f"train.epochs={epochs}"]))
-    records = {p: manifest.read_json(p) for p in sorted((runs_dir / RECIPES[0]).glob("numpy-*/manifest.json"))}
-    done = [p for p, record in records.items() if record.get("status") == "completed" and record.get("config") == want]
+    done = run_index.completed_run(runs_dir / RECIPES[0], want, engine="numpy")
     if done:
-        print(f"NumPy run: {done[0].parent} has this config already", flush=True)
+        print(f"NumPy run: {done} has this config already", flush=True)
         return
     command = [sys.executable, "-m", "lenet_keras", "scratch", RECIPES[0], f"train.epochs={epochs}",
                "--runs-dir", str(runs_dir), *(["--data-dir", data_dir] if data_dir else [])]

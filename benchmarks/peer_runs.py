@@ -92,7 +92,8 @@ BY_SCRIPT = {peer.script: peer for peer in PEERS.values()}
 def parse_lenet_output(output: str, script: str = "seed002_keras_lenet.py") -> tuple[list[dict], dict]:
     """The LeNet peers' output (`epoch N S.SSs val_acc=X` lines, then `params=... train_s=...
     test_acc=... [test_loss=...] [threads=...]`) -> (per-epoch rows {epoch_seconds, val_accuracy},
-    figures {test: {accuracy[, loss]}, training_seconds, params[, threads]}).
+    figures {test: {accuracy[, loss]}, training_seconds None (train_s includes validation), train_s,
+    params[, threads]}).
 
     Raises:
         ValueError: no epoch line, epochs not numbered 1, 2, ... in order, or no final
@@ -112,7 +113,7 @@ def parse_lenet_output(output: str, script: str = "seed002_keras_lenet.py") -> t
     rows = [{"epoch_seconds": float(s), "val_accuracy": float(v)} for _, s, v in epochs]
     params, train_s, accuracy, loss, threads = final.groups()
     figures = {"test": {"accuracy": float(accuracy), **({"loss": float(loss)} if loss else {})},
-               "training_seconds": float(train_s), "params": int(params),
+               "training_seconds": None, "train_s": float(train_s), "params": int(params),
                **({"threads": int(threads)} if threads else {})}
     return rows, figures
 
@@ -134,8 +135,9 @@ def parse_airbench_output(output: str) -> tuple[list[dict], dict]:
     table's `total_time_seconds` is cumulative (whitening init, then training; the per-epoch
     evaluation is not timed), so epoch_seconds are its differences (epoch 0 includes the whitening
     init). Figures: test {accuracy: the last epoch's val_acc (on the test set, no TTA),
-    tta_accuracy: the eval row's tta_val_acc}, training_seconds (the eval row's total: training
-    and the TTA evaluation), tta_seconds, and precision, threads, wall_seconds_after_decoding,
+    tta_accuracy: the eval row's tta_val_acc}, training_seconds (the last epoch row's total:
+    whitening init and training, no evaluation), total_time_seconds (the eval row's: and the TTA
+    evaluation), tta_seconds, and precision, threads, wall_seconds_after_decoding,
     peak_rss_mib when printed.
 
     Raises:
@@ -157,7 +159,7 @@ def parse_airbench_output(output: str) -> tuple[list[dict], dict]:
             for row, total, before in zip(epochs, totals, [0.0] + totals[:-1])]
     total = float(final[-1]["total_time_seconds"])
     figures = {"test": {"accuracy": float(epochs[-1]["val_acc"]), "tta_accuracy": float(final[-1]["tta_val_acc"])},
-               "training_seconds": total, "tta_seconds": round(total - totals[-1], 4)}
+               "training_seconds": totals[-1], "total_time_seconds": total, "tta_seconds": round(total - totals[-1], 4)}
     if wrapper := re.search(r"precision=(\w+) threads=(\d+) wall_s=([\d.]+)", output):
         figures.update(precision=wrapper.group(1), threads=int(wrapper.group(2)),
                        wall_seconds_after_decoding=float(wrapper.group(3)))
@@ -202,21 +204,23 @@ def data_block(peer: Peer, source: Path | None) -> dict:
         return {"dataset": "image_folder", "description": "CIFAR-10 image folder (train/<class>/, test/<class>/), "
                 "decoded by the script", "source": shown, **{k: v for k, v in counts.items() if v is not None},
                 "val_images": 0, "validation": "the test set (airbench94 evaluates val_acc on the test images "
-                "after every epoch; there is no held-out split)"}
+                "after every epoch; there is no held-out split)", "validation_is_test": True}
     how = ("Keras validation_split=0.2 takes the last 20% before shuffling" if peer.name == "deck-keras"
            else "n_train = int(0.8 * 60000), the same split as the deck's validation_split=0.2")
     return {"dataset": "mnist", "description": "MNIST (the official IDX files, gz, read from $MNIST_DIR)",
             "source": shown, **MNIST_SPLIT,
-            "validation": f"the last 12,000 of the 60,000 official training images ({how})"}
+            "validation": f"the last 12,000 of the 60,000 official training images ({how})", "validation_is_test": False}
 
 
 NOTES = {
     "deck-keras": ["history: the script prints val_acc per epoch only (no training loss or accuracy, no val_loss); "
                    "epoch_seconds is its own per-epoch timer (training and validation)",
-                   "training_seconds: the script's train_s (model.fit: all epochs, validation included)"],
+                   "training_seconds: none apart; the script's train_s (printed.train_s) is model.fit's time, "
+                   "all epochs, validation included"],
     "torch-lenet5": ["history: the script prints val_acc per epoch only (no training loss or accuracy, no val_loss); "
                      "epoch_seconds is its own per-epoch timer (training and validation)",
-                     "training_seconds: the script's train_s (all epochs, validation included)"],
+                     "training_seconds: none apart; the script's train_s (printed.train_s) is all epochs, "
+                     "validation included"],
     "airbench94": ["history: accuracy and loss are airbench's train_acc and train_loss of the last training batch "
                    "of each epoch (loss with label smoothing 0.2, divided by the batch size), not epoch means; "
                    "val_accuracy is accuracy on the test set without TTA",
@@ -224,8 +228,9 @@ NOTES = {
                    "per-epoch evaluation untimed; epoch 0 includes the whitening init); the last epoch is 0.9 "
                    "of an epoch (train_epochs 9.9)",
                    "test: accuracy is the last epoch's val_acc (no TTA), tta_accuracy the final eval row "
-                   "(tta_level 2); training_seconds is the eval row's total_time_seconds (whitening init, "
-                   "training, TTA evaluation)"],
+                   "(tta_level 2); training_seconds is the last epoch row's total_time_seconds (whitening "
+                   "init and training; the per-epoch evaluation is untimed, so validation_seconds is null); "
+                   "printed.total_time_seconds, the eval row's, adds the TTA evaluation (printed.tta_seconds)"],
 }
 """What each peer's history and figures are, recorded in the manifest's `notes`."""
 
@@ -381,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         manifest = manifest_lib.read_json(run_dir / "manifest.json")
         print(f"[{number}/{len(seeds)}] {run_dir}: test accuracy {manifest['test']['accuracy']:.4f}, "
-              f"{manifest['epochs_completed']} epochs, training {manifest.get('training_seconds', float('nan')):.1f} s, "
+              f"{manifest['epochs_completed']} epochs, training {manifest.get('training_seconds') or float('nan'):.1f} s, "
               f"wall {seconds:.1f} s", flush=True)
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lenet_keras import compare_figures, compare_stats, figures, report
+from lenet_keras import compare_figures, compare_stats, figures, report, run_index
 from lenet_keras.compare_stats import Group
 from lenet_keras.errors import ConfigError, RunDirectoryError
 
@@ -45,18 +45,10 @@ def experiment_name(name: str | Path) -> str:
 
 
 def run_paths(folder: Path) -> list[Path]:
-    """Run directories under `folder` (a `manifest.json` one or two levels down): `run-NNN` (train's)
-    first, then the others (numpy-NNN, trial-NNN/...), each in natural order (run-2 before run-10),
-    independent of the directory listing's order."""
-    found = {p.parent for pattern in ("*/manifest.json", "*/*/manifest.json") for p in folder.glob(pattern)}
-
-    def order(path: Path):
-        """Sort key: train's run-NNN first, then natural order of the relative path."""
-        relative = str(path.relative_to(folder))
-        natural = [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", relative)]
-        return (not re.match(r"run-\d+", relative), natural)
-
-    return sorted(found, key=order)
+    """Run directories under `folder` (a `manifest.json` one or two levels down) in
+    `run_index.run_order`: `run-NNN` (train's) first, then the others (numpy-NNN, trial-NNN/...),
+    numbers by value (run-2 before run-10), independent of the directory listing's order."""
+    return [record.path for record in run_index.scan(folder, depth=2)]
 
 
 def collect_runs(names: list[str], runs_dir: Path) -> list[tuple[str, report.Run]]:
@@ -153,8 +145,8 @@ def find_baseline(groups: list[Group], baseline: str | None) -> Group:
 
 
 def validation_is_test(group: Group) -> bool:
-    """True when the group's runs validate on the test set (their manifest's data.validation says so)."""
-    return any("test set" in str((run.manifest.get("data") or {}).get("validation", "")) for run in group.runs)
+    """True when the group's runs validate on the test set (`run_index.validation_is_test`)."""
+    return any(run_index.validation_is_test(run.manifest) for run in group.runs)
 
 
 def short_key(key: str) -> str:
@@ -242,17 +234,20 @@ def config_differences(groups: list[Group]) -> pd.DataFrame:
 
 def runs_display(runs: list[tuple[str, report.Run]], groups: list[Group]) -> pd.DataFrame:
     """Every selected run: folder, group letter (blank: not completed), seed ("-": unseeded), status, epochs,
-    test accuracy (%), training seconds, what its validation set is."""
+    test accuracy (%), training seconds without validation ("" when not recorded apart), epoch seconds
+    (the sum of history.csv's), what its validation set is."""
     letter = {id(run): g.label.split(":", 1)[0] for g in groups for run in g.runs}
     rows = []
     for experiment, run in runs:
         m = compare_stats.run_measures(run) if run.manifest.get("status") == "completed" else {}
         accuracy, seconds = m.get("test_accuracy", float("nan")), m.get("training_seconds", float("nan"))
+        training = compare_stats.training_seconds_only(run.manifest)
         rows.append({"run": f"{experiment}/{run.path.name}", "group": letter.get(id(run), ""),
                      "seed": "-" if run.manifest.get("seed") is None else str(run.manifest["seed"]), "status": run.manifest.get("status", "unknown"),
                      "epochs": 0 if run.history is None else len(run.history),
                      "test acc %": "" if accuracy != accuracy else f"{100 * accuracy:.2f}",
-                     "train s": "" if seconds != seconds else f"{seconds:.1f}",
+                     "train s": "" if training != training else f"{training:.1f}",
+                     "epoch s": "" if seconds != seconds else f"{seconds:.1f}",
                      "validation": (run.manifest.get("data") or {}).get("validation", "")})
     return pd.DataFrame(rows)
 
@@ -275,10 +270,14 @@ def verdict(row: dict, key: str, name: str, scale: float, unit: str) -> str:
                "to be found 80% of the time"))
 
 
-STATISTICS_NOTE = (
-    "Test accuracy is top-1 on each run's test set, in percent; training seconds are the sum of the run's "
-    "epoch times as its engine measured them (training steps and the epoch's validation pass; start-up and data "
-    "loading are left out). Intervals are 95% confidence intervals of the mean over a group's runs (Student's t, "
+def statistics_note(basis: str) -> str:
+    """The page's paragraph on what is measured and how it is tested; `basis`: `compare_stats.seconds_basis`."""
+    return (f"Test accuracy is top-1 on each run's test set, in percent; training seconds are "
+            f"{compare_stats.SECONDS_BASES[basis]} (start-up and data loading are left out). " + STATISTICS_RULES)
+
+
+STATISTICS_RULES = (
+    "Intervals are 95% confidence intervals of the mean over a group's runs (Student's t, "
     "`scipy.stats`); differences use Welch's t-test (`scipy.stats.ttest_ind`, unequal variances). A difference "
     "is resolved when its interval excludes 0 (p < 0.05). \"Seeds needed\" is the number of seeds per group a "
     "two-sided t-test at the 5% level needs to find a true difference as large as the one observed 80% of the "
@@ -312,8 +311,9 @@ def _draw(out: Path, groups: list[Group], stats: pd.DataFrame) -> None:
 def page_lines(title: str, intro: str, runs, groups: list[Group], baseline: Group,
                stats: pd.DataFrame) -> tuple[list[str], list[str]]:
     """The Markdown lines and HTML fragments of the whole comparison page (`stats`: `compare_stats.group_table`)."""
-    md, page = [f"# {title}", "", intro, "", STATISTICS_NOTE, ""], [
-        f"<h1>{html.escape(title)}</h1>", f"<p>{report.inline_html(intro)}</p>", f"<p>{report.inline_html(STATISTICS_NOTE)}</p>"]
+    note = statistics_note(compare_stats.seconds_basis([run for group in groups for run in group.runs]))
+    md, page = [f"# {title}", "", intro, "", note, ""], [
+        f"<h1>{html.escape(title)}</h1>", f"<p>{report.inline_html(intro)}</p>", f"<p>{report.inline_html(note)}</p>"]
     _table(md, page, "Groups", groups_display(stats), "Runs with equal engine and config except the seed form a group.")
     _figure(md, page, "test_accuracy.png", "test accuracy per group")
     differences = compare_stats.difference_table(groups, baseline)

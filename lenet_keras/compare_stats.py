@@ -8,8 +8,11 @@ size needs). All statistics come from `scipy.stats`; nothing here draws or write
 
 Definitions used everywhere (report pages, the reproduction scorecard):
 - test accuracy: `manifest["test"]["accuracy"]`, top-1 as a fraction (0..1);
-- training seconds: the sum of `history.csv`'s `epoch_seconds`, each engine timing its own
-  epochs (training steps plus the epoch's validation pass), so start-up and data loading are out;
+- training seconds, compared like with like (`seconds_basis`): where every run compared records
+  them, the manifest's `training_seconds` (its epochs without their validation passes,
+  `rundir.seconds_block`); else for all of them the sum of `history.csv`'s `epoch_seconds`, each
+  engine timing its own epochs (training steps plus, where the engine times them together, the
+  epoch's validation pass). Start-up and data loading are out either way;
 - training images/s: training images (`manifest["data"]["train_images"]`) x epochs / training seconds.
 """
 
@@ -23,16 +26,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lenet_keras.run_index import engine_of
+
 CONFIDENCE = 0.95
 """Level of every confidence interval (two-sided)."""
 POWER = 0.8
 """Probability of resolving a difference that `seeds_needed` plans for (at significance 1 - CONFIDENCE)."""
-
-
-def engine_of(manifest: dict) -> str:
-    """The engine that made a run: "keras" when the manifest names none, else its first word
-    ("numpy (lenet_keras.scratch)" -> "numpy"; peers' "keras-deck", "pytorch", "airbench94")."""
-    return str(manifest.get("engine") or "keras").split(" (")[0]
 
 
 def flat_config(manifest: dict) -> dict[str, str]:
@@ -122,10 +121,33 @@ def partial_keys(groups: list[Group]) -> list[str]:
     return [key for key in keys if not all(key in group.config for group in groups)]
 
 
-def run_measures(run) -> dict[str, float]:
-    """A completed run's test accuracy (fraction), training seconds and training images/s (NaN when not recorded)."""
+SECONDS_BASES = {
+    "training": "training seconds without the per-epoch validation passes (each run's manifest `training_seconds`)",
+    "epochs": "the sum of each run's epoch times as its engine measured them (training steps and, where the "
+              "engine times them together, the epoch's validation pass), as not every run compared records "
+              "its training seconds apart",
+}
+"""What "training seconds" are in a comparison, by `seconds_basis`."""
+
+
+def training_seconds_only(manifest: dict) -> float:
+    """The run's training seconds without validation passes (`rundir.seconds_block`); NaN when its
+    manifest does not record them apart (older runs, programs that time validation with training)."""
+    value = manifest.get("training_seconds") if "validation_seconds" in manifest else None
+    return math.nan if value is None else float(value)
+
+
+def seconds_basis(runs) -> str:
+    """"training" when every run in `runs` records its training seconds apart, else "epochs"."""
+    return "training" if all(math.isfinite(training_seconds_only(run.manifest)) for run in runs) else "epochs"
+
+
+def run_measures(run, basis: str = "epochs") -> dict[str, float]:
+    """A completed run's test accuracy (fraction), training seconds on `basis` (`SECONDS_BASES`),
+    and training images/s (NaN when not recorded)."""
     manifest, history = run.manifest, run.history
-    seconds = float(history["epoch_seconds"].sum()) if history is not None and "epoch_seconds" in history else math.nan
+    epoch_sum = float(history["epoch_seconds"].sum()) if history is not None and "epoch_seconds" in history else math.nan
+    seconds = training_seconds_only(manifest) if basis == "training" else epoch_sum
     epochs = len(history) if history is not None else 0
     images = manifest.get("data", {}).get("train_images")
     test = manifest.get("test", {}) or {}
@@ -202,9 +224,9 @@ def seeds_needed(effect: float, std: float, limit: int = 1000) -> float:
 def group_table(groups: list[Group]) -> pd.DataFrame:
     """One row per group: n, seeds, test accuracy (mean, 95% CI, median, min, max), training
     seconds (mean, 95% CI, median, min, max) and training images/s (median)."""
-    rows = []
+    rows, basis = [], seconds_basis([run for group in groups for run in group.runs])
     for group in groups:
-        measures = [run_measures(run) for run in group.runs]
+        measures = [run_measures(run, basis) for run in group.runs]
         accuracy = summarize(m["test_accuracy"] for m in measures)
         seconds = summarize(m["training_seconds"] for m in measures)
         rows.append({"group": group.label, "n": len(group.runs),
@@ -220,12 +242,13 @@ def difference_table(groups: list[Group], baseline: Group) -> pd.DataFrame:
     (fraction; percentage points are 100x) and in training seconds, each with its 95% CI,
     Welch p-value, seeds per group needed to resolve a difference of that size, and whether
     both groups have zero spread (`difference`)."""
-    base = [run_measures(run) for run in baseline.runs]
+    basis = seconds_basis([run for group in [*groups, baseline] for run in group.runs])
+    base = [run_measures(run, basis) for run in baseline.runs]
     rows = []
     for group in groups:
         if group is baseline:
             continue
-        measures = [run_measures(run) for run in group.runs]
+        measures = [run_measures(run, basis) for run in group.runs]
         row = {"group": group.label, "vs": baseline.label}
         for key, name in (("test_accuracy", "test acc"), ("training_seconds", "train s")):
             d = difference([m[key] for m in measures], [m[key] for m in base])

@@ -77,7 +77,8 @@ class ImageData:
     `checksums` maps each source file to the SHA-256 of its content; `source` is the folder or archive read;
     `description` says in words what the data are (reports quote it); `validation` says in one
     line how the validation split was made, e.g. "the last 12000 of all 60000 official training
-    images, in file order" (reports and manifests quote it).
+    images, in file order" (reports and manifests quote it); `validation_is_test` is True when
+    the validation set is the test set (`data.validation_split = 0`), recorded in the manifest.
     """
 
     name: str
@@ -92,6 +93,7 @@ class ImageData:
     checksums: dict[str, str] = field(default_factory=dict)
     description: str = ""
     validation: str = ""
+    validation_is_test: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -332,7 +334,7 @@ def _split(name, source, class_names, config: DataConfig, checksums, train_x, tr
         train_images=train_x[:n_train], train_labels=train_y[:n_train].astype(np.int64),
         val_images=val_x, val_labels=val_y.astype(np.int64),
         test_images=test_x, test_labels=test_y.astype(np.int64), checksums=checksums,
-        description=description or name, validation=validation,
+        description=description or name, validation=validation, validation_is_test=config.validation_split == 0,
     )
 
 

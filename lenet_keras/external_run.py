@@ -163,7 +163,7 @@ def check_recipe(experiment: str, engine: str, config: dict, seed: int | None, d
     Raises:
         ValueError: the experiment is not a plain folder name, the engine is empty, the config is
             not a non-empty dict or holds `seed`, the seed is not an int or None, or `data` has no
-            `description` or `validation`.
+            `description` or `validation`, or no boolean `validation_is_test`.
     """
     if not config_lib.SAFE_NAME.fullmatch(experiment or ""):
         raise ValueError(f"experiment {experiment!r}: use letters, digits, '_', '.', '-' (no leading dot)")
@@ -178,6 +178,8 @@ def check_recipe(experiment: str, engine: str, config: dict, seed: int | None, d
         raise ValueError(f"seed: {seed!r} is not an int or None")
     if missing := [key for key in ("description", "validation") if not data.get(key)]:
         raise ValueError(f"data: no {missing} (say what the data and the validation set are)")
+    if not isinstance(data.get("validation_is_test"), bool):
+        raise ValueError("data: no validation_is_test (true or false: is the validation set the test set?)")
 
 
 def machine_block() -> dict[str, Any]:
@@ -189,16 +191,19 @@ def machine_block() -> dict[str, Any]:
 
 def record_external_run(runs_dir: Path, experiment: str, *, engine: str, config: dict, seed: int | None,
                         command: str, history: list[dict], test: dict, wall_seconds: float, versions: dict,
-                        data: dict, training_seconds: float | None = None, notes: list[str] | tuple = (),
+                        data: dict, training_seconds: float | None = None, validation_seconds: float | None = None,
+                        notes: list[str] | tuple = (),
                         started_utc: str | None = None, machine_extra: dict | None = None,
                         extra: dict | None = None) -> Path:
     """Write a completed run directory `runs_dir/<experiment>/run-NNN/` for a run made by another program.
 
     `history`: per-epoch dicts in order (`check_history`); `test`: `check_test`'s figures
     (fractions); `wall_seconds`: the whole command, start to exit; `training_seconds`: the
-    program's own training time when it prints one; `versions`: the program's interpreter
-    (`interpreter_versions`); `data`: at least `description` and `validation` (what its validation
-    set is, e.g. "the test set"); `machine_extra` is merged into `machine_block()`
+    program's own training time without its validation passes (None when it prints none, or only
+    one that includes them); `validation_seconds`: those passes, when it times them (None: untimed,
+    or timed with training); `versions`: the program's interpreter
+    (`interpreter_versions`); `data`: at least `description`, `validation` (what its validation
+    set is, e.g. "the test set") and `validation_is_test`; `machine_extra` is merged into `machine_block()`
     (e.g. the program's threads); `extra` adds top-level manifest keys. `recorded_by` is this
     process's command line (paths relative). A null `seed` adds `UNSEEDED_NOTE` to `notes`.
     Returns the run directory.
@@ -216,7 +221,8 @@ def record_external_run(runs_dir: Path, experiment: str, *, engine: str, config:
         "recorded_by": manifest_lib.mask_password(relative_command(["python", *sys.argv])), "versions": versions,
         "machine": {**machine_block(), **(machine_extra or {})}, "data": data,
         "started_utc": started_utc, "ended_utc": manifest_lib.utc_now(), "wall_seconds": round(wall_seconds, 3),
-        **({} if training_seconds is None else {"training_seconds": _number(training_seconds, "training_seconds")}),
+        "training_seconds": None if training_seconds is None else _number(training_seconds, "training_seconds"),
+        "validation_seconds": None if validation_seconds is None else _number(validation_seconds, "validation_seconds"),
         **summary(rows, test), **(extra or {}),
         "notes": list(notes) + ([UNSEEDED_NOTE] if seed is None else []),
     }

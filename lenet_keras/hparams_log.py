@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lenet_keras import manifest as manifest_lib
+from lenet_keras import run_index
 
 _SESSION_SUFFIX = ".hparams"
 _file_numbers = itertools.count()
@@ -59,14 +60,11 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | 
     return flat
 
 
-def engine_name(manifest: dict[str, Any]) -> str:
-    """The run's engine in one word: "keras" (a manifest without `engine`), "numpy", ..."""
-    return str(manifest.get("engine") or "keras").split()[0]
 
 
 def session_hparams(manifest: dict[str, Any]) -> dict[str, bool | int | float | str]:
     """The session's hyperparameters: `manifest["config"]` flattened (`flatten`) and `engine`."""
-    return {**flatten(manifest["config"]), "engine": engine_name(manifest)}
+    return {**flatten(manifest["config"]), "engine": run_index.engine_of(manifest)}
 
 
 def session_name(manifest: dict[str, Any]) -> str:

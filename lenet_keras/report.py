@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lenet_keras import figures
+from lenet_keras import run_index
 from lenet_keras.errors import RunDirectoryError
 from lenet_keras.manifest import read_json
 
@@ -87,17 +88,13 @@ def read_runs(experiment_dir: Path) -> list[Run]:
     Raises:
         RunDirectoryError: the folder does not exist or holds no run.
     """
-    def _run_order(path: Path):
-        match = re.fullmatch(r"run-(\d+)", path.parent.name)
-        return (0, int(match.group(1)), "") if match else (1, 0, path.parent.name)
-
-    paths = sorted(experiment_dir.glob("*/manifest.json"), key=_run_order) if experiment_dir.is_dir() else []
+    paths = [record.path for record in run_index.scan(experiment_dir)]
     if not paths:
         raise RunDirectoryError(
             f"no runs in {experiment_dir}: train one first, e.g. "
             f"python -m lenet_keras train experiments/{experiment_dir.name}.toml"
         )
-    return [read_run(p.parent) for p in paths]
+    return [read_run(p) for p in paths]
 
 
 def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -127,7 +124,7 @@ def summary_table(runs: list[Run]) -> pd.DataFrame:
     """
     configs = pd.json_normalize([r.manifest.get("config", {}) for r in runs])
     varying = [c for c in configs.columns if c != "name" and configs[c].astype(str).nunique() > 1]
-    engines = [r.manifest.get("engine", "keras") for r in runs]
+    engines = [run_index.engine_of(r.manifest) for r in runs]
     rows = []
     for run, engine, (_, config) in zip(runs, engines, configs.iterrows()):
         m = run.manifest

@@ -43,6 +43,7 @@ from lenet_keras import figures
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import report
 from lenet_keras import rundir
+from lenet_keras import run_index
 from lenet_keras import seeds as seeds_lib
 from lenet_keras.errors import LenetKerasError
 
@@ -220,7 +221,7 @@ def run_value(run_dir: Path, claim: Claim) -> float:
         return float((manifest.get("test") or {}).get("accuracy", math.nan))
     if claim.metric not in METRICS:
         raise ValueError(f"unknown metric {claim.metric!r} (one of {', '.join(METRICS)})")
-    if claim.metric == "test_accuracy_at_epoch" and not str(manifest["data"].get("validation", "")).startswith("the test set"):
+    if claim.metric == "test_accuracy_at_epoch" and not run_index.validation_is_test(manifest):
         raise LenetKerasError(f"{run_dir}: its validation set is not the test set, so history.csv holds no test accuracy "
                               f"per epoch (row {claim.key} needs data.validation_split=0)")
     history = pd.read_csv(Path(run_dir) / "history.csv")
@@ -228,19 +229,6 @@ def run_value(run_dir: Path, claim: Claim) -> float:
     if row.empty:
         raise LenetKerasError(f"{run_dir}/history.csv has no epoch {claim.epoch} (row {claim.key})")
     return float(row["val_accuracy"].iloc[0])
-
-
-def completed_numpy_run(folder: Path, config: dict) -> Path | None:
-    """The first completed NumPy-engine run (by name order) in `folder` whose manifest config equals `config`; else None."""
-    for path in sorted(Path(folder).glob("*/manifest.json")) if Path(folder).is_dir() else ():
-        try:
-            manifest = manifest_lib.read_json(path)
-        except (OSError, ValueError):
-            continue
-        if (manifest.get("status") == "completed" and compare_stats.engine_of(manifest) == "numpy"
-                and manifest.get("config") == config):
-            return path.parent
-    return None
 
 
 def train_numpy_seeds(experiment: Path, overrides: list[str], seeds, runs_dir: Path, data_dir: Path | None,
@@ -255,14 +243,14 @@ def train_numpy_seeds(experiment: Path, overrides: list[str], seeds, runs_dir: P
     for seed in dict.fromkeys(seeds):
         resolved = config_lib.load(experiment, [*overrides, f"seed={seed}"])
         folder, config = Path(runs_dir) / resolved.name, rundir.config_block(resolved)
-        done = completed_numpy_run(folder, config)
+        done = run_index.completed_run(folder, config, "numpy")
         if done is None:
             command = [sys.executable, "-m", "lenet_keras", "scratch", str(experiment), *overrides, f"seed={seed}",
                        "--runs-dir", str(runs_dir), *(["--data-dir", str(data_dir)] if data_dir else [])]
             print(f"seed {seed}: training (NumPy)", flush=True)
             if runner(command).returncode:
                 raise LenetKerasError(f"reproduce: seed {seed} failed: {' '.join(command)}")
-            done = completed_numpy_run(folder, config)
+            done = run_index.completed_run(folder, config, "numpy")
             if done is None:
                 raise LenetKerasError(f"reproduce: seed {seed} exited 0 but {folder} holds no completed NumPy run")
         else:

@@ -252,23 +252,12 @@ def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
 
 
 def find_unfinished(experiment_dir: Path, config: dict[str, Any]) -> Path | None:
-    """The last run directory (by name order) of `experiment_dir` that can be resumed with `config`.
+    """The last run directory (`run_index.run_order`: run-1000 after run-999) of `experiment_dir`
+    that can be resumed with `config`: readable manifest, status running (with no live process,
+    `process_alive`) or interrupted, and that config. None when there is none."""
+    from lenet_keras import run_index
 
-    A run qualifies when its manifest is readable, its status is running (with no live process)
-    or interrupted, and its config equals `config`. None when there is none.
-    """
-    if not experiment_dir.is_dir():
-        return None
-    found = None
-    for path in sorted(experiment_dir.glob("*/manifest.json")):
-        try:
-            manifest = manifest_lib.read_json(path)
-        except (OSError, ValueError):
-            continue
-        if (isinstance(manifest, dict) and manifest.get("status") in ("running", "interrupted")
-                and manifest.get("config") == config and not process_alive(manifest)):
-            found = path.parent
-    return found
+    return run_index.unfinished_run(experiment_dir, config, process_alive)
 
 
 def weights_digest(model) -> str:

@@ -103,7 +103,9 @@ def config_block(experiment: config_lib.Experiment) -> dict[str, Any]:
 
 def data_block(dataset, validation_note: str = "") -> dict[str, Any]:
     """The manifest's `data` block of a `data.ImageData`: name, description, source, checksums,
-    class names, image counts per split and how the validation split was made (+ `validation_note`)."""
+    class names, image counts per split, how the validation split was made (+ `validation_note`)
+    and whether the validation set is the test set (`validation_is_test`, read by
+    `run_index.validation_is_test`)."""
     return {
         "dataset": dataset.name,
         "description": dataset.description,
@@ -114,6 +116,7 @@ def data_block(dataset, validation_note: str = "") -> dict[str, Any]:
         "val_images": len(dataset.val_images),
         "test_images": len(dataset.test_images),
         "validation": dataset.validation + validation_note,
+        "validation_is_test": bool(dataset.validation_is_test),
     }
 
 
@@ -182,6 +185,18 @@ def write_predictions(run_dir: Path, dataset, probabilities: np.ndarray, **array
             sample_title=np.array(SAMPLE_TITLE), **arrays,
         )
     return samples
+
+
+def seconds_block(epoch_seconds: float, validation_seconds: float | None) -> dict[str, float | None]:
+    """The manifest's `training_seconds` and `validation_seconds` of every engine, from the wall
+    seconds of its epochs (training steps and per-epoch validation passes, `epoch_seconds` summed)
+    and those of the validation passes alone: training = epochs - validation. With
+    `validation_seconds` None (a program that does not time its validation apart) both are None,
+    and only the epoch seconds (validation included) are known."""
+    if validation_seconds is None:
+        return {"training_seconds": None, "validation_seconds": None}
+    return {"training_seconds": round(float(epoch_seconds) - float(validation_seconds), 3),
+            "validation_seconds": round(float(validation_seconds), 3)}
 
 
 def completion_summary(rows: list[dict], test_loss: float, test_accuracy: float, t0: float) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from lenet_keras import config as config_lib
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import rundir
+from lenet_keras import run_index
 from lenet_keras.errors import LenetKerasError
 
 
@@ -28,23 +29,6 @@ class SeedRun:
     seed: int
     run_dir: Path
     trained: bool
-
-
-def completed_run(experiment_dir: Path, config: dict) -> Path | None:
-    """The first completed Keras run (by name order) of `experiment_dir` whose manifest config
-    equals `config` (a `rundir.config_block`); None when there is none. Unreadable manifests
-    and other engines' runs (the NumPy network's, peers') are passed over."""
-    if not experiment_dir.is_dir():
-        return None
-    for path in sorted(experiment_dir.glob("*/manifest.json")):
-        try:
-            manifest = manifest_lib.read_json(path)
-        except (OSError, ValueError):
-            continue
-        if (isinstance(manifest, dict) and manifest.get("status") == "completed"
-                and manifest.get("engine", "keras") == "keras" and manifest.get("config") == config):
-            return path.parent
-    return None
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -92,7 +76,7 @@ def train_seeds(experiment: Path, overrides: list[str], seeds: list[int], runs_d
     for seed in dict.fromkeys(seeds):
         resolved = config_lib.load(experiment, [*overrides, f"seed={seed}"])
         folder = Path(runs_dir) / resolved.name
-        done = completed_run(folder, rundir.config_block(resolved))
+        done = run_index.completed_run(folder, rundir.config_block(resolved), "keras")
         if done is not None:
             print(f"seed {seed}: skipped, {done} has completed this config", flush=True)
             outcomes.append(SeedRun(seed, done, False))
@@ -102,7 +86,7 @@ def train_seeds(experiment: Path, overrides: list[str], seeds: list[int], runs_d
         finished = runner(command)
         if finished.returncode:
             raise LenetKerasError(f"train --seeds: seed {seed} failed (exit {finished.returncode}): {' '.join(command)}")
-        made = completed_run(folder, rundir.config_block(resolved))
+        made = run_index.completed_run(folder, rundir.config_block(resolved), "keras")
         if made is None:
             raise LenetKerasError(f"train --seeds: seed {seed} exited 0 but {folder} holds no completed run of its config")
         outcomes.append(SeedRun(seed, made, True))

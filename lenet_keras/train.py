@@ -432,6 +432,8 @@ def record_results(job: Job, rows: list, result: dict, extra: tuple) -> Path | N
     job.manifest.update(
         **summary, speed=job.record["speed"], warnings=job.record["warnings"], stopped_early=stop_reason(extra),
         final_weights={"file": FINAL_WEIGHTS, "values_sha256": resume_lib.weights_digest(job.model)},
+        **rundir.seconds_block(sum(float(row["epoch_seconds"]) for row in rows),
+                               float(job.record["speed"].get("validation_seconds", 0.0))),
     )
     rundir.write_manifest(job.run_dir, job.manifest)
     resume_lib.remove_backup(job.run_dir)

@@ -107,7 +107,7 @@ def test_run_peer_records_the_peer_run_as_a_run_directory(fake_world, tmp_path):
     assert (manifest["engine"], manifest["seed"], manifest["status"]) == ("airbench94", 3, "completed")
     assert manifest["wall_seconds"] == PEER_WHOLE_SECONDS  # the same whole-command timer as the table's
     assert manifest["test"]["accuracy"] == result["accuracy"] / 100 and manifest["test"]["tta_accuracy"] == 0.506
-    assert manifest["training_seconds"] == result["training_seconds"] == 170.3978
+    assert manifest["printed"]["total_time_seconds"] == result["training_seconds"] == 170.3978  # with TTA, as ours
     assert "<seed wrapper> 3 " in manifest["command"] and manifest["command"].endswith("bf16 <fresh cache dir>")
     assert manifest["data"]["validation"].startswith("the test set")
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 10  # header and 10 epoch rows

@@ -70,7 +70,10 @@ def test_seeds_trains_only_what_is_missing_and_refuses_a_seed_override(runs_dir,
 
 def _expected(manifests: list[dict], histories: list[pd.DataFrame]) -> dict:
     accuracy = np.array([m["test"]["accuracy"] for m in manifests])
-    seconds = np.array([h["epoch_seconds"].sum() for h in histories])
+    seconds = np.array([m["training_seconds"] for m in manifests])  # the epochs without their validation passes
+    np.testing.assert_allclose(seconds, [h["epoch_seconds"].sum() - m["validation_seconds"]
+                                         for m, h in zip(manifests, histories)], atol=2e-3)
+    assert all(m["validation_seconds"] > 0 for m in manifests)
     half = stats.t.ppf(0.975, len(accuracy) - 1) * accuracy.std(ddof=1) / math.sqrt(len(accuracy))
     return {"accuracy": accuracy, "seconds": seconds, "low": accuracy.mean() - half, "high": accuracy.mean() + half}
 
@@ -91,6 +94,7 @@ def test_compare_groups_two_experiments_with_the_right_numbers(runs_dir, tmp_pat
         assert row["train s mean"] == pytest.approx(want["seconds"].mean())
         assert f"{100 * want['accuracy'].mean():.2f} [{100 * want['low']:.2f}, {100 * want['high']:.2f}]" in \
             index.with_suffix(".md").read_text()
+    assert compare_stats.SECONDS_BASES["training"] in index.with_suffix(".md").read_text()  # like with like, said
 
 
 def test_the_difference_from_the_baseline_is_welchs(runs_dir):
@@ -140,7 +144,8 @@ def test_a_run_validated_on_the_test_set_is_labelled_so(runs_dir, tmp_path):
     copy = tmp_path / "runs" / "on_test"
     shutil.copytree(runs_dir / "mnist_lenet5" / "run-001", copy / "run-001")
     manifest = json.loads((copy / "run-001" / "manifest.json").read_text())
-    manifest["data"]["validation"] = "the test set (200 images)"
+    assert manifest["data"]["validation_is_test"] is False
+    manifest["data"].update(validation="the test set (200 images)", validation_is_test=True)
     (copy / "run-001" / "manifest.json").write_text(json.dumps(manifest))
     group = compare.lettered(compare_stats.group_runs([report.read_run(copy / "run-001")]))[0]
     assert compare.legend_label(group, []).endswith("[validated on the test set]")
@@ -187,4 +192,9 @@ def test_a_peer_run_from_its_printed_output_is_drawn_beside_ours(runs_dir, tmp_p
     table = compare_figures.epoch_statistics([r.history for r in deck.runs], "val_accuracy")
     assert list(table["median"]) == pytest.approx(printed)
     assert "B: peer_deck_keras_lenet5 · keras-deck" in index.read_text()
+    # the deck's script times validation with training: every group is compared on epoch seconds, and the page says so
+    assert compare_stats.seconds_basis([run for group in groups for run in group.runs]) == "epochs"
+    assert compare_stats.SECONDS_BASES["epochs"] in index.with_suffix(".md").read_text()
+    stats_table = compare_stats.group_table(groups)
+    assert stats_table.loc[0, "train s mean"] == pytest.approx(np.mean([r.history["epoch_seconds"].sum() for r in groups[0].runs]))
     assert_png(index.parent / "validation_curves.png", (11, 4.2), tolerance=0.3)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lenet_keras import data, dataformats, pipeline
+from lenet_keras import data, dataformats, pipeline, rundir
 from lenet_keras.config import DataConfig
 from lenet_keras.errors import ChecksumError, ConfigError, DataNotFoundError
 
@@ -172,6 +172,8 @@ def test_validation_is_the_last_fraction_of_training_images(mnist_dir):
     no_split = data.load_mnist(DataConfig(validation_split=0, test_subset=100), [mnist_dir])
     assert no_split.validation.startswith("the test set (100 images; validation_split = 0")
     np.testing.assert_array_equal(no_split.val_images, no_split.test_images)
+    assert (no_split.validation_is_test, full.validation_is_test, small.validation_is_test) == (True, False, False)
+    assert rundir.data_block(no_split)["validation_is_test"] is True and not rundir.data_block(full)["validation_is_test"]
     with pytest.raises(ConfigError, match="data.validation_split"):
         data.load_mnist(DataConfig(train_subset=2, validation_split=0.1), [mnist_dir])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lenet_keras import config, hparams_log, manifest, sweep, sweep_study
+from lenet_keras import config, hparams_log, manifest, run_index, sweep, sweep_study
 
 from .conftest import REPO
 from .sweep_helpers import write_sweep
@@ -223,5 +223,5 @@ def test_a_sweep_trial_has_exactly_one_session_with_the_swept_keys(tmp_path, mni
 def test_flatten_turns_tables_into_dotted_keys_and_lists_into_text():
     assert hparams_log.flatten({"seed": 1, "a": {"b": [0.5, 1], "c": {"d": True}}, "e": None}) == \
         {"seed": 1, "a.b": "[0.5, 1]", "a.c.d": True, "e": "null"}
-    assert hparams_log.engine_name({}) == "keras"
-    assert hparams_log.engine_name({"engine": "numpy (lenet_keras.scratch)"}) == "numpy"
+    assert run_index.engine_of({}) == "keras"
+    assert run_index.engine_of({"engine": "numpy (lenet_keras.scratch)"}) == "numpy"

@@ -61,12 +61,13 @@ def test_deck_output_becomes_a_run_directory_with_the_printed_numbers(tmp_path):
     assert manifest["engine"] == "keras-deck" and manifest["seed"] is None
     assert external_run.UNSEEDED_NOTE in manifest["notes"]
     assert manifest["test"] == {"accuracy": 0.9069, "loss": 0.3219}  # "test_acc=0.9069 test_loss=0.3219"
-    assert manifest["training_seconds"] == 9.3 and manifest["wall_seconds"] == 20.0
+    assert manifest["training_seconds"] is None and manifest["validation_seconds"] is None  # train_s has validation
+    assert manifest["printed"]["train_s"] == 9.3 and manifest["wall_seconds"] == 20.0
     assert manifest["epochs_completed"] == 2 and manifest["best"] == {"epoch": 1, "val_accuracy": 0.9094}
     assert manifest["config"]["train"]["epochs"] == 2 and manifest["config"]["train"]["batch_size"] == 512
     assert "seed" not in manifest["config"]
     assert "last 12,000" in manifest["data"]["validation"] and manifest["versions"] == VERSIONS
-    assert manifest["printed"] == {"params": 61706}
+    assert manifest["printed"] == {"params": 61706, "train_s": 9.3}
     rows = history(run_dir)
     assert list(rows[0]) == ["epoch", "epoch_seconds", "val_accuracy"]
     assert [(int(r["epoch"]), float(r["epoch_seconds"]), float(r["val_accuracy"])) for r in rows] == [
@@ -81,7 +82,7 @@ def test_torch_output_records_its_seed_threads_and_equal_configs_across_seeds(tm
     one, two = (json.loads((d / "manifest.json").read_text()) for d in (first, second))
     assert (one["seed"], two["seed"], one["engine"]) == (0, 1, "pytorch")
     assert one["config"] == two["config"], "runs of one recipe differ only in the seed"
-    assert one["test"] == {"accuracy": 0.8528} and one["training_seconds"] == 13.6
+    assert one["test"] == {"accuracy": 0.8528} and one["printed"]["train_s"] == 13.6 and one["training_seconds"] is None
     assert one["machine"] == {**MACHINE, "threads": 2}  # ours, and the script's "threads=2"
     assert [(float(r["epoch_seconds"]), float(r["val_accuracy"])) for r in history(first)] == [
         (8.09, 0.5238), (5.52, 0.8527)]
@@ -98,7 +99,9 @@ def test_airbench_output_splits_its_cumulative_times_into_epochs(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert run_dir.parent.name == "peer_airbench94" and manifest["engine"] == "airbench94"
     assert manifest["test"] == {"accuracy": 0.5, "tta_accuracy": 0.506}  # last val_acc; eval row's tta_val_acc
-    assert manifest["training_seconds"] == 170.3978 and manifest["printed"]["tta_seconds"] == pytest.approx(2.8559)
+    # training only (the last epoch row's cumulative time); the eval row's total adds the TTA evaluation
+    assert manifest["training_seconds"] == pytest.approx(170.3978 - 2.8559) and manifest["validation_seconds"] is None
+    assert manifest["printed"]["total_time_seconds"] == 170.3978 and manifest["printed"]["tta_seconds"] == pytest.approx(2.8559)
     assert manifest["data"]["validation"].startswith("the test set")
     assert (manifest["data"]["train_images"], manifest["data"]["test_images"]) == (3, 2)
     assert manifest["config"]["train"]["precision"] == "bf16" and manifest["config"]["data"]["dataset"] == "tinycifar"
@@ -142,11 +145,12 @@ def test_malformed_output_raises_a_clear_error_and_leaves_no_run_directory(tmp_p
     ({"config": {"script": "x.py", "seed": 1}}, "holds 'seed'"),
     ({"history": [{"val_accuracy": 0.9}]}, "no 'epoch_seconds'"),
     ({"data": {"description": "MNIST"}}, "validation"),
+    ({"data": {"description": "MNIST", "validation": "v"}}, "validation_is_test"),
 ])
 def test_record_external_run_refuses_incomplete_figures_before_making_a_directory(tmp_path, change, message):
     arguments = {"engine": "pytorch", "config": {"script": "x.py"}, "seed": 0, "command": "python x.py",
                  "history": [{"epoch_seconds": 1.0, "val_accuracy": 0.5}], "test": {"accuracy": 0.5},
-                 "wall_seconds": 2.0, "versions": VERSIONS, "data": {"description": "d", "validation": "v"}}
+                 "wall_seconds": 2.0, "versions": VERSIONS, "data": {"description": "d", "validation": "v", "validation_is_test": False}}
     with pytest.raises(ValueError, match=message):
         external_run.record_external_run(tmp_path, "peer_x", **{**arguments, **change})
     assert not (tmp_path / "peer_x").exists()

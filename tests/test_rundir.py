@@ -40,3 +40,8 @@ def test_next_numbered_path_skips_a_name_taken_meanwhile(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir.os, "open", racing_open)
     path = rundir.next_numbered_path(tmp_path, "bench", ".json")
     assert taken == [tmp_path / "bench-001.json"] and path == tmp_path / "bench-002.json"
+
+
+def test_training_seconds_are_the_epochs_without_their_validation_passes():
+    assert rundir.seconds_block(10.0, 2.5) == {"training_seconds": 7.5, "validation_seconds": 2.5}
+    assert rundir.seconds_block(10.0, None) == {"training_seconds": None, "validation_seconds": None}

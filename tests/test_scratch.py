@@ -166,6 +166,9 @@ def test_short_training_on_real_mnist_lowers_the_loss_and_writes_a_run(mnist_dir
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["model"]["parameters"] == PARAMETERS
     assert manifest["test"]["accuracy"] > 0.5
+    epochs = sum(float(r["epoch_seconds"]) for r in rows)
+    assert 0 < manifest["validation_seconds"] < manifest["training_seconds"]  # timed apart, validation is a pass
+    assert manifest["training_seconds"] + manifest["validation_seconds"] == pytest.approx(epochs, abs=2e-3)
     index = report.build("mnist_lenet5", runs_dir=tmp_path, reports_dir=tmp_path / "reports")
     assert "numpy-001" in index.read_text()
     with pytest.raises(ConfigError, match="model.name = 'lenet5_relu'"):

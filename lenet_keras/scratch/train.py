@@ -87,12 +87,13 @@ def _train_epoch(network: ScratchLeNet5, optimizer: SGD, images: np.ndarray, tar
 
 
 def _finish(run_dir: Path, manifest: dict, rows: list[dict], dataset: data_lib.ImageData,
-            test: tuple[float, float, np.ndarray], t0: float) -> None:
-    """Write predictions.npz and the completed manifest (`lenet_keras.rundir`)."""
+            test: tuple[float, float, np.ndarray], t0: float, validation_seconds: float) -> None:
+    """Write predictions.npz and the completed manifest (`lenet_keras.rundir`; training and
+    validation seconds apart, `rundir.seconds_block`)."""
     test_loss, test_accuracy, probabilities = test
     rundir.write_predictions(run_dir, dataset, probabilities)
     manifest.update(**rundir.completion_summary(rows, test_loss, test_accuracy, t0),
-                    training_seconds=round(sum(row["epoch_seconds"] for row in rows), 3))
+                    **rundir.seconds_block(sum(row["epoch_seconds"] for row in rows), validation_seconds))
     rundir.write_manifest(run_dir, manifest)
 
 
@@ -132,7 +133,7 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
                                      engine="numpy (lenet_keras.scratch)")
     rundir.write_manifest(run_dir, manifest)
     hparams_log.write_run_session(run_dir, manifest)
-    rows = []
+    rows, validation_seconds = [], 0.0
     scalars = hparams_log.EpochScalars(run_dir / "tensorboard")
     try:
         for epoch in range(epochs):
@@ -140,7 +141,9 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
             order = np.random.default_rng([experiment.seed, epoch]).permutation(len(train_x))
             loss, accuracy = _train_epoch(network, optimizer, train_x, targets, dataset.train_labels, order,
                                           experiment.train.batch_size, epoch, run_dir)
+            validation_start = time.perf_counter()
             val_loss, val_accuracy, _ = _evaluate(network, val_x, dataset.val_labels)
+            validation_seconds += time.perf_counter() - validation_start
             rows.append({"epoch": epoch, "accuracy": accuracy, "epoch_seconds": time.perf_counter() - start,
                          "learning_rate": optimizer.current_learning_rate(), "loss": loss,
                          "val_accuracy": val_accuracy, "val_loss": val_loss})
@@ -157,5 +160,5 @@ def run(experiment: config_lib.Experiment, runs_dir: str | Path = "runs", data_d
         raise
     finally:
         scalars.close()
-    _finish(run_dir, manifest, rows, dataset, test, t0)
+    _finish(run_dir, manifest, rows, dataset, test, t0, validation_seconds)
     return run_dir

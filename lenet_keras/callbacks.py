@@ -280,6 +280,7 @@ class DropoutSeeds(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         """Set each seed generator's state to (hash(seed, layer index, epoch), 0)."""
+        # private Keras name (`framework_internals.PRIVATE_USES`): no public list of a layer's seed generators
         generators = [g for layer in self.model.layers for g in getattr(layer, "_seed_generators", [])]
         for index, generator in enumerate(generators):
             first = np.random.SeedSequence([self.seed, index, epoch]).generate_state(1, np.uint32)[0] >> 1
@@ -459,6 +460,8 @@ class CrashSafeBackup(keras.callbacks.BackupAndRestore):
             raise RunDirectoryError(f"{weights}: does not fit model {type(self.model).__name__} "
                                     f"({self.model.count_params()} parameters) and its optimizer: {problem}")
 
+    # private Keras names from here on (`framework_internals.PRIVATE_USES`): BackupAndRestore's
+    # `_load_model`, `_save_model`, `_current_epoch` and the model's `_initial_epoch`
     def _load_model(self):
         if not self.restored:
             self.restore()

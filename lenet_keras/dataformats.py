@@ -186,7 +186,7 @@ def without_global_seed():
     import tensorflow as tf
     from tensorflow.python.eager import context
 
-    state = context.context()
+    state = context.context()  # private TensorFlow names: `framework_internals.PRIVATE_USES`
     saved = {name: getattr(state, name) for name in ("_seed", "_rng") if hasattr(state, name)}  # no _rng before a first set_seed
     tf.random.set_seed(None)
     try:

@@ -191,7 +191,7 @@ def allow_multi_worker_fit(model, strategy) -> None:
 
     if not is_multi_worker(strategy):
         return
-    original_build = model._maybe_symbolic_build
+    original_build = model._maybe_symbolic_build  # private Keras names: `framework_internals.PRIVATE_USES`
 
     def symbolic_build(iterator=None, data_batch=None):
         """Build from this replica's part of the first batch (no cross-worker reduction)."""

@@ -163,7 +163,7 @@ class AirbenchSGD(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         """One step of the update in the class docstring."""
         ops = keras.ops
-        index = self._get_variable_index(variable)
+        index = self._get_variable_index(variable)  # private Keras name: `framework_internals.PRIVATE_USES`
         scale = self.bias_scaler if index in self._norm_biases else 1.0
         base_lr = self.learning_rate_base() / self.kilostep * scale
         decay = self.weight_decay_ * self.batch_size / self.kilostep / base_lr
@@ -279,7 +279,7 @@ class AirbenchMuon(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         """One step of the update in the class docstring."""
-        index = self._get_variable_index(variable)
+        index = self._get_variable_index(variable)  # private Keras name: `framework_internals.PRIVATE_USES`
         group = self._groups[index]
         factor = ops.cast(learning_rate, variable.dtype) / self._base_learning_rate
         g = ops.cast(gradient, variable.dtype) * self.batch_size

@@ -93,31 +93,25 @@ WALL_NOTE = (f"{WALL_COLUMN}: the whole command for both, timed by this tool fro
 
 
 def parse_peer(output: str) -> dict:
-    """Accuracies (percent) and seconds from airbench94's printed table and the peer's last line.
+    """Accuracies (percent) and seconds from airbench94's printed table and the peer's last line,
+    read by `peer_runs.parse_airbench_output` (the one parser of that output).
 
-    `wall_seconds_after_decoding` is the peer's own `wall_s`: it starts after the images are decoded
-    (into its cache), so it is not the whole command's time (`run_peer` measures that).
+    `training_seconds` is the eval row's `total_time_seconds` (whitening init, training and the
+    TTA evaluation, as ours are counted here); `wall_seconds_after_decoding` is the peer's own
+    `wall_s`: it starts after the images are decoded (into its cache), so it is not the whole
+    command's time (`run_peer` measures that).
 
     Raises:
-        ValueError: the output has no final "eval" row (the peer failed).
+        ValueError: the output has no table, epoch rows 0, 1, ... or final "eval" row (the peer failed).
     """
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in output.splitlines()
-            if line.strip().startswith("|") and line.count("|") >= 7]
-    header = next((row for row in rows if "tta_val_acc" in row), [])
-    table = [dict(zip(header, row)) for row in rows if row != header]
-    final = [row for row in table if row.get("epoch") == "eval"]
-    epochs = [row for row in table if row.get("epoch", "").isdigit()]
-    if not final or not epochs:
-        raise ValueError("no final 'eval' row in the peer's output:\n" + output[-2000:])
-    wall = re.search(r"wall_s=([0-9.]+)", output)
-    rss = re.search(r"peak_rss_mib=([0-9.]+)", output)
+    rows, figures = peer_runs.parse_airbench_output(output)
     return {
-        "accuracy": 100 * float(epochs[-1]["val_acc"]),
-        "tta_accuracy": 100 * float(final[-1]["tta_val_acc"]),
-        "training_seconds": float(final[-1]["total_time_seconds"]),
-        "wall_seconds_after_decoding": float(wall.group(1)) if wall else None,
-        "peak_rss_mib": float(rss.group(1)) if rss else None,
-        "epochs": len(epochs),
+        "accuracy": 100 * figures["test"]["accuracy"],
+        "tta_accuracy": 100 * figures["test"]["tta_accuracy"],
+        "training_seconds": figures["total_time_seconds"],
+        "wall_seconds_after_decoding": figures.get("wall_seconds_after_decoding"),
+        "peak_rss_mib": figures.get("peak_rss_mib"),
+        "epochs": len(rows),
     }
 
 

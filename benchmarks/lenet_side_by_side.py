@@ -145,11 +145,7 @@ def check(args: argparse.Namespace) -> tuple[Path | None, str | None]:
             in it, or the MNIST .gz files.
     """
     preflight.our_data(args.experiments, args.data_dir, "--experiments")
-    peers_dir = preflight.peers_dir(args.peers_dir)
-    if peers_dir is None:
-        return None, None
-    preflight.peer_script(peers_dir, peer_runs.PEERS["deck-keras"].script, args.peers_dir)
-    return peers_dir, preflight.mnist_gz(args.data_dir)
+    return preflight.beside_peer_script(args.peers_dir, peer_runs.PEERS["deck-keras"].script, args.data_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

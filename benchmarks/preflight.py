@@ -228,6 +228,20 @@ def our_data(experiments: list[str], data_dir: str | None, option: str = "experi
             raise Missing(f"{option} {name}: {why}")
 
 
+def beside_peer_script(value: str | None, script: str, data_dir: str | None) -> tuple[Path | None, str | None]:
+    """(peers' folder, folder of the MNIST .gz files) for a run beside the peer `script` (e.g. the
+    deck's Keras code), both None when no peers' folder is named or found by default.
+
+    Raises:
+        Missing: the peers' folder named (`value`), `script` in it, or the MNIST .gz files.
+    """
+    folder = peers_dir(value)
+    if folder is None:
+        return None, None
+    peer_script(folder, script, value)
+    return folder, mnist_gz(data_dir)
+
+
 def parser() -> argparse.ArgumentParser:
     """Arguments of `python -m benchmarks.preflight`."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.preflight", description=__doc__.split("\n\n")[0],

@@ -172,7 +172,9 @@ def _no_training(monkeypatch, module, built: list):
     from lenet_keras import compare
 
     monkeypatch.setattr(compare, "build", lambda names, **k: built.append(list(names)) or Path("index.html"))
-    monkeypatch.setattr(module.manifest, "machine", lambda: {})
+    from lenet_keras import manifest
+
+    monkeypatch.setattr(manifest, "machine", lambda: {})
 
 
 def test_figures_without_peers_train_ours_and_say_the_deck_code_was_left_out(tmp_path, monkeypatch, capsys):

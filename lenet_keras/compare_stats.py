@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lenet_keras import run_index
 from lenet_keras.run_index import engine_of
 
 CONFIDENCE = 0.95
@@ -40,19 +41,13 @@ def flat_config(manifest: dict) -> dict[str, str]:
     `train.precision` is the precision the run computed in (the manifest's `precision.ran`,
     `lenet_keras.hardware.resolve_precision`) where the manifest records one, so "auto" runs
     group by what ran on their machine, not by what the file asked for."""
-    flat = pd.json_normalize(manifest.get("config") or {}, sep=".").to_dict(orient="records")
-    values = {key: _text(value) for key, value in (flat[0] if flat else {}).items() if key != "seed"}
+    flat = run_index.flatten(manifest.get("config") or {})
+    values = {key: run_index.config_text(value) for key, value in flat.items() if key != "seed"}
     ran = (manifest.get("precision") or {}).get("ran")
     if ran is not None:
         values["train.precision"] = ran
     values["engine"] = engine_of(manifest)
     return values
-
-
-def _text(value) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return repr(value)
-    return str(value)
 
 
 @dataclass

@@ -30,7 +30,6 @@ the NumPy engine must not load TensorFlow (tests/test_code_shape.py), and
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import socket
 import struct
@@ -45,26 +44,13 @@ _SESSION_SUFFIX = ".hparams"
 _file_numbers = itertools.count()
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
-    """`config` with nested tables flattened to dotted keys (`optimizer.learning_rate`); lists and
-    None become their JSON text (`"[0.1307]"`, `"null"`): the value types HParams holds."""
-    flat: dict[str, bool | int | float | str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value)
-    return flat
 
 
 
 
 def session_hparams(manifest: dict[str, Any]) -> dict[str, bool | int | float | str]:
-    """The session's hyperparameters: `manifest["config"]` flattened (`flatten`) and `engine`."""
-    return {**flatten(manifest["config"]), "engine": run_index.engine_of(manifest)}
+    """The session's hyperparameters: `manifest["config"]` flattened (`run_index.flatten`) and `engine`."""
+    return {**run_index.flatten(manifest["config"]), "engine": run_index.engine_of(manifest)}
 
 
 def session_name(manifest: dict[str, Any]) -> str:

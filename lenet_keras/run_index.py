@@ -12,11 +12,14 @@ The questions every reader asks of a folder are answered here once:
     (`rundir.config_block`) and engine (seeds, reproduce and the benchmarks reuse it);
   - `unfinished_run(folder, config, alive)`: the last resumable one (`train --resume`);
   - `engine_of(manifest)`: which engine made a run, in one word;
-  - `validation_is_test(manifest)`: whether its per-epoch validation set is the test set.
+  - `validation_is_test(manifest)`: whether its per-epoch validation set is the test set;
+  - `flatten(config)` / `config_text(value)`: its resolved config with dotted keys, and a value as
+    text (compare's groups and `--where`, TensorBoard's HParams: one rendering).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,26 @@ def engine_of(manifest: dict) -> str:
     "pytorch", "airbench94")."""
     words = str(manifest.get("engine") or "keras").split()
     return words[0] if words else "keras"
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """`config` with nested tables flattened to dotted keys (`optimizer.learning_rate`); lists and
+    None become their JSON text (`"[0.1307]"`, `"null"`): the value types TensorBoard's HParams holds."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+def config_text(value: bool | int | float | str) -> str:
+    """A `flatten` value as text: strings as they are, everything else as JSON (`true`, `0.01`, `1.0`)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def validation_is_test(manifest: dict) -> bool:

@@ -221,7 +221,7 @@ def test_a_sweep_trial_has_exactly_one_session_with_the_swept_keys(tmp_path, mni
 
 
 def test_flatten_turns_tables_into_dotted_keys_and_lists_into_text():
-    assert hparams_log.flatten({"seed": 1, "a": {"b": [0.5, 1], "c": {"d": True}}, "e": None}) == \
+    assert run_index.flatten({"seed": 1, "a": {"b": [0.5, 1], "c": {"d": True}}, "e": None}) == \
         {"seed": 1, "a.b": "[0.5, 1]", "a.c.d": True, "e": "null"}
     assert run_index.engine_of({}) == "keras"
     assert run_index.engine_of({"engine": "numpy (lenet_keras.scratch)"}) == "numpy"

@@ -73,3 +73,14 @@ def test_validation_is_the_test_set_is_read_from_its_field_and_from_the_text_of_
     assert run_index.validation_is_test({"data": {"validation": "the test set (10000 images; ...)"}})  # no field
     assert not run_index.validation_is_test({"data": {"validation": "the last 12000 of ..."}})
     assert not run_index.validation_is_test({})
+
+
+def test_a_flattened_config_renders_as_json_text_for_compare_and_hparams():
+    from lenet_keras import compare_stats
+
+    manifest = {"config": {"seed": 3, "train": {"lookahead": True, "epochs": 8}, "data": {"mean": [0.5], "path": None},
+                           "optimizer": {"learning_rate": 1.0}}}
+    assert compare_stats.flat_config(manifest) == {
+        "train.lookahead": "true", "train.epochs": "8", "data.mean": "[0.5]", "data.path": "null",
+        "optimizer.learning_rate": "1.0", "engine": "keras"}
+    assert run_index.flatten(manifest["config"])["train.lookahead"] is True  # HParams keeps the type

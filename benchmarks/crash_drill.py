@@ -32,13 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from lenet_keras import rerun
+from lenet_keras import rerun, run_index
 
 
 def _completed_run(runs: Path) -> Path:
     """The one completed run directory under `runs` (any experiment)."""
-    done = [p.parent for p in sorted(runs.glob("*/*/manifest.json"))
-            if json.loads(p.read_text()).get("status") == "completed"]
+    done = [r.path for r in run_index.scan(runs, depth=2) if r.status == "completed"]
     if len(done) != 1:
         raise RuntimeError(f"expected one completed run under {runs}, found {len(done)}")
     return done[0]
@@ -66,11 +65,11 @@ def _run(command: str, runs: Path, log: Path, kill_after: float | None = None) -
 
 def _state_at_kill(runs: Path) -> str:
     """What the killed attempt left: how many epochs its backup held, or why there is none."""
-    manifests = sorted(runs.glob("*/*/manifest.json"))
-    if not manifests:
+    records = run_index.scan(runs, depth=2)
+    if not records:
         return "killed before any manifest was written"
-    metadata = manifests[-1].parent / "backup" / "training_metadata.json"
-    status = json.loads(manifests[-1].read_text()).get("status")
+    metadata = records[-1].path / "backup" / "training_metadata.json"
+    status = records[-1].status
     if metadata.exists():
         return f"status {status}, backup after epoch {json.loads(metadata.read_text())['epoch']}"
     return f"status {status}, no epoch completed yet"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lenet_keras import compare_figures, compare_stats, figures, report, run_index
+from lenet_keras import compare_figures, compare_stats, figures, pages, report, run_index
 from lenet_keras.compare_stats import Group
 from lenet_keras.errors import ConfigError, RunDirectoryError
 
@@ -63,8 +63,8 @@ def collect_runs(names: list[str], runs_dir: Path) -> list[tuple[str, report.Run
         paths = run_paths(folder) if folder.is_dir() else []
         if not paths:
             present = sorted(p.name for p in Path(runs_dir).glob("*") if p.is_dir()) if Path(runs_dir).is_dir() else []
-            raise RunDirectoryError(f"compare: no runs in {report.display_path(folder)}; folders in "
-                                    f"{report.display_path(runs_dir)}: {', '.join(present) or 'none'}")
+            raise RunDirectoryError(f"compare: no runs in {pages.display_path(folder)}; folders in "
+                                    f"{pages.display_path(runs_dir)}: {', '.join(present) or 'none'}")
         runs += [(name, report.read_run(path)) for path in paths]
     return runs
 
@@ -286,9 +286,9 @@ STATISTICS_RULES = (
 
 
 def _table(md: list[str], page: list[str], title: str, table: pd.DataFrame, text: str = "") -> None:
-    md += [f"## {title}", "", *([text, ""] if text else []), report.markdown_table(table), ""]
-    page += [f"<h2>{html.escape(title)}</h2>", *([f"<p>{report.inline_html(text)}</p>"] if text else []),
-             report.html_table(table)]
+    md += [f"## {title}", "", *([text, ""] if text else []), pages.markdown_table(table), ""]
+    page += [f"<h2>{html.escape(title)}</h2>", *([f"<p>{pages.inline_html(text)}</p>"] if text else []),
+             pages.html_table(table)]
 
 
 def _figure(md: list[str], page: list[str], file: str, alt: str) -> None:
@@ -313,7 +313,7 @@ def page_lines(title: str, intro: str, runs, groups: list[Group], baseline: Grou
     """The Markdown lines and HTML fragments of the whole comparison page (`stats`: `compare_stats.group_table`)."""
     note = statistics_note(compare_stats.seconds_basis([run for group in groups for run in group.runs]))
     md, page = [f"# {title}", "", intro, "", note, ""], [
-        f"<h1>{html.escape(title)}</h1>", f"<p>{report.inline_html(intro)}</p>", f"<p>{report.inline_html(note)}</p>"]
+        f"<h1>{html.escape(title)}</h1>", f"<p>{pages.inline_html(intro)}</p>", f"<p>{pages.inline_html(note)}</p>"]
     _table(md, page, "Groups", groups_display(stats), "Runs with equal engine and config except the seed form a group.")
     _figure(md, page, "test_accuracy.png", "test accuracy per group")
     differences = compare_stats.difference_table(groups, baseline)
@@ -323,7 +323,7 @@ def page_lines(title: str, intro: str, runs, groups: list[Group], baseline: Grou
                      + verdict(row, "train s", "training time", 1, "s") for row in differences.to_dict(orient="records")]
         _table(md, page, f"Differences from {baseline.label}", differences_display(differences))
         md += [f"- {s}" for s in sentences] + [""]
-        page += ["<ul>", *[f"<li>{report.inline_html(s)}</li>" for s in sentences], "</ul>"]
+        page += ["<ul>", *[f"<li>{pages.inline_html(s)}</li>" for s in sentences], "</ul>"]
     config_table = config_differences(groups)
     if len(config_table):
         partial = compare_stats.partial_keys(groups)
@@ -368,9 +368,9 @@ def build(names: list[str], runs_dir: str | Path = "runs", reports_dir: str | Pa
     stats = compare_stats.group_table(groups)
     _draw(out, groups, stats)
     where_text = (" matching " + ", ".join(f"`{k}={v}`" for k, v in filters)) if filters else ""
-    intro = (f"{len(runs)} run(s) from {', '.join(f'`{report.display_path(Path(runs_dir) / f)}`' for f in folders)}"
+    intro = (f"{len(runs)} run(s) from {', '.join(f'`{pages.display_path(Path(runs_dir) / f)}`' for f in folders)}"
              f"{where_text}, in {len(groups)} group(s); baseline {reference.label}.")
     md, page = page_lines(f"Comparison: {label}", intro, runs, groups, reference, stats)
-    report.write_pages(out, f"compare-{label}", md, page)
-    report.publish(out, final)
+    pages.write_pages(out, f"compare-{label}", md, page)
+    pages.publish(out, final)
     return final / "index.html"

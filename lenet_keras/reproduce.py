@@ -1,6 +1,7 @@
 """`reproduce`: the reproduction scorecard, one row per number the seeds and papers publish.
 
-`CLAIMS` holds every published number this package can be held to, as data: what was claimed,
+`CLAIMS` holds every published number this package can be held to, as data (`claims.toml`,
+`load_claims`): what was claimed,
 the value as printed, where it is printed, the experiment (and overrides) that reproduces it,
 which measurement of our runs it is compared with, or the reason it cannot be measured here.
 Every measurable row is CPU-sized: the page of the last full render reports 2,932 s, about 49
@@ -26,11 +27,13 @@ Verdict rule (`verdict`; each published number is one run of its authors'):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import math
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +44,11 @@ from lenet_keras import compare_stats
 from lenet_keras import config as config_lib
 from lenet_keras import figures
 from lenet_keras import manifest as manifest_lib
-from lenet_keras import report
+from lenet_keras import pages
 from lenet_keras import rundir
 from lenet_keras import run_index
 from lenet_keras import seeds as seeds_lib
-from lenet_keras.errors import LenetKerasError
+from lenet_keras.errors import ConfigError, LenetKerasError
 
 ACCURACY, SECONDS = "accuracy", "seconds"
 """Units of a published value: top-1 accuracy as a fraction (0..1), or seconds."""
@@ -55,18 +58,6 @@ val_accuracy after epoch `epoch` (1-based); the test accuracy after epoch `epoch
 history.csv's val_accuracy of a run whose validation set is the test set (validation_split 0)."""
 DEFAULT_SEEDS = (0, 1, 2)
 """Seeds of every measured row unless `--seeds` says otherwise."""
-
-DECK = "seed 002_b22bd8794f1b90b8.txt (deck), slide \"LeNet Keras TensorFlow\", training log"
-PAPER = "seed 000_e1aba98d62cf7fb5.txt (LeNet paper, Bhattarai & Rijal), section \"Results\""
-NOTEBOOK = "seed 004_a925a7d3230d41da.txt (CIFAR-10 notebook), section 20 \"Train the Model!\", end of its log"
-REPORT_SEED = "seed 003_b7607ac83eae8f8a.txt (PyTorch report, Kara), section 5 \"An Image Classification Problem\""
-AIRBENCH = ("K. Jordan, \"94% on CIFAR-10 in 3.29 Seconds on a Single GPU\" (2024), airbench94, "
-            "PyPI airbench==0.1.8 (quoted in experiments/cifar_fast.toml)")
-LECUN = ("LeCun, Bottou, Bengio, Haffner, \"Gradient-based learning applied to document recognition\", "
-         "Proc. IEEE 86(11), 1998, section III.B and Fig. 14 (cited by seeds 000 and 002)")
-NO_CIFAR = ("needs the official CIFAR-10, which is not available offline here (only a JPEG re-encoding is, "
-            "whose accuracies are lower and not comparable)")
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -101,58 +92,45 @@ class Claim:
     note: str = ""
 
 
-DECK_CURVE = (0.8838, 0.9109, 0.9231, 0.9333, 0.9423)
-"""The deck's val_accuracy after epochs 1-5 (seed 002, its printed `model.fit` log of MyLeNet)."""
+CLAIMS_FILE = Path(__file__).with_name("claims.toml")
+"""The published numbers, as data with their sources (shipped in the package)."""
 
-CLAIMS = (
-    *(Claim(f"deck-val-{k}", f"deck's LeNet-5: validation accuracy after epoch {k}", value, ACCURACY,
-            f"Epoch {k}/20 ... val_accuracy: {value:.4f}", 4, f"{DECK}, epoch {k}/20",
-            "mnist_lenet5", ("train.epochs=5",), metric="val_accuracy", epoch=k,
-            note="the deck's recipe (MyLeNet, SGD momentum 0.9, exponential decay, batch 512, the last 20% of "
-                 "the training images for validation, as Keras's validation_split 0.2) cut to the 5 epochs the "
-                 "deck prints; the learning rate decays per step, so they are the first 5 of its 20 epochs")
-      for k, value in enumerate(DECK_CURVE, start=1)),
-    Claim("paper-pytorch", "paper seed's PyTorch LeNet-5: accuracy after 11 epochs", 0.98722, ACCURACY,
-          "we obtain the accuracy of 98.722 and Loss of 0.04889 in Just 11 Epochs", 5, PAPER,
-          "mnist_lenet5_classic", metric="test_accuracy_at_epoch", epoch=11,
-          note="the paper's architecture table (lenet5_classic, 32x32 padded input) trained on all 60,000 "
-               "images, test accuracy after epoch 11 of the 20-epoch runs; the paper names no optimizer, batch "
-               "size or learning rate (ours: the deck's SGD recipe) and does not say which set (read as test)"),
-    Claim("lecun-1998", "LeCun et al.'s LeNet-5: test accuracy (error 0.95%), 20 passes", 0.9905, ACCURACY,
-          "test error rate ... 0.95% (LeNet-5, no distortions)", 4, LECUN,
-          "mnist_lenet5_classic", metric="test_accuracy",
-          note="differs in architecture and training: theirs has an RBF output layer, a sparse C3, a scaled tanh, "
-               "trainable subsampling and the stochastic diagonal Levenberg-Marquardt optimizer; ours is "
-               "lenet5_classic (softmax, full C3) with the deck's SGD, same 60,000 training images and 20 epochs"),
-    Claim("paper-numpy", "paper seed's from-scratch (NumPy) LeNet-5: test accuracy after 25 epochs", 0.9027,
-          ACCURACY, "test accuracy of 90.27 ... after a patient span of 25 epochs", 4, PAPER,
-          "mnist_lenet5", ("train.epochs=25",), engine="numpy",
-          note="our NumPy LeNet-5 (lenet_keras.scratch) with the deck's recipe for 25 epochs; the paper gives no "
-               "training settings for its LeNet-5 (its appendix trains a ThreeLayerNet, SGD momentum, lr 1e-4, "
-               "batch 64)"),
-    Claim("notebook-best", "CIFAR-10 notebook's CNN: best test accuracy over 150 epochs", 0.9448, ACCURACY,
-          "Best Test Accuracy: 94.48% (achieved at epoch 149)", 4, NOTEBOOK, "cifar_cnn_notebook",
-          not_measurable=f"{NO_CIFAR}; 150 epochs of the 4.1M-parameter CNN need a GPU (days on 2 CPU cores)",
-          note="also the best of 150 epochs chosen on the test set, which our runs never do (they select on a "
-               "validation split)"),
-    Claim("notebook-final", "CIFAR-10 notebook's CNN: test accuracy after 150 epochs", 0.9439, ACCURACY,
-          "Final Test Accuracy: 94.39%", 4, NOTEBOOK, "cifar_cnn_notebook",
-          not_measurable=f"{NO_CIFAR}; 150 epochs of the 4.1M-parameter CNN need a GPU (days on 2 CPU cores)"),
-    Claim("airbench94-accuracy", "airbench94: mean test accuracy on CIFAR-10", 0.9401, ACCURACY,
-          "94.01% on official CIFAR-10", 4, AIRBENCH, "cifar_fast",
-          not_measurable=f"{NO_CIFAR}; our runs on the JPEG copy are in reports/cifar_fast/"),
-    Claim("airbench94-time", "airbench94: training time on an NVIDIA A100", 3.83, SECONDS,
-          "3.83 s on an A100", 2, AIRBENCH, "cifar_fast",
-          not_measurable="needs an NVIDIA A100 GPU (2 CPU cores take about 900 s) and the official CIFAR-10"),
-    Claim("report-vgg16", "PyTorch report: VGG16 transfer learning, test accuracy", 0.925, ACCURACY,
-          "We achieved %92.5 test accuracy", 3, REPORT_SEED,
-          not_measurable="needs the Intel Image Classification data (14k/3k/7k images, 6 classes), not here, and "
-                         "VGG16 transfer learning, which no experiment of this package implements"),
-    Claim("report-custom-cnn", "PyTorch report: custom CNN, test accuracy", 0.86, ACCURACY,
-          "We obtained %86 testing accuracy", 2, REPORT_SEED,
-          not_measurable="needs the Intel Image Classification data, not here, and the report's custom CNN, "
-                         "whose layers it does not list"),
-)
+REQUIRED_KEYS = ("key", "claim", "published", "unit", "quoted", "digits", "source")
+
+
+def load_claims(path: Path = CLAIMS_FILE) -> tuple[Claim, ...]:
+    """The `[[claim]]` tables of the TOML file `path`, in order, as `Claim`s.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or a claim misses a required key
+            (`REQUIRED_KEYS`), has a key `Claim` does not know, a unit other than ACCURACY or
+            SECONDS, a metric not in METRICS, or a key used twice (the message names the file,
+            the claim and the key).
+    """
+    try:
+        tables = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("claim", [])
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the claims ({error})") from error
+    known = {f.name for f in dataclasses.fields(Claim)}
+    claims, seen = [], set()
+    for number, table in enumerate(tables, start=1):
+        where = f"{path}: claim {number} ({table.get('key', 'no key')})"
+        if missing := [k for k in REQUIRED_KEYS if k not in table]:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        if unknown := sorted(set(table) - known):
+            raise ConfigError(f"{where}: unknown key {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if table["unit"] not in (ACCURACY, SECONDS) or table.get("metric", "test_accuracy") not in METRICS:
+            raise ConfigError(f"{where}: unit {table['unit']!r} / metric {table.get('metric')!r}: expected unit "
+                              f"{ACCURACY} or {SECONDS}, metric one of {', '.join(METRICS)}")
+        if table["key"] in seen:
+            raise ConfigError(f"{where}: key {table['key']!r} used twice")
+        seen.add(table["key"])
+        claims.append(Claim(**{**table, "overrides": tuple(table.get("overrides", ())),
+                               "published": float(table["published"])}))
+    return tuple(claims)
+
+
+CLAIMS = load_claims()
 """Every published number of the seeds (the documents the project was made from) and papers the package is held to, in page order."""
 
 
@@ -275,7 +253,7 @@ def row_command(claim: Claim, seeds, runs_dir: Path) -> str:
     """The shell command that trains `claim`'s runs (`reproduce` then reads them), or "" when none can."""
     if claim.experiment is None or claim.not_measurable:
         return ""
-    where = "" if Path(runs_dir) == Path("runs") else f" --runs-dir {report.display_path(runs_dir)}"
+    where = "" if Path(runs_dir) == Path("runs") else f" --runs-dir {pages.display_path(runs_dir)}"
     keys = "".join(f" {o}" for o in claim.overrides)
     if claim.engine == "numpy":
         listed = " ".join(map(str, seeds))
@@ -396,7 +374,7 @@ NOT_SCORED = ("Not scored: the training losses and training accuracies the seeds
 def details_table(rows: list[Row]) -> pd.DataFrame:
     """Per row: the key, the words quoted from the source, how ours differs, and our value per seed."""
     return pd.DataFrame([{"row": r.claim.key, "quoted": r.claim.quoted, "how ours differs": r.claim.note,
-                          "ours per seed": ", ".join(f"{s}: {format_value(v, r.claim.unit)} ({report.display_path(d)})"
+                          "ours per seed": ", ".join(f"{s}: {format_value(v, r.claim.unit)} ({pages.display_path(d)})"
                                                      for s, v, d in zip(r.seeds, r.values, r.runs))} for r in rows])
 
 
@@ -414,25 +392,25 @@ def render(rows: list[Row], reports_dir: Path, runs_dir: Path) -> Path:
     runs = list(dict.fromkeys(d for r in rows for d in r.runs))
     training = sum(float(manifest_lib.read_json(d / rundir.MANIFEST).get("wall_seconds") or 0) for d in runs)
     intro = (f"{len(rows)} published numbers from the seeds and papers, scored against runs in "
-             f"`{report.display_path(runs_dir)}`. Verdicts: "
+             f"`{pages.display_path(runs_dir)}`. Verdicts: "
              + ", ".join(f"{count} {name}" for name, count in counts.items())
              + f". The {len(runs)} runs scored took {training:.0f} s of training in all (their manifests' wall_seconds). "
              "Regenerate: `make reproduce`, or `python -m lenet_keras reproduce`.")
     md = ["# Reproduction scorecard", "", intro, "", "## Verdict rule", "", RULE, "", "## Scorecard", "",
-          report.markdown_table(table), ""]
-    page = ["<h1>Reproduction scorecard</h1>", f"<p>{report.inline_html(intro)}</p>", "<h2>Verdict rule</h2>",
-            f"<p>{report.inline_html(RULE)}</p>", "<h2>Scorecard</h2>",
-            f"<style>{TABLE_STYLE}</style>", report.html_table(table)]
+          pages.markdown_table(table), ""]
+    page = ["<h1>Reproduction scorecard</h1>", f"<p>{pages.inline_html(intro)}</p>", "<h2>Verdict rule</h2>",
+            f"<p>{pages.inline_html(RULE)}</p>", "<h2>Scorecard</h2>",
+            f"<style>{TABLE_STYLE}</style>", pages.html_table(table)]
     figure = differences_figure(rows)
     if figure is not None:
         figures.save_png(figure, out / "differences.png")
         md += ["## Ours against published", "", "![ours minus published](differences.png)", ""]
         page += ["<h2>Ours against published</h2>", "<img src='differences.png' alt='ours minus published'>"]
-    md += ["## Rows in detail", "", report.markdown_table(details), "", "## Not scored", "", NOT_SCORED, ""]
-    page += ["<h2>Rows in detail</h2>", report.html_table(details), "<h2>Not scored</h2>",
+    md += ["## Rows in detail", "", pages.markdown_table(details), "", "## Not scored", "", NOT_SCORED, ""]
+    page += ["<h2>Rows in detail</h2>", pages.html_table(details), "<h2>Not scored</h2>",
              f"<p>{html.escape(NOT_SCORED)}</p>"]
-    report.write_pages(out, "reproduction scorecard", md, page)
-    report.publish(out, final)
+    pages.write_pages(out, "reproduction scorecard", md, page)
+    pages.publish(out, final)
     return final / "index.html"
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from lenet_keras import figures
-from lenet_keras import report as report_lib
+from lenet_keras import pages
 from lenet_keras import sweep_study
 
 
@@ -61,7 +61,7 @@ def build(sweep: sweep_study.Sweep, runs_dir: str | Path = "runs", reports_dir: 
     out.mkdir(parents=True)
     if "command" in table:  # the base experiment's path as the reader gives it, not machine-absolute
         table["command"] = table["command"].fillna("").astype(str).str.replace(
-            str(sweep.base_path), report_lib.display_path(sweep.base_path), regex=False)
+            str(sweep.base_path), pages.display_path(sweep.base_path), regex=False)
 
     maximize = sweep.direction == "maximize"
     complete = table[table["state"] == "complete"].sort_values(["objective", "trial"], ascending=[not maximize, True], kind="stable")
@@ -69,7 +69,7 @@ def build(sweep: sweep_study.Sweep, runs_dir: str | Path = "runs", reports_dir: 
     keys = [d.key for d in sweep.space]
     md, page = _head(sweep, table, best)
     summary = _summary(sweep, table)
-    md += ["## Trials", "", report_lib.markdown_table(summary.drop(columns=["command"], errors="ignore")), ""]
+    md += ["## Trials", "", pages.markdown_table(summary.drop(columns=["command"], errors="ignore")), ""]
     page += ["<h2>Trials</h2>", trials_html(summary)]
 
     best_label = f"trial {int(best['trial'])}" if best is not None else None
@@ -80,8 +80,8 @@ def build(sweep: sweep_study.Sweep, runs_dir: str | Path = "runs", reports_dir: 
         _heatmap_figures(sweep, complete, keys, maximize, out, md, page)
     if sweep.method == "optuna":
         md, page = _optuna_figures(sweep, runs_dir, out, md, page)
-    report_lib.write_pages(out, sweep.name, md, page)
-    report_lib.publish(out, final)
+    pages.write_pages(out, sweep.name, md, page)
+    pages.publish(out, final)
     return final / "index.html"
 
 

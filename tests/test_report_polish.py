@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lenet_keras import figures, report
+from lenet_keras import figures, pages, report
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -67,13 +67,13 @@ def test_display_path_keeps_far_and_relative_paths_as_given_and_never_resolves_l
     (tmp_path / "data").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "data")
     monkeypatch.chdir(tmp_path / "a" / "b" / "work")
-    assert report.display_path("runs/x") == "runs/x"
-    assert report.display_path(tmp_path / "a" / "b" / "work" / "runs") == "runs"
-    assert report.display_path(tmp_path / "a" / "other") == "../../other"
-    assert report.display_path(tmp_path / "link") == str(tmp_path / "link")  # three folders up: as given
+    assert pages.display_path("runs/x") == "runs/x"
+    assert pages.display_path(tmp_path / "a" / "b" / "work" / "runs") == "runs"
+    assert pages.display_path(tmp_path / "a" / "other") == "../../other"
+    assert pages.display_path(tmp_path / "link") == str(tmp_path / "link")  # three folders up: as given
     monkeypatch.chdir(tmp_path / "a")
-    assert report.display_path(tmp_path / "link" / "mnist") == "../link/mnist"  # not ../data/mnist
-    assert report.display_path("/") == "/"
+    assert pages.display_path(tmp_path / "link" / "mnist") == "../link/mnist"  # not ../data/mnist
+    assert pages.display_path("/") == "/"
 
 
 def test_html_holds_no_markdown(rendered):
@@ -82,7 +82,7 @@ def test_html_holds_no_markdown(rendered):
     assert "<code>../data/mnist</code>" in page and "<code>wall s</code>" in page
     assert "<code>nan</code> in <code>history.csv</code>" in page  # a warning's code spans
     assert "`../data/mnist`" in md  # the Markdown twin keeps its code spans
-    assert report.inline_html("a `b<c>` **d** e") == "a <code>b&lt;c&gt;</code> <strong>d</strong> e"
+    assert pages.inline_html("a `b<c>` **d** e") == "a <code>b&lt;c&gt;</code> <strong>d</strong> e"
 
 
 class Headings(HTMLParser):
@@ -115,7 +115,7 @@ def test_table_of_contents_links_every_second_level_heading(rendered):
     assert headings.toc_links == [f"#{anchor}" for anchor in headings.h2_ids]
     titles = [line[3:] for line in md.splitlines() if line.startswith("## ")]
     links = re.findall(r"^- \[(.+)\]\(#(.+)\)$", md, flags=re.M)
-    assert links == [(title, report.heading_anchor(title)) for title in titles]
+    assert links == [(title, pages.heading_anchor(title)) for title in titles]
     assert [anchor for _, anchor in links] == headings.h2_ids  # one anchor works in both pages
     assert md.index("- [Runs](#runs)") < md.index("## Runs") and page.index("<nav") < page.index("<h2")
 
@@ -124,7 +124,7 @@ def test_write_pages_gives_any_report_a_table_of_contents_and_plain_html(tmp_pat
     md = ["# Sweep", "", "base `a.toml`", "## Trials", "", "## Trials", "", "## `lr` curves"]
     page = ["<h1>Sweep</h1>", "<p>base `a.toml`, rerun <code>x `y`</code></p>", "<h2>Trials</h2>",
             "<div><h2>Trials</h2></div>", "<h2 id='given'><code>lr</code> curves</h2>"]
-    report.write_pages(tmp_path, "sweep", md, page)
+    pages.write_pages(tmp_path, "sweep", md, page)
     written_md, written = (tmp_path / "index.md").read_text(), (tmp_path / "index.html").read_text()
     assert "- [Trials](#trials)\n- [Trials](#trials-1)\n- [`lr` curves](#lr-curves)" in written_md
     headings = Headings()

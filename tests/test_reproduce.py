@@ -92,6 +92,23 @@ def test_every_claim_has_a_source_a_value_and_an_experiment_or_a_reason():
             assert claim.metric == "test_accuracy" or claim.epoch, claim.key
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('unit = "accuracy"', 'unit = "percent"', 1), "unit 'percent'"),
+    (lambda t: t.replace("digits = 4", "digit = 4", 1), "missing digits"),
+    (lambda t: t.replace("digits = 4", "digits = 4\nweight = 2", 1), "unknown key weight"),
+    (lambda t: t.replace('key = "deck-val-2"', 'key = "deck-val-1"', 1), "key 'deck-val-1' used twice"),
+    (lambda t: t + "[[claim", "cannot read the claims"),
+])
+def test_a_broken_claims_file_is_refused_naming_the_file_the_claim_and_the_key(tmp_path, edit, message):
+    from lenet_keras.errors import ConfigError
+
+    broken = tmp_path / "claims.toml"
+    broken.write_text(edit(reproduce.CLAIMS_FILE.read_text()))
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        reproduce.load_claims(broken)
+    assert str(raised.value).startswith(f"{broken}: ")
+
+
 def test_the_published_numbers_the_issue_names_are_rows():
     published = {(claim.key.split("-")[0], round(claim.published, 5)) for claim in reproduce.CLAIMS}
     for expected in [("deck", 0.8838), ("deck", 0.9423), ("paper", 0.98722), ("lecun", 0.9905), ("paper", 0.9027),

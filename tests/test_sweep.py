@@ -16,7 +16,7 @@ import time
 import pandas as pd
 import pytest
 
-from lenet_keras import report, sweep, sweep_report, sweep_study, sweep_trial
+from lenet_keras import pages, sweep, sweep_report, sweep_study, sweep_trial
 from lenet_keras.errors import ConfigError
 
 from .conftest import REPO, assert_png
@@ -398,7 +398,7 @@ def test_the_trials_table_folds_long_errors_and_commands(grid_plan, tmp_path):
     parser.feed(page)
     folded = [c for c in parser.cells if c["folded"]]
     assert len(folded) == 3  # two commands, one error
-    shown = command.replace(str(grid_plan.base_path), report.display_path(grid_plan.base_path))  # as report.py shows paths
+    shown = command.replace(str(grid_plan.base_path), pages.display_path(grid_plan.base_path))  # as pages.display_path shows paths
     assert {c["text"].split(" ...")[-1] for c in folded} == {shown, error}  # the full text is in the <details>
     for cell in folded:
         assert 0 < len(cell["summary"]) <= 45 and cell["text"].startswith(cell["summary"])

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lenet_keras import callbacks, config, report, train
+from lenet_keras import callbacks, config, pages, report, train
 from lenet_keras.errors import RunDirectoryError
 
 from .conftest import REPO, assert_png
@@ -131,9 +131,9 @@ def test_report_renders_from_run_directories(runs, tmp_path):
     m = json.loads((runs[1] / "manifest.json").read_text())
     assert f"{m['test']['accuracy']:.4f}" in md
     assert "| seed |" in md  # the config key that differs between the two runs is a column
-    # issue 17 item 7: no Markdown in the HTML, a table of contents, the data folder as report.display_path shows it
+    # issue 17 item 7: no Markdown in the HTML, a table of contents, the data folder as pages.display_path shows it
     assert "`" not in html and "<nav class='toc'>" in html and "- [Runs](#runs)" in md
-    assert f"<code>{report.display_path(m['data']['source'])}</code>" in html
+    assert f"<code>{pages.display_path(m['data']['source'])}</code>" in html
 
 
 def test_report_lists_unfinished_runs_without_drawing_them(runs, tmp_path, monkeypatch):

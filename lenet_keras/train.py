@@ -213,6 +213,18 @@ def check_same_precision(run_dir: Path, manifest: dict, precision: hardware.Prec
             f"({manifest['precision'].get('isa_class')}), or start a new run")
 
 
+def share_restored_state(strategy, chief: bool, backup, first_epoch: int) -> None:
+    """On a resumed multi-worker job, give every worker the callbacks' state the chief restored
+    from its backup (the lookahead average, the validation seconds so far): the backup's state
+    file travels as bytes (`distribute.broadcast_bytes_from_chief`) and the other workers
+    `adopt` it. Nothing to do for a new run or a single worker."""
+    if not first_epoch or not distribute.is_multi_worker(strategy):
+        return
+    state = distribute.broadcast_bytes_from_chief(strategy, backup.restored_state_bytes() if chief else b"")
+    if not chief:
+        backup.adopt(first_epoch, resume_lib.parse_state(io.BytesIO(state)) if state else {})
+
+
 def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     """Stage 1: strategy, data, seeds, compiled model, run directory (new, resumed or a worker's
     temporary one), restored backup, the manifest written with status "running" and (chief) the
@@ -248,10 +260,7 @@ def prepare(experiment, runs_dir, data_dir, run_id, resume, verbose) -> Job:
     backup = CrashSafeBackup(run_dir)
     backup.set_model(model)
     first_epoch = distribute.broadcast_from_chief(strategy, model, backup.restore() if target else 0)
-    if first_epoch and distribute.is_multi_worker(strategy):  # every worker: the callbacks' state too
-        state = distribute.broadcast_bytes_from_chief(strategy, backup.restored_state_bytes() if chief else b"")
-        if not chief:
-            backup.adopt(first_epoch, resume_lib.parse_state(io.BytesIO(state)) if state else {})
+    share_restored_state(strategy, chief, backup, first_epoch)
     if target:
         resume_lib.trim_tensorboard(run_dir / "tensorboard", first_epoch,
                                     first_iteration=int(model.optimizer.iterations.numpy()))

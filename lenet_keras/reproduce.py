@@ -4,8 +4,8 @@
 `load_claims`): what was claimed,
 the value as printed, where it is printed, the experiment (and overrides) that reproduces it,
 which measurement of our runs it is compared with, or the reason it cannot be measured here.
-Every measurable row is CPU-sized: the page of the last full render reports 2,932 s, about 49
-minutes, of training on 2 cores for its 9 runs.
+Every measurable row is CPU-sized: the page kept in git (reports/reproduction/) reports 3,618 s,
+about an hour, of training on 2 cores for its 9 runs (shared with other work while it ran).
 `run_scorecard` trains what is missing (`lenet_keras.seeds.train_seeds`, one fresh process a
 seed, completed seeds skipped, so a rerun is cheap), measures every row over the seeds and
 renders `reports/reproduction/index.html` and `index.md`.

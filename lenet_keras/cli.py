@@ -304,9 +304,11 @@ def _add_predict(commands) -> None:
 
 
 def _add_weights_option(command: argparse.ArgumentParser) -> None:
-    """--weights final|best, shared by `predict` and `export`."""
+    """--weights final|best (`predict.WEIGHTS`), shared by `predict` and `export`."""
+    from lenet_keras.predict import WEIGHTS  # NumPy only: no TensorFlow at start-up
+
     command.add_argument(
-        "--weights", choices=["final", "best"], default="final",
+        "--weights", choices=list(WEIGHTS), default=WEIGHTS[0],
         help="final (default): final.weights.h5, the weights of the manifest's test accuracy and of "
         "predictions.npz; best: best.keras, the epoch of best validation accuracy (with "
         "data.validation_split = 0 that epoch was chosen on the test set)")

@@ -232,6 +232,7 @@ def _chief_values(strategy, values: list) -> list:
     def gather():
         """Every value times 1 on the chief, 0 elsewhere, summed over all replicas."""
         def replica_fn():
+            """This replica's float64 values times 1 on the chief (replica 0), 0 elsewhere, all-reduced (SUM)."""
             context = tf.distribute.get_replica_context()
             keep = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float64)
             return context.all_reduce("SUM", [tf.cast(v, tf.float64) * keep for v in values])

@@ -13,6 +13,10 @@ after a crash sees exactly the images it would have seen without the crash.
 - `autoaugment = "cifar10"`: AutoAugment's CIFAR-10 policy on each image of a batch, after
   flip and crop (torchvision `AutoAugment(AutoAugmentPolicy.CIFAR10)` in the notebook; built
   from Keras's augmentation layers in `lenet_keras.autoaugment`).
+- `distorted_copies = n` with `translate_pixels`, `scale`, `squeeze`, `shear`: LeCun et al.
+  1998's distorted training set (section III.C: 540,000 = 9 x 60,000 copies): each training image
+  has n fixed distorted copies; each epoch shows it once, as itself or one of its copies
+  (`distort`).
 - `mixup_alpha = a`: MixUp (Zhang et al. 2018) as the notebook's `mixup_data`: one
   lambda ~ Beta(a, a) per batch, images and one-hot targets mixed with a permutation of the
   batch (mixing the targets equals the notebook's mixed loss, cross-entropy being linear in them).
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from lenet_keras.config import AugmentConfig
 
-SHUFFLE, CROP_FLIP, AUTOAUGMENT, MIXUP, FLIP, AFFINE = 0, 1, 2, 3, 4, 5
+SHUFFLE, CROP_FLIP, AUTOAUGMENT, MIXUP, FLIP, AFFINE, DISTORTED_COPY, DISTORTION = 0, 1, 2, 3, 4, 5, 7, 8
 """Random streams: each gets its own keys, so switching one augmentation on changes no other draw."""
 
 
@@ -132,6 +136,66 @@ def rotate_zoom(images, config: AugmentConfig, seed_pair):
     return tf.cast(tf.clip_by_value(tf.round(warped), 0.0, 255.0), tf.uint8)
 
 
+DISTORTION_PARAMETERS = ("translate_x", "translate_y", "scale", "squeeze", "shear")
+
+
+def distortion_table(seed: int, count: int, copies: int):
+    """Uniform draws in [-1, 1], float32 (copies, count, 5): the `DISTORTION_PARAMETERS` of copy c + 1
+    of training image i are row [c, i] times their ranges (`distort`); keyed by (seed, stream
+    `DISTORTION`) alone, so a copy is the same image in every epoch."""
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform([copies, count, len(DISTORTION_PARAMETERS)], key(seed, DISTORTION, 0),
+                                       -1.0, 1.0)
+
+
+def distortion_transforms(draws, config: AugmentConfig, height: int, width: int):
+    """`ImageProjectiveTransformV3` rows float32 (B, 8) for `distortion_table` rows `draws` (B, 5).
+
+    About the image centre c, the distortion moves input point p to H S (p - c) + c + t: t a
+    translation of up to `translate_pixels` each way, S = diag(s q, s / q) with s = 1 + `scale` u
+    (scaling) and q = 1 + `squeeze` u' (horizontal compression with vertical elongation, or the
+    reverse), H = [[1, h], [0, 1]] a horizontal shear, h = `shear` u''. Output pixel o samples the
+    input at S^-1 H^-1 (o - c - t) + c. All-zero draws give the identity.
+    """
+    import tensorflow as tf
+
+    tx, ty = draws[:, 0] * config.translate_pixels, draws[:, 1] * config.translate_pixels
+    s, q, h = 1.0 + draws[:, 2] * config.scale, 1.0 + draws[:, 3] * config.squeeze, draws[:, 4] * config.shear
+    a0, a1, b1 = 1.0 / (s * q), -h / (s * q), q / s
+    center_x, center_y = (float(width) - 1.0) / 2.0, (float(height) - 1.0) / 2.0
+    zeros = tf.zeros_like(tx)
+    a2 = center_x - a0 * (center_x + tx) - a1 * (center_y + ty)
+    b2 = center_y - b1 * (center_y + ty)
+    return tf.stack([a0, a1, a2, zeros, b1, b2, zeros, zeros], axis=1)
+
+
+def distort(images, indices, table, config: AugmentConfig, seed_pair):
+    """Each uint8 image (B, H, W, C) of training-set `indices` (int64 (B,)) as itself or one of its
+    `distorted_copies` fixed copies, chosen uniformly per image from the key `seed_pair`; uint8 out.
+
+    `table` is `distortion_table(seed, training images, distorted_copies)`. One bilinear
+    `ImageProjectiveTransformV3` for the batch (zeros outside the image), rounded back to uint8.
+    """
+    import tensorflow as tf
+
+    copy = tf.random.stateless_uniform([tf.shape(images)[0]], seed_pair, 0, config.distorted_copies + 1, tf.int64)
+    draws = tf.gather_nd(table, tf.stack([tf.maximum(copy - 1, 0), tf.cast(indices, tf.int64)], axis=1))
+    draws = draws * tf.cast(copy > 0, tf.float32)[:, None]
+    return _warp(images, distortion_transforms(draws, config, images.shape[1], images.shape[2]))
+
+
+def _warp(images, transforms):
+    """uint8 images (B, H, W, C) through `ImageProjectiveTransformV3` rows (B, 8), bilinear, zero
+    fill, rounded back to uint8."""
+    import tensorflow as tf
+
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return tf.cast(tf.clip_by_value(tf.round(warped), 0.0, 255.0), tf.uint8)
+
+
 def mixup_batch(images, labels, alpha: float, seed_pair):
     """MixUp of float32 images (B, H, W, C) and one-hot float32 labels (B, classes) with key `seed_pair`."""
     import tensorflow as tf
@@ -145,7 +209,8 @@ def mixup_batch(images, labels, alpha: float, seed_pair):
 def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
     """`draws` augmented versions of one uint8 image (H, W, C) -> uint8 (draws, H, W, C).
 
-    The per-image augmentations (flip, crop, rotation and zoom, AutoAugment) are shown as in epoch 0 of training;
+    The per-image augmentations (flip, crop, distorted copies, rotation and zoom, AutoAugment) are shown as in
+    epoch 0 of training (distorted copies: the image and its copies in turn, drawn as for a one-image set);
     MixUp mixes whole batches and is not shown.
 
     Raises:
@@ -156,6 +221,11 @@ def preview(image, config: AugmentConfig, seed: int, draws: int = 8):
 
     check_channels(config.autoaugment, image.shape[-1])
     images = crop_flip(tf.repeat(tf.constant(image)[None], draws, axis=0), config, key(seed, CROP_FLIP, 0, 0))
+    if config.distort:  # the image's own fixed copies (copy 0: the image itself), in order
+        table = distortion_table(seed, 1, config.distorted_copies)
+        copies = tf.range(draws, dtype=tf.int64) % (config.distorted_copies + 1)
+        rows = tf.gather(table[:, 0], tf.maximum(copies - 1, 0)) * tf.cast(copies > 0, tf.float32)[:, None]
+        images = _warp(images, distortion_transforms(rows, config, image.shape[0], image.shape[1]))
     if config.rotate_or_zoom:
         images = rotate_zoom(images, config, key(seed, AFFINE, 0, 0))
     if config.autoaugment != "none":

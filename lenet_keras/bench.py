@@ -338,14 +338,14 @@ def measure(workload: str, precision: str, data_dir: str | None = None) -> dict:
     timed, epoch_times = {}, []
     model.fit(pipeline, validation_data=validation if epochs == 2 else None, epochs=epochs, steps_per_epoch=steps,
               verbose=0, shuffle=False,
-              callbacks=[*train.algorithm_callbacks(experiment, steps), _epoch_timer(epoch_times),
+              callbacks=[*train.algorithm_callbacks(experiment, steps, dataset), _epoch_timer(epoch_times),
                          _step_timer(lambda b: batch_images(n_train, batch_size, b), timed)])
     held = next(iter(pipeline))
     held_images = int(held[0].shape[0])
     in_memory: dict = {}
     model.fit(tf.data.Dataset.from_tensors(held).repeat(), epochs=1, steps_per_epoch=timed["steps"] + WARMUP_STEPS,
               verbose=0, shuffle=False,
-              callbacks=[*train.algorithm_callbacks(experiment, steps), _step_timer(lambda b: held_images, in_memory)])
+              callbacks=[*train.algorithm_callbacks(experiment, steps, dataset), _step_timer(lambda b: held_images, in_memory)])
     model.predict(validation, verbose=0)
     start = time.perf_counter()
     model.predict(validation, verbose=0)

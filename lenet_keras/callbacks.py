@@ -1,7 +1,8 @@
 """Every Keras callback of a run, at module level, each with what it writes and why.
 
 The runner (`lenet_keras.train.callbacks_for`) puts them in this order: `TerminateOnNaN`, the
-recipe's own (`Lookahead` for `train.lookahead`, an optimizer's `optim.callbacks_for`),
+recipe's own (`Lookahead` for `train.lookahead`, an optimizer's `optim.callbacks_for`: `FreezeWhitenBias`,
+`EstimateCurvature`),
 `DropoutSeeds`, `Throughput`, `EpochLogs`, `ChanceLevel`, `ModelGraph`, `HistoryCSV`, Keras's
 `TensorBoard`, `BestCheckpoint`, the caller's extra callbacks, and `CrashSafeBackup` last (an
 epoch counts as done only once everything before it has written it).
@@ -376,6 +377,45 @@ class FreezeWhitenBias(keras.callbacks.Callback):
         if bias is not None and epoch >= self.epochs and bias.trainable:
             bias.trainable = False
             self.model.make_train_function(force=True)
+
+
+class EstimateCurvature(keras.callbacks.Callback):
+    """Before each epoch, the SDLM optimizer's second derivatives from `patterns` training images.
+
+    LeCun et al. 1998, Appendix C: h_kk is re-estimated on 500 patterns before each pass. The
+    images of epoch e are a draw without replacement keyed by (seed, e) (NumPy's
+    `default_rng([seed, 6, e])`), so a resumed run re-estimates exactly what an uninterrupted one
+    did; they are scaled as the pipeline scales (`pipeline.normalize`, no augmentation). The model's
+    `gauss_newton_diagonal(images, one_hot_labels)` gives h_kk per trained variable, which go to
+    `model.optimizer.set_curvature` (`optim.StochasticDiagonalLM`).
+
+    Args:
+        images: uint8 (N, H, W, C) training images; labels: int (N,); num_classes: one-hot width.
+        mean, std: the experiment's `data.mean` and `data.std`.
+    """
+
+    STREAM = 6
+
+    def __init__(self, images, labels, num_classes: int, seed: int, patterns: int = 500, mean=(), std=()):
+        super().__init__()
+        self.images, self.labels, self.num_classes = images, labels, int(num_classes)
+        self.seed, self.patterns, self.mean, self.std = int(seed), int(patterns), tuple(mean), tuple(std)
+
+    def chosen(self, epoch: int) -> np.ndarray:
+        """Indices (patterns,) int64 of the training images epoch `epoch` estimates on."""
+        rng = np.random.default_rng([self.seed, self.STREAM, int(epoch)])
+        return np.sort(rng.choice(len(self.images), min(self.patterns, len(self.images)), replace=False))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Estimate h_kk on this epoch's images and hand it to the optimizer."""
+        from lenet_keras import pipeline
+
+        index = self.chosen(epoch)
+        images = pipeline.normalize(self.images[index], self.mean, self.std)
+        labels = np.eye(self.num_classes, dtype=np.float32)[self.labels[index]]
+        if not self.model.optimizer.built:  # Keras builds it at the first step, after this
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.optimizer.set_curvature(self.model.gauss_newton_diagonal(images, labels))
 
 
 class CrashSafeBackup(keras.callbacks.BackupAndRestore):

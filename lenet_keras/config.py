@@ -72,9 +72,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """`[model]`: the architecture, by registry name (see `lenet_keras.models.MODELS`)."""
+    """`[model]`: the architecture, by registry name (see `lenet_keras.models.MODELS`).
+
+    `rubbish_penalty` is j of the MAP criterion of LeCun et al. 1998, Eq. 9, which
+    `lenet5_1998` trains with (`lenet_keras.lenet1998.map_criterion`); any other model refuses a
+    nonzero value.
+    """
 
     name: str = "lenet5"
+    rubbish_penalty: float = _rule(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0", 0.0)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,10 @@ class OptimizerConfig:
     biases (0.053, 0.85, 0.00382), `head_learning_rate` and `whiten_bias_learning_rate` for Adam
     on the head and the whitening bias, and `whiten_bias_epochs` as `airbench_sgd` (0 = the
     whole run); it also takes only `triangular` (start 1, peak 0, end 0 is its linear decay).
+    `sdlm` (`lenet_keras.optim.StochasticDiagonalLM`, LeCun et al. 1998, Appendix C) steps each
+    parameter by learning_rate / (`damping` + h) times its gradient, h its Gauss-Newton second
+    derivative estimated on `curvature_patterns` training images before each epoch (the paper:
+    mu = 0.02, 500 patterns); it needs `model.name = "lenet5_1998"`.
     """
 
     name: str = "sgd"
@@ -111,6 +121,8 @@ class OptimizerConfig:
     bias_momentum: float = _rule(lambda v: 0 <= v < 1, "a number in [0, 1)", 0.85)
     head_learning_rate: float = _rule(*_POSITIVE_FLOAT, 0.0099)
     whiten_bias_learning_rate: float = _rule(*_POSITIVE_FLOAT, 0.08)
+    damping: float = _rule(*_POSITIVE_FLOAT, 0.02)
+    curvature_patterns: int = _rule(*_POSITIVE_INT, 500)
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,10 @@ class ScheduleConfig:
     `triangular` is airbench94's (`lenet_keras.optim.Triangular`): `optimizer.learning_rate` times
     a factor rising linearly from `triangle_start` to 1 at `triangle_peak` of the steps, then
     falling to `triangle_end` at the last step (the only schedule `airbench_sgd` takes).
+    `piecewise_constant`: `learning_rates[0]` (which must equal `optimizer.learning_rate`) until
+    epoch `epoch_boundaries[0]`, then `learning_rates[1]` until `epoch_boundaries[1]`, ...
+    (`keras.optimizers.schedules.PiecewiseConstantDecay` at those epochs' first steps; LeCun et
+    al. 1998: boundaries 2, 5, 8, 12 and rates 5e-4, 2e-4, 1e-4, 5e-5, 1e-5).
     """
 
     name: str = "exponential_decay"
@@ -139,6 +155,10 @@ class ScheduleConfig:
     triangle_start: float = _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", 0.2)
     triangle_peak: float = _rule(lambda v: 0 <= v < 1, "a fraction in [0, 1)", 0.23)
     triangle_end: float = _rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", 0.07)
+    epoch_boundaries: tuple[int, ...] = _rule(lambda v: all(b > 0 for b in v) and list(v) == sorted(set(v)),
+                                              "increasing epoch numbers > 0", ())
+    learning_rates: tuple[float, ...] = _rule(lambda v: all(math.isfinite(x) and x > 0 for x in v),
+                                              "a list of finite numbers > 0", ())
 
 
 TTA = ("none", "mirror", "mirror_translate", "mirror_translate_uncertain")
@@ -163,6 +183,11 @@ class TrainConfig:
     always computes in float32.
     `lookahead` (airbench94): every 5 steps the weights move to a moving average of themselves
     and the run ends on it (`lenet_keras.callbacks.Lookahead`).
+    `steps_per_execution` (Keras `compile`): training steps run per call of the compiled
+    function, as one loop (for batch size 1, LeCun et al.'s one update per pattern, so a pass is
+    not 60,000 Python calls); `jit_compile` compiles each step with XLA.
+    `reshuffle_each_epoch = false` presents the training images in the same seeded random order
+    in every epoch (LeCun et al. 1998's fixed order) instead of a new order per epoch.
     `test_time_augmentation`: also evaluate the test set with the logits averaged over mirrored
     ("mirror") and also 1-pixel translated ("mirror_translate") views, or those six views for
     only the 20% least confident images of a plain pass ("mirror_translate_uncertain",
@@ -177,6 +202,9 @@ class TrainConfig:
     precision: str = _rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)), "float32")
     lookahead: bool = False
     test_time_augmentation: str = _rule(lambda v: v in TTA, "one of " + ", ".join(map(repr, TTA)), "none")
+    steps_per_execution: int = _rule(*_POSITIVE_INT, 1)
+    reshuffle_each_epoch: bool = True
+    jit_compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +219,12 @@ class AugmentConfig:
     crop_padding = 2 with `crop_mode = "reflect"` (the padding mirrors the border).
     `rotation_degrees = r` and `zoom = z`: each image rotated by an angle uniform in [-r, r]
     degrees and scaled by a factor uniform in [1 - z, 1 + z] about its centre (bilinear, zero
-    fill), after flip and crop: the small affine distortions of LeCun et al. 1998, section III.C.
+    fill), after flip and crop.
+    `distorted_copies = n` (LeCun et al. 1998, section III.C: n = 9, 540,000 copies of the 60,000
+    images): each training image has n fixed distorted copies (`augment.distort`: translation up to
+    `translate_pixels` each way, scaling by 1 +- `scale`, squeezing by 1 +- `squeeze`, horizontal
+    shear up to `shear`, each uniform, drawn once per copy); every epoch presents each image
+    once, as itself or one of its copies, chosen uniformly.
     """
 
     horizontal_flip: bool = False
@@ -204,6 +237,16 @@ class AugmentConfig:
     rotation_degrees: float = _rule(lambda v: math.isfinite(v) and 0 <= v <= 180, "a number of degrees in [0, 180]",
                                     0.0)
     zoom: float = _rule(lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)", 0.0)
+    distorted_copies: int = _rule(*_NON_NEGATIVE_INT, 0)
+    translate_pixels: float = _rule(lambda v: math.isfinite(v) and 0 <= v <= 4, "a number of pixels in [0, 4]", 0.0)
+    scale: float = _rule(lambda v: math.isfinite(v) and 0 <= v < 0.5, "a number in [0, 0.5)", 0.0)
+    squeeze: float = _rule(lambda v: math.isfinite(v) and 0 <= v < 0.5, "a number in [0, 0.5)", 0.0)
+    shear: float = _rule(lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)", 0.0)
+
+    @property
+    def distort(self) -> bool:
+        """True when fixed distorted copies of the training images (`augment.distort`) are drawn."""
+        return self.distorted_copies > 0
 
     @property
     def rotate_or_zoom(self) -> bool:
@@ -214,7 +257,8 @@ class AugmentConfig:
     def per_image(self) -> bool:
         """True when any augmentation that changes images one by one is on (flip, crop, rotation
         or zoom, AutoAugment); MixUp mixes whole batches and is not counted."""
-        return bool(self.horizontal_flip or self.crop_padding or self.rotate_or_zoom or self.autoaugment != "none")
+        return bool(self.horizontal_flip or self.crop_padding or self.rotate_or_zoom or self.distort
+                    or self.autoaugment != "none")
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

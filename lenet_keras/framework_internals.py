@@ -45,6 +45,12 @@ def _model_class():
     return keras.Model
 
 
+def _trainer_class():
+    from keras.src.trainers.trainer import Trainer
+
+    return Trainer
+
+
 def _optimizer_class():
     import keras
 
@@ -87,6 +93,10 @@ PRIVATE_USES = (
                "per-variable groups (batch-norm biases, the whitening bias) as Keras's own optimizers "
                "index their per-variable state",
                lambda: hasattr(_optimizer_class(), "_get_variable_index")),
+    PrivateUse("keras.Model._jit_compile", "train.compiled_model (train.jit_compile)",
+               "Keras's jit_compile setter and compile() turn XLA off whenever TensorFlow's op determinism is "
+               "on; the runner keeps determinism on and XLA on a CPU is deterministic",
+               lambda: "self._jit_compile" in inspect.getsource(_trainer_class())),
     PrivateUse("tensorflow.python.eager.context.Context._seed / _rng", "dataformats.without_global_seed",
                "TensorFlow has no getter for the global seed state, which must be put back exactly after an "
                "image folder is decoded as in a process without one",

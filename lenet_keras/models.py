@@ -9,6 +9,8 @@
 - `cifar_cnn`: the CIFAR-10 notebook's 6-block CNN (seed 004, section "Model architecture"),
   4,079,429 trainable parameters.
 - `cifar_fast`: airbench94's network (`CifarFast`), whose first conv is set from the data.
+- `lenet5_1998`: LeCun et al.'s 1998 LeNet-5 (sparse C3, trainable subsampling, scaled tanh,
+  RBF output, MAP criterion; `lenet_keras.lenet1998`), 60,000 parameters.
 
 The LeNet-5 variants have 61,706 parameters on MNIST (`lenet5_wide`: 65,162; `lenet5_wide_bn`: 65,386). Models never read files and never compile themselves:
 the optimizer, loss and metrics are chosen by the experiment (`lenet_keras.optim`, `train`).
@@ -46,6 +48,21 @@ class InitializedFromData(Protocol):
         """Set the data-dependent weights from `images`: float32 (N, height, width, channels),
         normalized as the pipeline does (pixels / 255, then (x - mean) / std when the experiment
         has a mean and std)."""
+
+
+@runtime_checkable
+class OwnCriterion(Protocol):
+    """A model that computes its own training criterion (`lenet1998.LeNet5_1998`: the MAP criterion).
+
+    The runner compiles such a model without a loss; Keras then calls the model's
+    `compute_loss(x, y, y_pred, sample_weight, training)` for the loss of a batch (training and
+    evaluation). `criterion` names it in words.
+    """
+
+    criterion: str
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The batch's loss, a float32 scalar."""
 
 
 LENET5_PARAMETERS = 61_706
@@ -328,6 +345,12 @@ class CifarFast(keras.Sequential):
         return cls(**config)
 
 
+def _lenet5_1998(input_shape, num_classes, rubbish_penalty=0.0):
+    from lenet_keras.lenet1998 import LeNet5_1998
+
+    return LeNet5_1998(input_shape, num_classes, rubbish_penalty=rubbish_penalty)
+
+
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "lenet5": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="deck"),
     "lenet5_classic": lambda input_shape, num_classes: LeNet5(input_shape, num_classes, variant="classic"),
@@ -337,14 +360,26 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "cifar_cnn": lambda input_shape, num_classes: CifarCNN(input_shape, num_classes),
     "cifar_fast": lambda input_shape, num_classes: CifarFast(input_shape, num_classes),
     "cifar_fast_silu": lambda input_shape, num_classes: CifarFast(input_shape, num_classes, activation="silu"),
+    "lenet5_1998": _lenet5_1998,
 }
-"""Registry: `model.name` -> constructor taking (input_shape, num_classes)."""
+"""Registry: `model.name` -> constructor taking (input_shape, num_classes) and the options of
+`MODEL_OPTIONS`."""
+
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {"lenet5_1998": ("rubbish_penalty",)}
+"""Registry: `model.name` -> the `[model]` keys besides `name` its constructor takes (absent: none);
+any other model refuses a non-default value of those keys."""
 
 
 def check_name(config: ModelConfig) -> None:
-    """Raise `ConfigError` if `config.name` names no registered model."""
+    """Raise `ConfigError` if `config.name` names no registered model, or sets an option
+    (`MODEL_OPTIONS`) that model does not take."""
     if config.name not in MODELS:
         raise ConfigError(f"model.name: unknown model {config.name!r}; known: {', '.join(MODELS)}")
+    default = ModelConfig()
+    for key in ("rubbish_penalty",):
+        if getattr(config, key) != getattr(default, key) and key not in MODEL_OPTIONS.get(config.name, ()):
+            raise ConfigError(f"model.{key}: model {config.name!r} does not take it (only "
+                              f"{', '.join(n for n, keys in MODEL_OPTIONS.items() if key in keys)})")
 
 
 def build(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
@@ -354,4 +389,5 @@ def build(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: i
         ConfigError: unknown model name.
     """
     check_name(config)
-    return MODELS[config.name](input_shape, num_classes)
+    options = {key: getattr(config, key) for key in MODEL_OPTIONS.get(config.name, ())}
+    return MODELS[config.name](input_shape, num_classes, **options)

@@ -331,15 +331,65 @@ class AirbenchMuon(keras.optimizers.Optimizer):
         return config
 
 
-SCHEDULES: dict[str, Callable[[OptimizerConfig, ScheduleConfig, int], object]] = {
-    "exponential_decay": lambda optimizer, schedule, total_steps: _exponential_decay(optimizer, schedule),
-    "constant": lambda optimizer, schedule, total_steps: optimizer.learning_rate,
-    "one_cycle": _one_cycle,
-    "triangular": lambda optimizer, schedule, total_steps: Triangular(
+def _piecewise_constant(optimizer: OptimizerConfig, schedule: ScheduleConfig, total_steps: int, steps_per_epoch: int):
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [b * steps_per_epoch for b in schedule.epoch_boundaries], list(schedule.learning_rates))
+
+
+@keras.saving.register_keras_serializable(package="lenet_keras")
+class StochasticDiagonalLM(keras.optimizers.Optimizer):
+    """Stochastic diagonal Levenberg-Marquardt (LeCun et al. 1998, Appendix C, Eqs. 21-24).
+
+    Per parameter w_k with gradient g_k of the pattern's criterion:
+
+        w_k -= eta / (mu + h_kk) * g_k
+
+    eta is the (scheduled) learning rate, mu = `damping` (the paper: 0.02), and h_kk the Gauss-Newton
+    second derivative of the criterion with respect to w_k averaged over a few hundred patterns,
+    held in the optimizer variable `curvature` and set before each epoch by
+    `callbacks.EstimateCurvature` (from the model's `gauss_newton_diagonal`); 0 until then.
+    With batch size 1 it is the paper's one update per pattern.
+    """
+
+    def __init__(self, learning_rate=5e-4, damping=0.02, name="sdlm", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.damping = float(damping)
+
+    def build(self, variables):
+        """One `curvature` (h_kk) per variable, zeros."""
+        if self.built:
+            return
+        super().build(variables)
+        self.curvatures = self.add_optimizer_variables(variables, "curvature")
+
+    def set_curvature(self, values) -> None:
+        """Assign h_kk: `values` one float32 tensor per trained variable, in `build`'s order and shapes."""
+        for curvature, value in zip(self.curvatures, values, strict=True):
+            curvature.assign(ops.cast(value, curvature.dtype))
+
+    def update_step(self, gradient, variable, learning_rate):
+        """w -= learning_rate / (damping + h) * g."""
+        index = self._get_variable_index(variable)  # private Keras name: `framework_internals.PRIVATE_USES`
+        step = ops.cast(learning_rate, variable.dtype) / (self.damping + self.curvatures[index])
+        self.assign_sub(variable, step * ops.cast(gradient, variable.dtype))
+
+    def get_config(self):
+        """Constructor arguments, for saving."""
+        return {**super().get_config(), "damping": self.damping}
+
+
+SCHEDULES: dict[str, Callable[[OptimizerConfig, ScheduleConfig, int, int], object]] = {
+    "exponential_decay": lambda optimizer, schedule, total_steps, steps_per_epoch: _exponential_decay(optimizer,
+                                                                                                     schedule),
+    "constant": lambda optimizer, schedule, total_steps, steps_per_epoch: optimizer.learning_rate,
+    "one_cycle": lambda optimizer, schedule, total_steps, steps_per_epoch: _one_cycle(optimizer, schedule,
+                                                                                      total_steps),
+    "triangular": lambda optimizer, schedule, total_steps, steps_per_epoch: Triangular(
         optimizer.learning_rate, total_steps, schedule.triangle_start, schedule.triangle_peak, schedule.triangle_end),
+    "piecewise_constant": _piecewise_constant,
 }
 """Registry: `schedule.name` -> builder of a Keras learning rate (a float or a schedule),
-given (optimizer config, schedule config, total optimizer steps of the run)."""
+given (optimizer config, schedule config, total optimizer steps of the run, steps per epoch)."""
 
 
 def _clip(config: OptimizerConfig) -> dict:
@@ -359,6 +409,8 @@ OPTIMIZERS: dict[str, Callable[[OptimizerConfig, object, Experiment, int], keras
         batch_size=experiment.train.batch_size, bias_scaler=config.bias_scaler,
         whiten_bias_steps=config.whiten_bias_epochs * steps_per_epoch, **_clip(config)
     ),
+    "sdlm": lambda config, lr, experiment, steps_per_epoch: StochasticDiagonalLM(learning_rate=lr,
+                                                                                 damping=config.damping),
     "airbench_muon": lambda config, lr, experiment, steps_per_epoch: AirbenchMuon(
         learning_rate=lr, momentum=config.momentum, weight_decay=config.weight_decay,
         batch_size=experiment.train.batch_size, bias_learning_rate=config.bias_learning_rate,
@@ -390,23 +442,41 @@ def _freeze_whiten_bias(experiment: Experiment) -> list:
     return [callbacks.FreezeWhitenBias(epochs)]
 
 
-OPTIMIZER_CALLBACKS: dict[str, Callable[[Experiment], list]] = {
-    "airbench_sgd": _freeze_whiten_bias,
-    "airbench_muon": _freeze_whiten_bias,
+def _estimate_curvature(experiment: Experiment, dataset) -> list:
+    from lenet_keras import callbacks
+
+    return [callbacks.EstimateCurvature(dataset.train_images, dataset.train_labels, dataset.num_classes,
+                                        experiment.seed, experiment.optimizer.curvature_patterns,
+                                        experiment.data.mean, experiment.data.std)]
+
+
+OPTIMIZER_CALLBACKS: dict[str, Callable[[Experiment, object], list]] = {
+    "airbench_sgd": lambda experiment, dataset: _freeze_whiten_bias(experiment),
+    "airbench_muon": lambda experiment, dataset: _freeze_whiten_bias(experiment),
+    "sdlm": _estimate_curvature,
 }
-"""Registry: `optimizer.name` -> function(experiment) -> the Keras callbacks that optimizer needs
-during `fit` (absent: none). `airbench_sgd`: `callbacks.FreezeWhitenBias` after
-`optimizer.whiten_bias_epochs` epochs (none when that is 0)."""
+"""Registry: `optimizer.name` -> function(experiment, dataset) -> the Keras callbacks that optimizer
+needs during `fit` (absent: none). `airbench_sgd`: `callbacks.FreezeWhitenBias` after
+`optimizer.whiten_bias_epochs` epochs (none when that is 0); `sdlm`: `callbacks.EstimateCurvature`
+on `optimizer.curvature_patterns` training images before each epoch."""
+
+OPTIMIZER_MODELS: dict[str, tuple[str, ...]] = {
+    "sdlm": ("lenet5_1998",),  # needs the model's `gauss_newton_diagonal`
+}
+"""Registry: `optimizer.name` -> the only `model.name` values it works with (absent: any)."""
 
 
-def callbacks_for(experiment: Experiment) -> list:
+def callbacks_for(experiment: Experiment, dataset=None) -> list:
     """The Keras callbacks `experiment`'s optimizer needs (`OPTIMIZER_CALLBACKS`); [] for most.
+
+    Args:
+        dataset: the run's `data.ImageData` (the training images some callbacks read).
 
     Returns:
         A new list of `keras.callbacks.Callback`, for the runner to put among its own.
     """
     make = OPTIMIZER_CALLBACKS.get(experiment.optimizer.name)
-    return list(make(experiment)) if make is not None else []
+    return list(make(experiment, dataset)) if make is not None else []
 
 
 def check_names(experiment: Experiment) -> None:
@@ -423,12 +493,32 @@ def check_names(experiment: Experiment) -> None:
     if allowed is not None and schedule not in allowed:
         raise ConfigError(f"schedule.name: optimizer {optimizer!r} needs schedule.name = "
                           f"{' or '.join(map(repr, allowed))}, got {schedule!r}")
+    models = OPTIMIZER_MODELS.get(optimizer)
+    if models is not None and experiment.model.name not in models:
+        raise ConfigError(f"optimizer.name: optimizer {optimizer!r} needs model.name = "
+                          f"{' or '.join(map(repr, models))}, got {experiment.model.name!r}")
+    _check_piecewise(experiment)
     if schedule == "one_cycle" and experiment.schedule.max_learning_rate <= 0:
         raise ConfigError("schedule.max_learning_rate: one_cycle needs the peak learning rate (> 0)")
     if experiment.optimizer.weight_decay and optimizer not in WEIGHT_DECAY_OPTIMIZERS:
         raise ConfigError(f"optimizer.weight_decay: only {', '.join(WEIGHT_DECAY_OPTIMIZERS[:-1])} and "
                           f"{WEIGHT_DECAY_OPTIMIZERS[-1]} use it, "
                           f"not {optimizer!r}")
+
+
+def _check_piecewise(experiment: Experiment) -> None:
+    """Raise `ConfigError` for a `piecewise_constant` schedule whose lists do not fit (see `ScheduleConfig`)."""
+    schedule = experiment.schedule
+    if schedule.name != "piecewise_constant":
+        return
+    if len(schedule.learning_rates) != len(schedule.epoch_boundaries) + 1:
+        raise ConfigError(f"schedule.learning_rates: piecewise_constant needs one more learning rate than "
+                          f"schedule.epoch_boundaries ({len(schedule.epoch_boundaries)}), got "
+                          f"{len(schedule.learning_rates)}")
+    if schedule.learning_rates[0] != experiment.optimizer.learning_rate:
+        raise ConfigError(f"optimizer.learning_rate = {experiment.optimizer.learning_rate} differs from the "
+                          f"piecewise_constant schedule's first rate schedule.learning_rates[0] = "
+                          f"{schedule.learning_rates[0]}; make them equal")
 
 
 def build(experiment: Experiment, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
@@ -444,5 +534,6 @@ def build(experiment: Experiment, steps_per_epoch: int = 1) -> keras.optimizers.
     """
     check_names(experiment)
     total_steps = max(2, steps_per_epoch * experiment.train.epochs)
-    learning_rate = SCHEDULES[experiment.schedule.name](experiment.optimizer, experiment.schedule, total_steps)
+    learning_rate = SCHEDULES[experiment.schedule.name](experiment.optimizer, experiment.schedule, total_steps,
+                                                        steps_per_epoch)
     return OPTIMIZERS[experiment.optimizer.name](experiment.optimizer, learning_rate, experiment, steps_per_epoch)

@@ -75,7 +75,7 @@ def _scaler(num_classes: int, mean, std) -> Callable:
 def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Callable) -> Callable:
     """The map (epoch, batch number, indices into the training set) -> one scaled training batch.
 
-    Gathers the images and labels at the indices, then flip and crop, rotation and zoom, AutoAugment, scaling and
+    Gathers the images and labels at the indices, then flip and crop, distorted copies, rotation and zoom, AutoAugment, scaling and
     MixUp, each keyed by (seed, epoch, batch number) (`lenet_keras.augment`).
     """
     import tensorflow as tf
@@ -83,6 +83,7 @@ def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Call
     train_images, train_labels = tf.constant(data.train_images), tf.constant(data.train_labels)
     count = len(data.train_images)
     crop_or_flip = bool(augment.horizontal_flip or augment.crop_padding)
+    table = augment_lib.distortion_table(seed, count, augment.distorted_copies) if augment.distort else None
     autoaugmenter = None
     if augment.autoaugment != "none":
         from lenet_keras.autoaugment import AutoAugment
@@ -97,6 +98,9 @@ def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Call
                      if augment.horizontal_flip and augment.alternating_flip else None)
             images = augment_lib.crop_flip(images, augment, augment_lib.key(seed, augment_lib.CROP_FLIP, epoch, number),
                                            flips)
+        if augment.distort:
+            images = augment_lib.distort(images, index, table, augment,
+                                         augment_lib.key(seed, augment_lib.DISTORTED_COPY, epoch, number))
         if augment.rotate_or_zoom:
             images = augment_lib.rotate_zoom(images, augment, augment_lib.key(seed, augment_lib.AFFINE, epoch, number))
         if autoaugmenter is not None:
@@ -111,16 +115,18 @@ def _batch_maker(data: ImageData, seed: int, augment: AugmentConfig, scale: Call
     return make
 
 
-def _training(data: ImageData, batch_size: int, seed: int, make_batch: Callable, first_epoch: int, epochs: int):
+def _training(data: ImageData, batch_size: int, seed: int, make_batch: Callable, first_epoch: int, epochs: int,
+              reshuffle: bool = True):
     """The training `tf.data.Dataset`: epochs `first_epoch` .. `epochs - 1`, each a stateless
-    shuffle keyed by (seed, epoch) cut into batches of `batch_size`, mapped by `make_batch`."""
+    shuffle keyed by (seed, epoch) (by (seed, 0) for every epoch when not `reshuffle`) cut into
+    batches of `batch_size`, mapped by `make_batch`."""
     import tensorflow as tf
 
     count = len(data.train_images)
 
     def _epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(count, dtype=tf.int64), seed=augment_lib.key(seed, augment_lib.SHUFFLE, epoch)
+            tf.range(count, dtype=tf.int64), seed=augment_lib.key(seed, augment_lib.SHUFFLE, epoch if reshuffle else 0)
         )
 
         def _batch(number, index):
@@ -146,13 +152,14 @@ def _evaluation(images: np.ndarray, labels: np.ndarray, batch_size: int, scale: 
 
 
 def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augment: AugmentConfig | None = None,
-              first_epoch: int = 0, epochs: int = 1):
+              first_epoch: int = 0, epochs: int = 1, reshuffle: bool = True):
     """The `tf.data` input pipelines for training, validation and test.
 
     Training yields the batches of epochs `first_epoch` .. `epochs - 1` one after another,
     `steps_per_epoch(data, batch_size)` batches each (pass that to `fit` with
     `initial_epoch=first_epoch`). Each epoch is a pure function of (`seed`, epoch): the order is
-    a stateless shuffle of the training set keyed by them, then per batch: gather the images,
+    a stateless shuffle of the training set keyed by them (by (`seed`, 0) in every epoch when not
+    `reshuffle`), then per batch: gather the images,
     flip and crop, rotation and zoom (each image its own draw), AutoAugment, scaling and MixUp, each keyed by
     (seed, epoch, batch number) (`lenet_keras.augment`).
     So a run resumed at epoch k sees exactly the batches of an uninterrupted run.
@@ -171,6 +178,7 @@ def pipelines(data: ImageData, batch_size: int, seed: int, mean=(), std=(), augm
     augment = augment or AugmentConfig()
     _check(data, mean, std, augment, first_epoch, epochs)
     scale = _scaler(data.num_classes, mean, std)
-    train = _training(data, batch_size, seed, _batch_maker(data, seed, augment, scale), first_epoch, epochs)
+    train = _training(data, batch_size, seed, _batch_maker(data, seed, augment, scale), first_epoch, epochs,
+                      reshuffle)
     return (train, _evaluation(data.val_images, data.val_labels, batch_size, scale),
             _evaluation(data.test_images, data.test_labels, batch_size, scale))

@@ -117,8 +117,11 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
     The model is built under the dtype policy `train.precision` resolves to on this machine
     (`hardware.resolve_precision`: "auto" is bfloat16 compute only where native bfloat16 units
     exist; mixed precision keeps float32 weights; Keras scales the loss for float16).
-    Loss: categorical cross-entropy on one-hot float32 labels (with `train.label_smoothing`);
-    metric: top-1 accuracy named "accuracy". The schedule counts optimizer steps, so it needs
+    Loss: categorical cross-entropy on one-hot float32 labels (with `train.label_smoothing`), or
+    the model's own criterion for a `models.OwnCriterion` model; metric: top-1 accuracy named
+    "accuracy"; `train.steps_per_execution` goes to `compile`, and `train.jit_compile` compiles the
+    training and evaluation steps with XLA (which Keras turns off under TensorFlow's op determinism,
+    a GPU concern: XLA on a CPU computes the same values every run, `tests/test_lenet1998.py`). The schedule counts optimizer steps, so it needs
     the steps per epoch of `dataset` at `train.batch_size`. A model that declares
     `models.InitializedFromData` is initialized from its first training images, normalized as
     the pipeline normalizes them.
@@ -134,11 +137,16 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
             model = models.build(experiment.model, dataset.image_shape, dataset.num_classes)
         finally:  # layers keep the policy they were built with; later code gets the default again
             keras.mixed_precision.set_global_policy("float32")
+        own_loss = isinstance(model, models.OwnCriterion)
         model.compile(
             optimizer=optim.build(experiment, pipeline.steps_per_epoch(dataset, experiment.train.batch_size)),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=experiment.train.label_smoothing),
+            loss=None if own_loss else keras.losses.CategoricalCrossentropy(
+                label_smoothing=experiment.train.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            steps_per_execution=experiment.train.steps_per_execution,
         )
+        if experiment.train.jit_compile:  # Keras refuses XLA under op determinism; XLA on a CPU is deterministic
+            model._jit_compile = True  # private Keras name: `framework_internals.PRIVATE_USES`
         if isinstance(model, models.InitializedFromData):
             images = dataset.train_images[:model.initialization_images]
             model.initialize_from_data(pipeline.normalize(images, experiment.data.mean, experiment.data.std))
@@ -283,13 +291,14 @@ def input_pipelines(job: Job):
     datasets = pipeline.pipelines(
         job.dataset, experiment.train.batch_size, experiment.seed, experiment.data.mean, experiment.data.std,
         experiment.augment, first_epoch=job.first_epoch, epochs=experiment.train.epochs,
+        reshuffle=experiment.train.reshuffle_each_epoch,
     )
     if experiment.distribution.strategy != "default":
         datasets = tuple(map(distribute.shard_by_data, datasets))
     return datasets
 
 
-def algorithm_callbacks(experiment: config_lib.Experiment, steps_per_epoch: int) -> list:
+def algorithm_callbacks(experiment: config_lib.Experiment, steps_per_epoch: int, dataset=None) -> list:
     """The callbacks that change what training computes, first in every run: `TerminateOnNaN`,
     `callbacks.Lookahead` (`train.lookahead`), the optimizer's own (`optim.callbacks_for`) and
     `callbacks.DropoutSeeds`. `lenet_keras.bench` trains with exactly these."""
@@ -300,7 +309,7 @@ def algorithm_callbacks(experiment: config_lib.Experiment, steps_per_epoch: int)
     return [
         keras.callbacks.TerminateOnNaN(),
         *([cb.Lookahead(steps_per_epoch * experiment.train.epochs)] if experiment.train.lookahead else []),
-        *optim.callbacks_for(experiment),
+        *optim.callbacks_for(experiment, dataset),
         cb.DropoutSeeds(experiment.seed),
     ]
 
@@ -316,7 +325,7 @@ def callbacks_for(job: Job, extra: tuple, verbose: int) -> list:
     epochs = experiment.train.epochs
     best_so_far = max((float(row["val_accuracy"]) for row in job.kept_rows), default=-np.inf)
     callbacks = [
-        *algorithm_callbacks(experiment, steps),
+        *algorithm_callbacks(experiment, steps, job.dataset),
         cb.Throughput(experiment.train.batch_size, steps, epochs - job.first_epoch, job.record["speed"],
                       quiet=verbose == 0),
         cb.EpochLogs(),

@@ -53,5 +53,5 @@ def test_other_optimizers_need_no_callbacks(name):
 
 def test_a_new_optimizer_adds_its_callbacks_through_the_registry(monkeypatch):
     marker = object()
-    monkeypatch.setitem(optim.OPTIMIZER_CALLBACKS, "sgd", lambda experiment: (marker, experiment.seed))
+    monkeypatch.setitem(optim.OPTIMIZER_CALLBACKS, "sgd", lambda experiment, dataset: (marker, experiment.seed))
     assert optim.callbacks_for(config.load(MNIST, ["seed=7"])) == [marker, 7]  # a fresh list, in order

@@ -12,6 +12,8 @@
 #   make figures [SEEDS="0 1 2"] [PEERS=dir]                        the README's MNIST comparison (runs/figures/,
 #                                                                   trains what is missing) -> reports/compare-mnist/
 #   make reproduce                                                  the reproduction scorecard -> reports/reproduction/
+#   make lenet1998 [SEEDS="0 1 2"]                                  LeCun et al. 1998's LeNet-5 without and with distortions
+#                                                                   (runs/reproduction/, scored by make reproduce) + reports
 #   make sweep [SWEEP=experiments/mnist_lenet5_grid.toml] [WORKERS=2]  grid/Optuna sweep + report
 #   make bench [ARGS="--repeats 3"]                                speed of both models (python -m lenet_keras bench);
 #     a workload without its data is skipped with one line saying what is missing and how to get it
@@ -60,7 +62,7 @@ TORCH_INDEX ?=
 # of the official archive, e.g. DATA=../shared/datasets/cifar10-jpeg (a JPEG copy, not CIFAR-10)
 CIFAR_DATA = $(if $(DATA),data.dataset=image_folder data.path=$(DATA))
 
-.PHONY: help venv mnist cifar cifar-fast cifar-fast-bench crash-drill scratch report compare figures reproduce lenet-side-by-side sweep bench peers-venv tensorboard test clean-venv
+.PHONY: help venv lenet1998 mnist cifar cifar-fast cifar-fast-bench crash-drill scratch report compare figures reproduce lenet-side-by-side sweep bench peers-venv tensorboard test clean-venv
 
 help:
 	@sed -n '1,/^PYTHON/p' Makefile | grep '^#' | sed 's/^# \{0,1\}//'
@@ -114,6 +116,12 @@ figures: $(STAMP)
 
 reproduce: $(STAMP)
 	$(PY) -m lenet_keras reproduce --runs-dir $(RUNS)/reproduction --reports-dir $(REPORTS) $(ARGS)
+
+# into $(RUNS)/reproduction, where make reproduce finds them (seeds completed there are skipped)
+LENET1998 = $(OVERRIDES) --seeds $(or $(SEEDS),0 1 2) --runs-dir $(RUNS)/reproduction $(RESUME) --report --reports-dir $(REPORTS)
+lenet1998: $(STAMP)
+	$(PY) -m lenet_keras train experiments/mnist_lenet5_1998.toml $(LENET1998)
+	$(PY) -m lenet_keras train experiments/mnist_lenet5_1998_distorted.toml $(LENET1998)
 
 sweep: $(STAMP)
 	$(PY) -m lenet_keras sweep $(SWEEP) --workers $(WORKERS) --runs-dir $(RUNS) --reports-dir $(REPORTS)

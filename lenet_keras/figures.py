@@ -113,7 +113,7 @@ def training_curves(history: pd.DataFrame, title: str) -> plt.Figure:
     figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
     epochs = history["epoch"] + 1
     best = history["val_accuracy"].idxmax()
-    for ax, metric, label in ((acc_ax, "accuracy", "top-1 accuracy"), (loss_ax, "loss", "cross-entropy loss (log scale)")):
+    for ax, metric, label in ((acc_ax, "accuracy", "top-1 accuracy"), (loss_ax, "loss", "loss (log scale)")):
         ax.plot(epochs, history[metric], "o-", ms=3, color=TRAIN, label="training")
         ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, color=VALIDATION, label="validation")
         ax.axvline(epochs[best], color="grey", ls=":", lw=1)
@@ -150,9 +150,38 @@ def overlaid_curves(histories: Mapping[str, pd.DataFrame]) -> plt.Figure:
     for ax in (acc_ax, loss_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy (solid: validation, dotted: training)")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="loss (solid: validation, dotted: training)")
+    loss_ax.set(xlabel="epoch", ylabel="loss (log scale)", title="loss (solid: validation, dotted: training)")
     readable_log_axis(loss_ax, "y")
     acc_ax.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def error_curves(histories: Mapping[str, pd.DataFrame], validation_label: str,
+                 published: Sequence[tuple[str, int, float]] = ()) -> plt.Figure:
+    """Error rates (percent, log scale) against epochs, as LeCun et al. 1998 draw them (Fig. 5).
+
+    Args:
+        histories: run id -> its `history.csv` DataFrame (see `training_curves`); the training
+            error is 1 - `accuracy`, counted while the epoch trains (dotted), the other 1 - `val_accuracy`
+            after it (solid).
+        validation_label: what the validation set is ("test error" for runs validated on the test set).
+        published: (label, epoch, error as a fraction) points drawn as stars, e.g. a paper's final error.
+    """
+    figure, ax = plt.subplots(figsize=(6.4, 4.0))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(histories), 1)))
+    for colour, (run_id, history) in zip(colours, histories.items()):
+        epochs = history["epoch"] + 1
+        ax.plot(epochs, 100 * (1 - history["val_accuracy"]), "o-", ms=3, color=colour, label=f"{run_id}: {validation_label}")
+        ax.plot(epochs, 100 * (1 - history["accuracy"]), ":", color=colour, lw=1.2,
+                label=f"{run_id}: training error (during the epoch)")
+    for label, epoch, error in published:
+        ax.plot([epoch], [100 * error], "*", ms=14, color=VALIDATION, mec="black", mew=0.6, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch (pass over the training set)", ylabel="error rate, % (log scale)")
+    readable_log_axis(ax, "y")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     return figure
 

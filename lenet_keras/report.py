@@ -181,6 +181,27 @@ def _run_figures(run: Run, out: Path) -> dict:
     return {"files": names, "confused": most_confused(matrix, class_names), "per_class": per_class_table, "overall": overall}
 
 
+def published_errors(name: str) -> list[tuple[str, int, float]]:
+    """(label, epoch, error) of each claim measured by experiment `name`'s final test accuracy
+    (`reproduce.CLAIMS` rows with metric "test_accuracy" and no overrides), at the experiment's last epoch."""
+    from lenet_keras import config, reproduce
+
+    points = []
+    for claim in reproduce.CLAIMS:
+        if claim.experiment == name and claim.metric == "test_accuracy" and not claim.overrides:
+            epochs = config.load(name).train.epochs
+            points.append((f"published: {100 * (1 - claim.published):.3g}% ({claim.key})", epochs, 1 - claim.published))
+    return points
+
+
+def _error_figure(name: str, runs: list[Run]):
+    """`figures.error_curves` of `runs`, with the published errors of `published_errors(name)`."""
+    from lenet_keras import run_index
+
+    label = "test error" if all(run_index.validation_is_test(r.manifest) for r in runs) else "validation error"
+    return figures.error_curves({r.run_id: r.history for r in runs}, label, published_errors(name))
+
+
 def _describe_data(manifest: dict) -> str:
     """One line (Markdown inline) on the data of a run: what, from where (`display_path`), how many images."""
     data = manifest.get("data", {})
@@ -242,6 +263,7 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
     drawn = [r for r in runs if r.completed and r.history is not None and len(r.history)]
     if drawn:
         figures.save_png(figures.overlaid_curves({r.run_id: r.history for r in drawn}), out / "all_runs_curves.png")
+        figures.save_png(_error_figure(name, drawn), out / "error_curves.png")
     sections = [(run, _run_figures(run, out)) for run in runs if run.completed and run.history is not None]
     skipped = [r for r in runs if not (r.completed and r.history is not None)]
 
@@ -264,8 +286,12 @@ def build(experiment: str | Path, runs_dir: str | Path = "runs", reports_dir: st
         page += ["<h2>Warnings</h2>", "<ul class='warn'>",
                  *[f"<li>{html.escape(run_id)}: {inline_html(message)}</li>" for run_id, message in warned], "</ul>"]
     if drawn:
-        md += ["## All runs compared", "", "![all runs](all_runs_curves.png)", ""]
-        page += ["<h2>All runs compared</h2>", "<img src='all_runs_curves.png' alt='all runs'>"]
+        errors = ("Error rates against epochs on a log scale (LeCun et al. 1998 draw theirs so, Fig. 5); stars: "
+                  "published final errors of this experiment's claims (`lenet_keras/claims.toml`), if any.")
+        md += ["## All runs compared", "", "![all runs](all_runs_curves.png)", "", errors, "",
+               "![error rates](error_curves.png)", ""]
+        page += ["<h2>All runs compared</h2>", "<img src='all_runs_curves.png' alt='all runs'>",
+                 f"<p>{inline_html(errors)}</p>", "<img src='error_curves.png' alt='error rates'>"]
     for run, info in sections:
         run_md, run_page = _run_section(run, info)
         md += run_md

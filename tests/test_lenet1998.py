@@ -4,7 +4,11 @@ against a NumPy transcription of Eqs. 21-27 on a tiny network."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -295,3 +299,42 @@ def test_distorted_copies_are_fixed_per_image_and_copy():
     np.testing.assert_allclose(identity, [[1, 0, 0, 0, 1, 0, 0, 0]], atol=1e-6)
     shift = augment.distortion_transforms(tf.constant([[1.0, 0, 0, 0, 0]]), settings, 28, 28).numpy()
     np.testing.assert_allclose(shift, [[1, 0, -2, 0, 1, 0, 0, 0]], atol=1e-5)  # 2 pixels right: sample 2 left
+
+
+# --- the runner: XLA steps, one update per pattern, kill and resume ------------------------------
+
+DISTORTED = "mnist_lenet5_1998_distorted"
+TINY_1998 = ["data.train_subset=600", "data.test_subset=100", "train.epochs=2", "schedule.epoch_boundaries=[1]",
+             "schedule.learning_rates=[5e-5, 2e-5]", "optimizer.curvature_patterns=100",
+             "train.steps_per_execution=100"]
+
+
+def test_the_distorted_recipe_killed_mid_pass_resumes_to_the_same_weights(tmp_path, mnist_dir):
+    """A fresh-process run and one SIGKILLed in its second pass (after 200 of 600 single-pattern
+    updates, XLA-compiled) then resumed end on the same weights, history and test metrics: the
+    curvature is re-estimated from a draw keyed by (seed, epoch), the distorted copies by the seed."""
+    from .test_resume import KILLER, _history_without_timing, _weights
+    from .conftest import REPO
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KILL_EPOCH": "1", "KILL_BATCH": "199"}
+    first = subprocess.run(
+        [sys.executable, "-m", "lenet_keras", "train", DISTORTED, *TINY_1998, "--runs-dir", str(tmp_path),
+         "--run-id", "first", "--data-dir", str(mnist_dir)], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    killed = subprocess.run([sys.executable, "-c", KILLER, DISTORTED, str(tmp_path), str(mnist_dir), *TINY_1998],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    run_dir, reference = tmp_path / DISTORTED / "killed", tmp_path / DISTORTED / "first"
+    resumed = subprocess.run([sys.executable, "-m", "lenet_keras", "train", "--resume", str(run_dir),
+                              "--data-dir", str(mnist_dir)], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _history_without_timing(run_dir) == _history_without_timing(reference)
+    a, b = _weights(reference), _weights(run_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["test"] == json.loads((reference / "manifest.json").read_text())["test"]
+    assert manifest["test"]["accuracy"] > 0.3  # it learned (chance: 0.1) from 2 x 600 single-pattern updates

@@ -111,7 +111,7 @@ def test_a_broken_claims_file_is_refused_naming_the_file_the_claim_and_the_key(t
 
 def test_the_published_numbers_the_issue_names_are_rows():
     published = {(claim.key.split("-")[0], round(claim.published, 5)) for claim in reproduce.CLAIMS}
-    for expected in [("deck", 0.8838), ("deck", 0.9423), ("paper", 0.98722), ("lecun", 0.9905), ("paper", 0.9027),
+    for expected in [("deck", 0.8838), ("deck", 0.9423), ("paper", 0.98722), ("lecun", 0.9905), ("lecun", 0.992), ("paper", 0.9027),
                      ("notebook", 0.9448), ("airbench94", 0.9401)]:
         assert expected in published
 

@@ -9,7 +9,7 @@ directory listing happens to give, and keeps a run whose manifest cannot be read
 
 The questions every reader asks of a folder are answered here once:
   - `completed_run(folder, config, engine)`: the first completed run of that resolved config
-    (`rundir.config_block`) and engine (seeds, reproduce and the benchmarks reuse it);
+    (`rundir.config_block`; older manifests read through `resolved_config`) and engine (seeds, reproduce and the benchmarks reuse it);
   - `unfinished_run(folder, config, alive)`: the last resumable one (`train --resume`);
   - `engine_of(manifest)`: which engine made a run, in one word;
   - `validation_is_test(manifest)`: whether its per-epoch validation set is the test set;
@@ -97,8 +97,25 @@ class RunRecord:
 
     @property
     def config(self) -> dict | None:
-        """The run's resolved config (`rundir.config_block`; None: unreadable manifest)."""
-        return None if self.manifest is None else self.manifest.get("config")
+        """The run's resolved config as this version resolves it (`resolved_config`; None: unreadable manifest)."""
+        return None if self.manifest is None else resolved_config(self.manifest.get("config"))
+
+
+def resolved_config(recorded: Any) -> Any:
+    """A manifest's recorded `config` with the keys added to the experiment format since it was
+    written filled in with their defaults (which are what runs did before those keys existed), in
+    `rundir.config_block`'s JSON form, so an older run of an unchanged recipe compares equal to
+    today's config. Returned as recorded when it is not a valid experiment for this version (a key
+    since removed, a wrong value): such a run matches no config."""
+    from lenet_keras import config as config_lib
+    from lenet_keras.errors import ConfigError
+
+    if not isinstance(recorded, dict):
+        return recorded
+    try:
+        return json.loads(json.dumps(config_lib.from_dict(recorded).to_dict()))
+    except (ConfigError, TypeError, ValueError):
+        return recorded
 
 
 def read(path: Path, experiment: str | None = None) -> RunRecord:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
-from lenet_keras import run_index
+from lenet_keras import config as config_lib
+from lenet_keras import rundir, run_index
 
-CONFIG = {"name": "mnist_lenet5", "seed": 0}
+CONFIG = rundir.config_block(config_lib.load("mnist_lenet5", ["seed=0"]))
 
 
 def make_run(folder, name, status="completed", config=CONFIG, engine=None, text=None):
@@ -84,3 +85,17 @@ def test_a_flattened_config_renders_as_json_text_for_compare_and_hparams():
         "train.lookahead": "true", "train.epochs": "8", "data.mean": "[0.5]", "data.path": "null",
         "optimizer.learning_rate": "1.0", "engine": "keras"}
     assert run_index.flatten(manifest["config"])["train.lookahead"] is True  # HParams keeps the type
+
+
+def test_a_run_recorded_before_keys_were_added_matches_the_same_recipe_today(tmp_path):
+    """Keys added to the experiment format since a run was written take their defaults (what runs did
+    before), so `train --seeds` and `reproduce` reuse the older run; a recorded key that no longer
+    exists (or an invalid value) matches nothing."""
+    older = {section: dict(values) if isinstance(values, dict) else values for section, values in CONFIG.items()}
+    del older["model"]["rubbish_penalty"], older["train"]["steps_per_execution"]
+    make_run(tmp_path, "run-001", config=older)
+    assert run_index.completed_run(tmp_path, CONFIG) == tmp_path / "run-001"
+    foreign = {**older, "train": {**older["train"], "gone_key": 1}}
+    make_run(tmp_path / "other", "run-001", config=foreign)
+    assert run_index.completed_run(tmp_path / "other", CONFIG) is None
+    assert run_index.resolved_config(foreign) == foreign

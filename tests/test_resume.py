@@ -289,19 +289,20 @@ def test_a_reused_pid_does_not_make_a_dead_run_look_alive(tmp_path):
     the recorded process start tells them apart, so `resume` finds the run."""
     import socket
 
+    full = json.loads(json.dumps(config.load(EXPERIMENT, ["seed=1"]).to_dict()))  # as rundir.config_block
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run_dir = tmp_path / "mnist_lenet5" / "run-001"
         run_dir.mkdir(parents=True)
-        own = {"status": "running", "config": {"seed": 1}, "host": socket.gethostname(), "pid": sleeper.pid,
+        own = {"status": "running", "config": full, "host": socket.gethostname(), "pid": sleeper.pid,
                "process_start": manifest_lib.process_start(sleeper.pid)}
         assert own["process_start"] and resume.process_alive(own)
         (run_dir / "manifest.json").write_text(json.dumps(own))
-        assert resume.find_unfinished(tmp_path / "mnist_lenet5", {"seed": 1}) is None  # its live process
+        assert resume.find_unfinished(tmp_path / "mnist_lenet5", full) is None  # its live process
         reused = {**own, "process_start": own["process_start"].rsplit(":", 1)[0] + ":1"}  # started at another tick
         assert not resume.process_alive(reused)
         (run_dir / "manifest.json").write_text(json.dumps(reused))
-        assert resume.find_unfinished(tmp_path / "mnist_lenet5", {"seed": 1}) == run_dir
+        assert resume.find_unfinished(tmp_path / "mnist_lenet5", full) == run_dir
     finally:
         sleeper.kill()
         sleeper.wait()

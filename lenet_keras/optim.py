@@ -332,8 +332,10 @@ class AirbenchMuon(keras.optimizers.Optimizer):
 
 
 def _piecewise_constant(optimizer: OptimizerConfig, schedule: ScheduleConfig, total_steps: int, steps_per_epoch: int):
+    # Keras keeps values[i] while step <= boundaries[i]: epoch b's first step (b * steps_per_epoch,
+    # 0-based) gets the next rate when its boundary is the step before
     return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [b * steps_per_epoch for b in schedule.epoch_boundaries], list(schedule.learning_rates))
+        [b * steps_per_epoch - 1 for b in schedule.epoch_boundaries], list(schedule.learning_rates))
 
 
 @keras.saving.register_keras_serializable(package="lenet_keras")

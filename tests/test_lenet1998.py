@@ -338,3 +338,39 @@ def test_the_distorted_recipe_killed_mid_pass_resumes_to_the_same_weights(tmp_pa
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["test"] == json.loads((reference / "manifest.json").read_text())["test"]
     assert manifest["test"]["accuracy"] > 0.3  # it learned (chance: 0.1) from 2 x 600 single-pattern updates
+
+
+def test_the_papers_learning_rates_change_at_the_first_step_of_passes_3_6_9_and_13():
+    experiment = config.load("mnist_lenet5_1998")
+    optim.check_names(experiment)
+    schedule = optim.SCHEDULES["piecewise_constant"](experiment.optimizer, experiment.schedule, 200, 10)
+    first_steps = {pass_: (pass_ - 1) * 10 for pass_ in (1, 2, 3, 5, 6, 8, 9, 12, 13, 20)}
+    rates = {pass_: float(schedule(step)) for pass_, step in first_steps.items()}
+    eta = experiment.optimizer.learning_rate
+    assert [rates[p] / eta for p in sorted(rates)] == pytest.approx([1, 1, 0.4, 0.4, 0.2, 0.2, 0.1, 0.1, 0.02, 0.02])
+    assert float(schedule(29)) == pytest.approx(0.4 * eta) and float(schedule(20)) == pytest.approx(0.4 * eta)
+
+
+def test_the_report_marks_the_papers_published_errors():
+    from lenet_keras import report
+
+    assert report.published_errors("mnist_lenet5_1998") == [("published: 0.95% (lecun-1998)", 20, pytest.approx(0.0095))]
+    assert report.published_errors("mnist_lenet5_1998_distorted")[0][1:] == (20, pytest.approx(0.008))
+    assert report.published_errors("mnist_lenet5_classic") == []  # its claims are at an epoch, not final
+
+
+def test_without_reshuffling_every_epoch_presents_the_images_in_the_same_order(mnist_dir):
+    from lenet_keras import data, pipeline
+
+    dataset = data.load(config.load("mnist_lenet5", ["data.train_subset=50", "data.validation_split=0"]).data,
+                        mnist_dir)
+
+    def labels(reshuffle):
+        train, _, _ = pipeline.pipelines(dataset, 10, seed=3, epochs=2, reshuffle=reshuffle)
+        order = np.concatenate([np.argmax(y, axis=1) for _, y in train])
+        return order[:50], order[50:]
+
+    first, second = labels(False)
+    np.testing.assert_array_equal(first, second)
+    first, second = labels(True)
+    assert (first != second).any() and sorted(first) == sorted(second)

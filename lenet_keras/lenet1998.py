@@ -112,7 +112,7 @@ class _Connections(layers.Layer):
     """A layer whose units are weighted sums of their inputs plus a bias: a = linear(x, kernel) + bias.
 
     `linear` is linear in the kernel and in the inputs separately, which is what
-    `LeNet5_1998.gauss_newton_diagonal` needs to back-propagate squared weights and inputs.
+    `gauss_newton_diagonal` needs to back-propagate squared weights and inputs.
     """
 
     def linear(self, inputs, kernel):
@@ -344,7 +344,8 @@ class LeNet5_1998(keras.Sequential):
 
     Input: float32 images (batch, 28, 28, 1) in [0, 1] (0 background, 1 ink).
     Output: float32 (batch, 10), softmax of the negated RBF penalties (`SmallestPenalty`).
-    `penalties(x)` gives the RBF outputs themselves, (batch, 10) float32.
+    `penalties(x)` gives the RBF outputs themselves, (batch, 10) float32. The shipped experiments
+    train it in float32 (`train.precision = "float32"`); other precisions are untested.
 
     Raises:
         ValueError: another input shape or number of classes.
@@ -386,7 +387,9 @@ class LeNet5_1998(keras.Sequential):
         return x
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The batch mean of `map_criterion` (Eq. 9) on one-hot labels `y`; the compiled loss is not used."""
+        """The batch mean of `map_criterion` (Eq. 9) on one-hot labels `y` (float32 scalar); the compiled
+        loss is not used, and `y_pred` neither: the penalties are computed again from `x` (a second
+        forward pass, since the model returns softmax(-penalties), not the penalties)."""
         errors = map_criterion(tf.cast(y, tf.float32), self.penalties(x, training=training), self.rubbish_penalty)
         if sample_weight is not None:
             errors = errors * tf.cast(sample_weight, errors.dtype)

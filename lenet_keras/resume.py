@@ -223,6 +223,8 @@ def check_resumable(run_dir: Path, manifest: dict[str, Any], config: dict[str, A
         raise RunDirectoryError(f"{run_dir}: status {status!r}; only a {'/'.join(UNFINISHED)} run can be resumed")
     if status == "running" and process_alive(manifest):
         raise RunDirectoryError(f"{run_dir}: still running as process {manifest['pid']} on this machine")
+    from lenet_keras import run_index
+
     recorded = run_index.resolved_config(manifest.get("config"))
     if recorded != config:
         key = _first_difference(recorded if isinstance(recorded, dict) else {}, config)

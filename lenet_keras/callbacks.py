@@ -78,8 +78,9 @@ def peak_rss_mib() -> float:
 
 
 class Throughput(keras.callbacks.Callback):
-    """Prints the device, training images/s over steps 2-11 (after tracing) and the projected
-    wall time of the run; stores both in `record` (the manifest's `speed`), with the wall
+    """Prints the device, training images/s over steps 2-11 (after tracing; with
+    `train.steps_per_execution` > 1, over the second call of the compiled loop, the first whose
+    end a callback sees after tracing) and the projected wall time of the run; stores both in `record` (the manifest's `speed`), with the wall
     seconds spent in per-epoch validation (`validation_seconds`, all epochs of the run: a
     `StatefulCallback`, so a resumed run adds to the seconds of the epochs before its backup;
     a backup written before lenet-keras saved them restarts the count at 0).
@@ -96,17 +97,23 @@ class Throughput(keras.callbacks.Callback):
         super().__init__()
         self.batch_size, self.steps_per_epoch, self.epochs = batch_size, steps_per_epoch, epochs
         self.record, self.quiet = record, quiet
+        self._start = None
 
     def on_train_batch_end(self, batch, logs=None):
-        """Time steps FIRST+1..LAST of the first epoch; report once at LAST (or its last step)."""
+        """Time the steps after the first batch end seen at step FIRST or later, up to the first batch
+        end at LAST (or the epoch's last step) or later; report once. Keras calls this once per
+        `steps_per_execution` steps, with the last step's index."""
         if "images_per_second_first_steps" in self.record:  # measured already, in the first epoch
             return
-        if batch == self.FIRST:
-            self._start = time.perf_counter()
-        elif batch == min(self.LAST, self.steps_per_epoch - 1) and batch > self.FIRST:
-            self.report(batch, (batch - self.FIRST) * self.batch_size / (time.perf_counter() - self._start))
+        if self._start is None:
+            if batch >= self.FIRST:
+                self._start = (batch, time.perf_counter())
+            return
+        first, start = self._start
+        if batch >= min(self.LAST, self.steps_per_epoch - 1) and batch > first:
+            self.report(batch, first, (batch - first) * self.batch_size / (time.perf_counter() - start))
 
-    def report(self, batch: int, images_per_s: float) -> None:
+    def report(self, batch: int, first: int, images_per_s: float) -> None:
         """Record (and print) the measured rate, the device and the projected training time."""
         import tensorflow as tf
 
@@ -115,7 +122,7 @@ class Throughput(keras.callbacks.Callback):
         self.record.update(device=device, images_per_second_first_steps=round(images_per_s, 1),
                            projected_training_seconds=round(projected, 1))
         if not self.quiet:
-            print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {self.FIRST + 2}-{batch + 1}; "
+            print(f"\n[{device}] {images_per_s:.1f} training images/s over steps {first + 2}-{batch + 1}; "
                   f"projected training time {projected / 60:.1f} min for {self.epochs} epochs", flush=True)
         message = long_run_message(projected, self.epochs, device)
         if message:

@@ -374,3 +374,14 @@ def test_without_reshuffling_every_epoch_presents_the_images_in_the_same_order(m
     np.testing.assert_array_equal(first, second)
     first, second = labels(True)
     assert (first != second).any() and sorted(first) == sorted(second)
+
+
+def test_images_per_second_are_measured_when_keras_calls_back_once_per_1000_steps():
+    from lenet_keras import callbacks
+
+    record = {}
+    throughput = callbacks.Throughput(batch_size=1, steps_per_epoch=60_000, epochs=20, record=record, quiet=True)
+    throughput.on_train_batch_end(999)  # the first call: the loop traced, the clock starts
+    assert record == {}
+    throughput.on_train_batch_end(1999)
+    assert record["images_per_second_first_steps"] > 0 and "projected_training_seconds" in record

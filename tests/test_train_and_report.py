@@ -236,6 +236,6 @@ def test_a_run_projected_over_an_hour_says_so_with_the_cheaper_alternatives(caps
     assert "train.epochs=N" in message and "make cifar-fast" in message
     record = {}
     throughput = callbacks.Throughput(batch_size=128, steps_per_epoch=352, epochs=150, record=record, quiet=True)
-    throughput.report(11, images_per_s=95.0)  # the notebook CNN's rate on 2 cores: ~22 h
+    throughput.report(11, 1, images_per_s=95.0)  # the notebook CNN's rate on 2 cores: ~22 h
     assert record["projected_training_seconds"] > 3600
     assert "WARNING: this run is projected to train for" in capsys.readouterr().err

@@ -100,6 +100,7 @@ class ScaledTanh(layers.Layer):
     """The squashing function f(a) = 1.7159 tanh(2/3 a) (Appendix A), elementwise; any shape."""
 
     def call(self, inputs):
+        """f(inputs): float32 of any shape in, same shape out, values in (-1.7159, 1.7159)."""
         return SQUASH_AMPLITUDE * tf.tanh(SQUASH_SLOPE * inputs)
 
     @staticmethod
@@ -111,14 +112,13 @@ class ScaledTanh(layers.Layer):
 class _Connections(layers.Layer):
     """A layer whose units are weighted sums of their inputs plus a bias: a = linear(x, kernel) + bias.
 
-    `linear` is linear in the kernel and in the inputs separately, which is what
-    `gauss_newton_diagonal` needs to back-propagate squared weights and inputs.
+    Each subclass defines `linear(inputs, kernel)`, linear in the kernel and in the inputs
+    separately, which is what `gauss_newton_diagonal` needs to back-propagate squared weights and
+    inputs, and creates `kernel` and `bias` in `build`.
     """
 
-    def linear(self, inputs, kernel):
-        raise NotImplementedError
-
     def call(self, inputs):
+        """linear(inputs, kernel) + bias: float32 inputs in, float32 pre-activations out (shapes per subclass)."""
         return self.linear(inputs, self.kernel) + self.bias
 
 
@@ -146,6 +146,8 @@ class MappedConv2D(_Connections):
         self.table = tuple(tuple(int(m) for m in maps) for maps in table)
 
     def build(self, input_shape):
+        """Create the kernel (k, k, in_maps, filters) or, with a table, (k, k, connections) and the bias
+        (filters,), uniform in +-2.4 / fan-in per output map; ValueError for a table that does not fit."""
         in_maps, k = int(input_shape[-1]), self.kernel_size
         table = self.table or tuple(tuple(range(in_maps)) for _ in range(self.filters))
         if len(table) != self.filters or any(not 0 <= m < in_maps for maps in table for m in maps):
@@ -196,6 +198,7 @@ class Subsampling(_Connections):
     """
 
     def build(self, input_shape):
+        """Create the coefficient and the bias, (maps,) each, uniform in +-2.4 / 4."""
         maps = int(input_shape[-1])
         self.kernel = self.add_weight(shape=(maps,), name="coefficient", initializer=FanInUniform(4))
         self.bias = self.add_weight(shape=(maps,), name="bias", initializer=FanInUniform(4))
@@ -215,6 +218,7 @@ class FullConnection(_Connections):
         self.units = int(units)
 
     def build(self, input_shape):
+        """Create the kernel (inputs, units) and the bias (units,), uniform in +-2.4 / inputs."""
         inputs = int(input_shape[-1])
         self.kernel = self.add_weight(shape=(inputs, self.units), name="kernel", initializer=FanInUniform(inputs))
         self.bias = self.add_weight(shape=(self.units,), name="bias", initializer=FanInUniform(inputs))
@@ -247,6 +251,7 @@ class EuclideanRBF(layers.Layer):
         return {**super().get_config(), "codes": self.codes_.tolist()}
 
     def call(self, inputs):
+        """Penalties float32 (batch, classes) from F6 outputs float32 (batch, n)."""
         return tf.reduce_sum(tf.square(inputs[:, None, :] - self.codes[None]), axis=-1)
 
 
@@ -257,6 +262,7 @@ class SmallestPenalty(layers.Layer):
     package's other models."""
 
     def call(self, inputs):
+        """softmax(-inputs) over the last axis: penalties (batch, 10) in, probabilities (batch, 10) out."""
         return tf.nn.softmax(-inputs, axis=-1)
 
 

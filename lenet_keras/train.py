@@ -47,7 +47,7 @@ from lenet_keras import distribute, hardware, hparams_log
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import models, optim, pipeline, rundir
 from lenet_keras import resume as resume_lib
-from lenet_keras.errors import RunDirectoryError, TrainingDivergedError
+from lenet_keras.errors import ConfigError, RunDirectoryError, TrainingDivergedError
 
 FINAL_WEIGHTS = "final.weights.h5"
 """The model and optimizer variables after the last epoch (`model.load_weights` reads them)."""
@@ -118,7 +118,8 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
     (`hardware.resolve_precision`: "auto" is bfloat16 compute only where native bfloat16 units
     exist; mixed precision keeps float32 weights; Keras scales the loss for float16).
     Loss: categorical cross-entropy on one-hot float32 labels (with `train.label_smoothing`), or
-    the model's own criterion for a `models.OwnCriterion` model; metric: top-1 accuracy named
+    the model's own criterion for a `models.OwnCriterion` model (which refuses a nonzero
+    `train.label_smoothing` with `ConfigError`, before anything is written); metric: top-1 accuracy named
     "accuracy"; `train.steps_per_execution` goes to `compile`, and `train.jit_compile` compiles the
     training and evaluation steps with XLA (which Keras turns off under TensorFlow's op determinism,
     a GPU concern: XLA on a CPU computes the same values every run, `tests/test_lenet1998.py`). The schedule counts optimizer steps, so it needs
@@ -138,6 +139,10 @@ def compiled_model(experiment: config_lib.Experiment, dataset: data_lib.ImageDat
         finally:  # layers keep the policy they were built with; later code gets the default again
             keras.mixed_precision.set_global_policy("float32")
         own_loss = isinstance(model, models.OwnCriterion)
+        if own_loss and experiment.train.label_smoothing:
+            raise ConfigError(f"train.label_smoothing = {experiment.train.label_smoothing}: model "
+                              f"{experiment.model.name!r} trains on its own criterion ({model.criterion}), "
+                              "which has no label smoothing; set it to 0")
         model.compile(
             optimizer=optim.build(experiment, pipeline.steps_per_epoch(dataset, experiment.train.batch_size)),
             loss=None if own_loss else keras.losses.CategoricalCrossentropy(

@@ -385,3 +385,12 @@ def test_images_per_second_are_measured_when_keras_calls_back_once_per_1000_step
     assert record == {}
     throughput.on_train_batch_end(1999)
     assert record["images_per_second_first_steps"] > 0 and "projected_training_seconds" in record
+
+
+def test_label_smoothing_is_refused_for_the_papers_criterion(mnist_dir):
+    from lenet_keras import data, train
+
+    experiment = config.load("mnist_lenet5_1998", ["train.label_smoothing=0.1", "data.train_subset=20",
+                                                   "data.test_subset=10"])
+    with pytest.raises(ConfigError, match="train.label_smoothing = 0.1: model 'lenet5_1998'"):
+        train.compiled_model(experiment, data.load(experiment.data, mnist_dir))

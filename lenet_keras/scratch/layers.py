@@ -91,9 +91,28 @@ class Conv2D:
         self.grads["bias"] = dy2.sum(axis=0)
         if not self.input_gradient:
             return None
+        return self._col2im(dy2 @ weights.T)
+
+    def backward_squared(self, d2y: np.ndarray) -> np.ndarray:
+        """Second derivatives back through the layer with squared weights and squared inputs
+        (LeCun et al. 1998, Eqs. 25 and 27; call after `forward`): d2E/dY^2 (N, H_out, W_out, C_out)
+        -> d2E/dX^2 (N, H, W, C_in) (None without `input_gradient`); fills `second["kernel"]`
+        (kh, kw, C_in, C_out), each weight's sum over the connections sharing it of x^2 d2E/da^2,
+        summed over the batch, and `second["bias"]` (C_out,)."""
+        x_shape, padded_shape, pad_h, pad_w, cols, weights, (n, ho, wo) = self._cache
+        kh, kw, cin, cout = self.params["kernel"].shape
+        d2y2 = d2y.reshape(n * ho * wo, cout)
+        self.second = {"kernel": ((cols * cols).T @ d2y2).reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3),
+                       "bias": d2y2.sum(axis=0)}
+        return self._col2im(d2y2 @ (weights * weights).T) if self.input_gradient else None
+
+    def _col2im(self, dcols2d: np.ndarray) -> np.ndarray:
+        """Rows (N H_out W_out, C_in kh kw) of per-window input derivatives, summed back onto the input."""
+        x_shape, padded_shape, pad_h, pad_w, _, _, (n, ho, wo) = self._cache
+        kh, kw, cin, _ = self.params["kernel"].shape
         # (kh, kw, N, H_out, W_out, C_in), contiguous per kernel offset for the scatter below
-        dcols = np.ascontiguousarray((dy2 @ weights.T).reshape(n, ho, wo, cin, kh, kw).transpose(4, 5, 0, 1, 2, 3))
-        dpadded = np.zeros(padded_shape, dtype=dy.dtype)
+        dcols = np.ascontiguousarray(dcols2d.reshape(n, ho, wo, cin, kh, kw).transpose(4, 5, 0, 1, 2, 3))
+        dpadded = np.zeros(padded_shape, dtype=dcols2d.dtype)
         s = self.stride
         for i in range(kh):
             for j in range(kw):
@@ -182,6 +201,13 @@ class Dense:
         self.grads["kernel"] = self._x.T @ dy
         self.grads["bias"] = dy.sum(axis=0)
         return dy @ self.params["kernel"].T
+
+    def backward_squared(self, d2y: np.ndarray) -> np.ndarray:
+        """Second derivatives with squared weights and inputs (LeCun et al. 1998, Eqs. 25, 27; after
+        `forward`): d2E/dY^2 (N, out) -> d2E/dX^2 = d2Y (W^2)^T (N, in); fills `second["kernel"]` =
+        (X^2)^T d2Y and `second["bias"]` = sum of d2Y, both summed over the batch."""
+        self.second = {"kernel": (self._x * self._x).T @ d2y, "bias": d2y.sum(axis=0)}
+        return d2y @ (self.params["kernel"] ** 2).T
 
 
 class Flatten:

@@ -103,3 +103,36 @@ def test_second_derivatives_and_one_update_equal_the_keras_optimizers(pair):
         assert np.abs(mine["kernel"] - old).max() > 0  # the step moved the weights
         for key in ("kernel", "bias"):
             np.testing.assert_allclose(mine[key], theirs[key], atol=2e-5 * max(np.abs(theirs[key]).max(), 1))
+
+
+def test_the_numpy_engine_trains_the_papers_recipe_into_a_run_directory(tmp_path, mnist_dir):
+    import json
+
+    from lenet_keras import config
+    from lenet_keras.scratch import train
+
+    experiment = config.load("mnist_lenet5_1998", ["data.train_subset=1200", "data.validation_split=0.25",
+                                                   "train.epochs=3", "schedule.epoch_boundaries=[1, 2, 8, 12]"])
+    run_dir = train.run(experiment, runs_dir=tmp_path, data_dir=mnist_dir, verbose=False)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["model"]["parameters"] == PARAMETERS
+    history = (run_dir / "history.csv").read_text().splitlines()
+    rates = [float(line.split(",")[3]) for line in history[1:]]
+    assert rates == [5e-5, 2e-5, 1e-5]  # the schedule's eta per pass
+    val_accuracy = [float(line.split(",")[5]) for line in history[1:]]
+    assert val_accuracy[-1] > 0.5, history  # 900 single-image updates a pass learn the digits
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.batch_size=2", "train.batch_size = 2 (only 1"),
+    ("optimizer.name=sgd", "optimizer.name = 'sgd' (only 'sdlm')"),
+    ("augment.distorted_copies=2", "[augment]"),
+])
+def test_the_numpy_engine_refuses_what_it_does_not_implement(override, message):
+    from lenet_keras import config
+    from lenet_keras.errors import ConfigError
+    from lenet_keras.scratch import train
+
+    with pytest.raises(ConfigError, match="NumPy engine does not support") as refused:
+        train.check_supported(config.load("mnist_lenet5_1998", [override]))
+    assert message in str(refused.value)

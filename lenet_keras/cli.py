@@ -516,9 +516,12 @@ def parser() -> argparse.ArgumentParser:
     scratch = commands.add_parser(
         "scratch",
         help="train the NumPy LeNet-5 (lenet_keras.scratch) with an experiment's recipe",
-        description="Train the from-scratch NumPy LeNet-5 with EXPERIMENT's data, seed, SGD + exponential "
-        "decay, epochs and batch size into RUNS_DIR/<experiment>/numpy-NNN/ (history.csv, manifest.json, "
-        "predictions.npz), beside the experiment's Keras runs, so its report overlays both.",
+        description="Train a from-scratch NumPy network with EXPERIMENT's recipe into "
+        "RUNS_DIR/<experiment>/numpy-NNN/ (history.csv, manifest.json, predictions.npz), beside the "
+        "experiment's Keras runs, so its report overlays both. Two recipes: model lenet5 with SGD + "
+        "momentum and exponential decay (e.g. mnist_lenet5), and model lenet5_1998 with the stochastic "
+        "diagonal Levenberg-Marquardt optimizer, one update per image (mnist_lenet5_1998). Data, seed, "
+        "epochs, batch size and schedule come from the experiment; augmentation is refused.",
     )
     scratch.add_argument("experiment", type=Path, help="experiment file or shipped name, e.g. mnist_lenet5")
     scratch.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override experiment keys")

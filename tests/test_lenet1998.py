@@ -260,8 +260,8 @@ def test_the_shipped_experiments_are_valid_and_pin_the_papers_schedule():
         optim.check_names(experiment)
         models.check_name(experiment.model)
         assert experiment.schedule.epoch_boundaries == (2, 5, 8, 12) and experiment.train.epochs == 20
-        rates = np.array(experiment.schedule.learning_rates)
-        np.testing.assert_allclose(rates / rates[0], [1, 0.4, 0.2, 0.1, 0.02])  # the paper's ratios
+        paper = np.array([5e-4, 2e-4, 1e-4, 5e-5, 1e-5])  # eta for passes 1-2, 3-5, 6-8, 9-12, 13-20
+        np.testing.assert_allclose(experiment.schedule.learning_rates, np.minimum(paper, 5e-5))  # capped (header)
         assert experiment.train.batch_size == 1 and experiment.data.validation_split == 0
         assert experiment.optimizer.damping == 0.02 and experiment.optimizer.curvature_patterns == 500
     distorted = config.load("mnist_lenet5_1998_distorted").augment

@@ -341,7 +341,8 @@ def test_the_distorted_recipe_killed_mid_pass_resumes_to_the_same_weights(tmp_pa
 
 
 def test_the_papers_learning_rates_change_at_the_first_step_of_passes_3_6_9_and_13():
-    experiment = config.load("mnist_lenet5_1998")
+    experiment = config.load("mnist_lenet5_1998", ["optimizer.learning_rate=5e-4",  # the paper's own rates
+                                                   "schedule.learning_rates=[5e-4, 2e-4, 1e-4, 5e-5, 1e-5]"])
     optim.check_names(experiment)
     schedule = optim.SCHEDULES["piecewise_constant"](experiment.optimizer, experiment.schedule, 200, 10)
     first_steps = {pass_: (pass_ - 1) * 10 for pass_ in (1, 2, 3, 5, 6, 8, 9, 12, 13, 20)}

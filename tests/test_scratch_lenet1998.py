@@ -112,7 +112,8 @@ def test_the_numpy_engine_trains_the_papers_recipe_into_a_run_directory(tmp_path
     from lenet_keras.scratch import train
 
     experiment = config.load("mnist_lenet5_1998", ["data.train_subset=1200", "data.validation_split=0.25",
-                                                   "train.epochs=3", "schedule.epoch_boundaries=[1, 2, 8, 12]"])
+                                                   "train.epochs=3", "schedule.epoch_boundaries=[1, 2, 8, 12]",
+                                                   "schedule.learning_rates=[5e-5, 2e-5, 1e-5, 5e-6, 1e-6]"])
     run_dir = train.run(experiment, runs_dir=tmp_path, data_dir=mnist_dir, verbose=False)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["model"]["parameters"] == PARAMETERS

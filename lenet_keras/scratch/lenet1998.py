@@ -61,10 +61,14 @@ class Subsampling:
         self.grads: dict[str, np.ndarray] = {}
         self.name = name
 
+    @staticmethod
+    def _block_sums(x: np.ndarray) -> np.ndarray:
+        n, h, w, c = x.shape
+        return x.reshape(n, h // 2, 2, w // 2, 2, c).sum(axis=(2, 4))
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """coefficient * (2x2 block sums) + bias."""
-        n, h, w, c = x.shape
-        self._sums = x.reshape(n, h // 2, 2, w // 2, 2, c).sum(axis=(2, 4))
+        self._x, self._sums = x, self._block_sums(x)
         return self._sums * self.params["kernel"] + self.params["bias"]
 
     @staticmethod
@@ -77,15 +81,10 @@ class Subsampling:
         return self._spread(dy * self.params["kernel"])
 
     def backward_squared(self, d2y: np.ndarray) -> np.ndarray:
-        """Eqs. 25, 27 for a weight shared by the 4 inputs of every unit of a map."""
-        x_squared_sums = self._x_squared_sums
-        self.second = {"kernel": (d2y * x_squared_sums).sum(axis=(0, 1, 2)), "bias": d2y.sum(axis=(0, 1, 2))}
+        """Eqs. 25, 27 for a weight shared by the 4 inputs of every unit of a map (after `forward`)."""
+        squared_sums = self._block_sums(self._x * self._x)
+        self.second = {"kernel": (d2y * squared_sums).sum(axis=(0, 1, 2)), "bias": d2y.sum(axis=(0, 1, 2))}
         return self._spread(d2y * self.params["kernel"] ** 2)
-
-    def remember_squares(self, x: np.ndarray) -> None:
-        """Keep the 2x2 block sums of x^2, which `backward_squared` needs (x: this layer's input)."""
-        n, h, w, c = x.shape
-        self._x_squared_sums = (x * x).reshape(n, h // 2, 2, w // 2, 2, c).sum(axis=(2, 4))
 
 
 def rubbish_logsumexp(penalties: np.ndarray, rubbish_penalty: float) -> np.ndarray:
@@ -156,8 +155,6 @@ class ScratchLeNet5_1998:
         """RBF penalties y_i = sum_j (x_j - w_ij)^2, (N, 10); keeps what backward passes need."""
         h = self._field(x)
         for layer in self.layers:
-            if isinstance(layer, Subsampling):
-                layer.remember_squares(h)
             h = layer.forward(h)
         self._f6 = h
         return ((h[:, None, :] - self.codes[None]) ** 2).sum(axis=-1)

@@ -26,6 +26,7 @@ import numpy as np
 from lenet_keras import manifest as manifest_lib
 from lenet_keras import resume as resume_lib
 from lenet_keras.errors import RunDirectoryError
+from lenet_keras.paper1998 import curvature_draw
 
 
 @runtime_checkable
@@ -390,8 +391,7 @@ class EstimateCurvature(keras.callbacks.Callback):
     """Before each epoch, the SDLM optimizer's second derivatives from `patterns` training images.
 
     LeCun et al. 1998, Appendix C: h_kk is re-estimated on 500 patterns before each pass. The
-    images of epoch e are a draw without replacement keyed by (seed, e) (NumPy's
-    `default_rng([seed, 6, e])`), so a resumed run re-estimates exactly what an uninterrupted one
+    images of epoch e are a draw without replacement keyed by (seed, e) (`paper1998.curvature_draw`), so a resumed run re-estimates exactly what an uninterrupted one
     did; they are scaled as the pipeline scales (`pipeline.normalize`, no augmentation). The model's
     `gauss_newton_diagonal(images, one_hot_labels)` gives h_kk per trained variable, which go to
     `model.optimizer.set_curvature` (`optim.StochasticDiagonalLM`).
@@ -401,7 +401,6 @@ class EstimateCurvature(keras.callbacks.Callback):
         mean, std: the experiment's `data.mean` and `data.std`.
     """
 
-    STREAM = 6
 
     def __init__(self, images, labels, num_classes: int, seed: int, patterns: int = 500, mean=(), std=()):
         super().__init__()
@@ -410,8 +409,7 @@ class EstimateCurvature(keras.callbacks.Callback):
 
     def chosen(self, epoch: int) -> np.ndarray:
         """Indices (patterns,) int64 of the training images epoch `epoch` estimates on."""
-        rng = np.random.default_rng([self.seed, self.STREAM, int(epoch)])
-        return np.sort(rng.choice(len(self.images), min(self.patterns, len(self.images)), replace=False))
+        return curvature_draw(self.seed, epoch, len(self.images), self.patterns)
 
     def on_epoch_begin(self, epoch, logs=None):
         """Estimate h_kk on this epoch's images and hand it to the optimizer."""

@@ -52,3 +52,16 @@ def digit_codes() -> np.ndarray:
     background of `DIGIT_BITMAPS`, row by row (84 = 12 rows x 7 columns, F6's 84 units)."""
     return np.array([[1.0 if pixel == "#" else -1.0 for row in DIGIT_BITMAPS for pixel in row[digit]]
                      for digit in range(10)], dtype=np.float32)
+
+
+CURVATURE_STREAM = 6
+"""The random stream of the curvature draw (`curvature_draw`; `augment`'s streams use 0-5, 7, 8)."""
+
+
+def curvature_draw(seed: int, epoch: int, count: int, patterns: int) -> np.ndarray:
+    """Indices (min(patterns, count),) int64, sorted, of the training images h_kk is estimated on
+    before `epoch` (Appendix C: "500 patterns" before each pass): a draw without replacement from
+    `numpy.random.default_rng([seed, CURVATURE_STREAM, epoch])`, the same in both engines and in a
+    resumed run."""
+    rng = np.random.default_rng([int(seed), CURVATURE_STREAM, int(epoch)])
+    return np.sort(rng.choice(count, min(patterns, count), replace=False))

@@ -18,6 +18,7 @@ connections; its gradients and second derivatives are masked to them, so 60,000 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 from lenet_keras.paper1998 import BACKGROUND, C3_TABLE, INITIAL_RANGE, INK, SQUASH_AMPLITUDE, SQUASH_SLOPE, digit_codes
 from lenet_keras.scratch import layers as L
@@ -90,8 +91,7 @@ class Subsampling:
 def rubbish_logsumexp(penalties: np.ndarray, rubbish_penalty: float) -> np.ndarray:
     """log(e^-j + sum_i e^-y_i) per row of `penalties` (N, 10), computed stably; (N,)."""
     scores = np.concatenate([np.full((len(penalties), 1), -rubbish_penalty, penalties.dtype), -penalties], axis=1)
-    top = scores.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))[:, 0]
+    return logsumexp(scores, axis=1)
 
 
 def map_posterior(penalties: np.ndarray, rubbish_penalty: float) -> np.ndarray:
@@ -121,6 +121,7 @@ class ScratchLeNet5_1998:
             self.c3_mask[:, :, list(maps), out] = 1
 
         def uniform(shape, fan_in):
+            """Weights of `shape` uniform in +-2.4 / fan_in (a number, or one per output map: the last axis)."""
             fan_in = np.broadcast_to(fan_in, shape)
             return (rng.uniform(-1, 1, shape) * INITIAL_RANGE / fan_in).astype(dtype)
 
@@ -161,12 +162,8 @@ class ScratchLeNet5_1998:
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """softmax(-penalties), (N, 10): arg-max = the smallest penalty."""
-        out = []
-        for first in range(0, len(x), batch_size):
-            scores = -self.penalties(x[first : first + batch_size])
-            e = np.exp(scores - scores.max(axis=1, keepdims=True))
-            out.append(e / e.sum(axis=1, keepdims=True))
-        return np.concatenate(out)
+        return np.concatenate([L.softmax(-self.penalties(x[first : first + batch_size]))
+                               for first in range(0, len(x), batch_size)])
 
     def criterion(self, penalties: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Eq. 9 per pattern, (N,): y_c + log(e^-j + sum_i e^-y_i); labels int (N,)."""

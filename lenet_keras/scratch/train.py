@@ -25,6 +25,8 @@ from lenet_keras import manifest as manifest_lib
 from lenet_keras import rundir
 from lenet_keras.errors import ConfigError, TrainingDivergedError
 from lenet_keras.resume import write_history
+from lenet_keras.paper1998 import curvature_draw
+from lenet_keras.scratch import layers as L
 from lenet_keras.scratch.lenet1998 import ScratchLeNet5_1998, StochasticDiagonalLM
 from lenet_keras.scratch.network import SGD, ScratchLeNet5
 
@@ -89,13 +91,11 @@ class Paper1998Recipe:
     """LeCun et al.'s 1998 LeNet-5 (`ScratchLeNet5_1998`, weights uniform in +-2.4 / fan-in from
     the seed) trained as the paper did (Appendix C): one stochastic diagonal Levenberg-Marquardt
     update per pattern, h_kk re-estimated before each epoch on `optimizer.curvature_patterns`
-    training images drawn with `numpy.random.default_rng([seed, 6, epoch])` (the Keras run's
-    `callbacks.EstimateCurvature` draw), the schedule's per-epoch learning rates, the MAP criterion
+    training images of `paper1998.curvature_draw` (the Keras run's draw), the schedule's per-epoch learning rates, the MAP criterion
     (Eq. 9) as the loss. The images come in one order, `default_rng([seed, 0])`, every epoch
     (`train.reshuffle_each_epoch = false`) or `default_rng([seed, epoch])`."""
 
     model = "lenet5_1998"
-    CURVATURE_STREAM = 6
 
     @staticmethod
     def problems(experiment: config_lib.Experiment) -> list[str]:
@@ -121,10 +121,8 @@ class Paper1998Recipe:
 
     def start_epoch(self, epoch: int, images: np.ndarray) -> None:
         """h_kk from this epoch's draw of training images (Appendix C: before each pass)."""
-        rng = np.random.default_rng([self.seed, self.CURVATURE_STREAM, epoch])
-        patterns = min(self.experiment.optimizer.curvature_patterns, len(images))
-        self.optimizer.curvature = self.network.gauss_newton_diagonal(
-            images[np.sort(rng.choice(len(images), patterns, replace=False))])
+        chosen = curvature_draw(self.seed, epoch, len(images), self.experiment.optimizer.curvature_patterns)
+        self.optimizer.curvature = self.network.gauss_newton_diagonal(images[chosen])
 
     def learning_rate(self, epoch: int) -> float:
         """eta of `epoch`: `schedule.learning_rates[i]`, i the boundaries passed (or the constant rate)."""
@@ -146,8 +144,7 @@ class Paper1998Recipe:
         for first in range(0, len(images), 1000):
             penalties = self.network.penalties(images[first : first + 1000])
             losses.append(self.network.criterion(penalties, labels[first : first + 1000]))
-            scores = -penalties - (-penalties).max(axis=1, keepdims=True)
-            probabilities.append(np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True))
+            probabilities.append(L.softmax(-penalties))
         probabilities = np.concatenate(probabilities).astype(np.float32)
         return float(np.concatenate(losses).mean()), float((probabilities.argmax(1) == labels).mean()), probabilities
 
